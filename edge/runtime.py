@@ -1,0 +1,56 @@
+"""onnxruntime session construction shared by every ONNX model in the pipeline."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+# Names accepted in config, mapped to onnxruntime's provider identifiers.
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def resolve_providers(names: Sequence[str]) -> list[str]:
+    """Map config names to the providers this onnxruntime build has, CPU always last.
+
+    A provider asked for but missing is logged and skipped rather than fatal: a box
+    whose GPU driver failed must still recognise plates on the CPU.
+    """
+    available = set(ort.get_available_providers())
+    chosen: list[str] = []
+    for name in names:
+        provider = PROVIDERS.get(name.lower(), name)
+        if provider in available:
+            if provider not in chosen:
+                chosen.append(provider)
+        else:
+            log.warning("execution provider %s is not available here; skipping it", name)
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+def create_session(
+    model_path: Path, *, threads: int = 0, providers: Sequence[str] = ("cpu",)
+) -> ort.InferenceSession:
+    """Open an ONNX model with graph optimisations on and a deliberate thread count.
+
+    ``threads`` = 0 lets onnxruntime pick (one per physical core).
+    """
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = max(0, int(threads))
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(
+        str(model_path), sess_options=options, providers=resolve_providers(providers)
+    )

@@ -1,0 +1,103 @@
+"""Plain result types passed between the recognition stages.
+
+They are small, immutable and carry no behaviour beyond derived values, so each
+stage (detect -> read -> format rules) is a pure function of the previous one's
+output and can be tested without models or threads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Detections:
+    """Plate boxes found in one image, in that image's pixel coordinates.
+
+    ``xyxy`` is an (N, 4) float32 array of x1, y1, x2, y2; ``scores`` is (N,)
+    float32. Rows are sorted by descending score.
+    """
+
+    xyxy: np.ndarray
+    scores: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.xyxy.ndim != 2 or self.xyxy.shape[1] != 4:
+            raise ValueError(f"xyxy must be (N, 4), got {self.xyxy.shape}")
+        if self.scores.shape != (self.xyxy.shape[0],):
+            raise ValueError(f"scores must be ({self.xyxy.shape[0]},), got {self.scores.shape}")
+        self.xyxy.setflags(write=False)
+        self.scores.setflags(write=False)
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
+
+    def __len__(self) -> int:
+        return int(self.xyxy.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class CharChoice:
+    """The recogniser's options for one character position, most likely first."""
+
+    chars: tuple[str, ...]
+    probs: tuple[float, ...]
+
+    @property
+    def best(self) -> str:
+        return self.chars[0]
+
+    @property
+    def prob(self) -> float:
+        return self.probs[0]
+
+
+@dataclass(frozen=True, slots=True)
+class TextCandidate:
+    text: str
+    confidence: float
+
+
+@dataclass(frozen=True, slots=True)
+class OcrResult:
+    """What an OCR engine read from one plate crop, before any plate-format rules.
+
+    ``text`` is the raw best reading (may contain spaces, punctuation, lower case);
+    ``chars`` holds one :class:`CharChoice` per character of ``text``;
+    ``candidates`` are alternative whole readings, best first (``text`` included).
+    """
+
+    text: str
+    confidence: float
+    chars: tuple[CharChoice, ...]
+    candidates: tuple[TextCandidate, ...] = ()
+
+    @property
+    def char_confidences(self) -> tuple[float, ...]:
+        return tuple(c.prob for c in self.chars)
+
+
+@dataclass(frozen=True, slots=True)
+class PlateText:
+    """A reading that satisfies a plate format, with the alternatives it beat."""
+
+    text: str
+    confidence: float
+    char_confidences: tuple[float, ...]
+    pattern: str
+    candidates: tuple[TextCandidate, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class RecognizedPlate:
+    """One plate found and read in one image."""
+
+    box: tuple[float, float, float, float]
+    detection_score: float
+    text: str
+    confidence: float
+    char_confidences: tuple[float, ...]
+    candidates: tuple[TextCandidate, ...]
