@@ -1,0 +1,1 @@
+"""OCR engines behind one interface (:class:`edge.ocr.base.BaseOCR`)."""

@@ -1,0 +1,232 @@
+"""Still-image recognition: detect plates, read them, apply the plate-format rules.
+
+:class:`PlateRecognizer` is the recognition core every camera frame goes through;
+``lpr-edge recognize`` runs it over image files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.config import Config, load_config
+from edge.crop import crop_plate
+from edge.detect import BaseDetector, YoloPlateDetector
+from edge.models import require
+from edge.ocr.base import BaseOCR
+from edge.plateformat import PlateFormat, apply_format, load_format
+from edge.types import Detections, RecognizedPlate
+
+log = logging.getLogger(__name__)
+
+OCR_ENGINES = ("ppocr", "easyocr")
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+@dataclass(frozen=True, slots=True)
+class Recognition:
+    """Everything found in one image: every detected box, the plates that were read
+    (boxes whose text met the format and confidence rules), and where time went."""
+
+    detections: Detections
+    plates: tuple[RecognizedPlate, ...]
+    detect_ms: float
+    ocr_ms: float
+
+    @property
+    def total_ms(self) -> float:
+        return self.detect_ms + self.ocr_ms
+
+
+class PlateRecognizer:
+    """Detector + OCR engine + plate format, owned together and closed together."""
+
+    def __init__(
+        self,
+        detector: BaseDetector,
+        ocr: BaseOCR,
+        plate_format: PlateFormat,
+        *,
+        min_confidence: float = 0.5,
+    ):
+        self.detector = detector
+        self.ocr = ocr
+        self.plate_format = plate_format
+        self.min_confidence = min_confidence
+
+    def recognize(self, image: np.ndarray) -> Recognition:
+        start = time.perf_counter()
+        detections = self.detector.detect(image)
+        detected = time.perf_counter()
+        plates = self.read(image, detections)
+        done = time.perf_counter()
+        return Recognition(detections, plates, (detected - start) * 1e3, (done - detected) * 1e3)
+
+    def read(self, image: np.ndarray, detections: Detections) -> tuple[RecognizedPlate, ...]:
+        """Read every detected box in one OCR batch; keep those the format accepts."""
+        if not len(detections):
+            return ()
+        crops = [crop_plate(image, box) for box in detections.xyxy]
+        plates = []
+        for box, score, result in zip(
+            detections.xyxy, detections.scores, self.ocr.read(crops), strict=True
+        ):
+            text = apply_format(result, self.plate_format, min_confidence=self.min_confidence)
+            if text is None:
+                continue
+            plates.append(
+                RecognizedPlate(
+                    box=tuple(round(float(v), 1) for v in box),
+                    detection_score=float(score),
+                    text=text.text,
+                    confidence=text.confidence,
+                    char_confidences=text.char_confidences,
+                    candidates=text.candidates,
+                )
+            )
+        return tuple(plates)
+
+    def close(self) -> None:
+        self.detector.close()
+        self.ocr.close()
+
+    def __enter__(self) -> PlateRecognizer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_ocr(name: str, config: Config) -> BaseOCR:
+    """The configured OCR engine, on verified model files."""
+    rec = config.recognition
+    if name == "ppocr":
+        from edge.ocr.ppocr import PPOCRRecognizer
+
+        path = require("ppocr-rec", config.models_dir)
+        return PPOCRRecognizer(path, threads=rec.threads, providers=rec.providers)
+    if name == "easyocr":
+        from edge.ocr.easyocr_onnx import EnglishG2Onnx
+
+        path = require("easyocr-english-g2-onnx", config.models_dir)
+        return EnglishG2Onnx(path, threads=rec.threads, providers=rec.providers)
+    raise ValueError(f"unknown OCR engine {name!r} (known: ppocr, easyocr)")
+
+
+def open_recognizer(
+    config: Config, *, ocr: str | None = None, plate_format: str | None = None
+) -> PlateRecognizer:
+    """Build the recognition core from config; models are verified before use."""
+    rec = config.recognition
+    fmt = load_format(plate_format or rec.plate_format)
+    detector = YoloPlateDetector(
+        require(rec.detector, config.models_dir),
+        score_threshold=rec.detection_threshold,
+        iou_threshold=rec.nms_iou,
+        threads=rec.threads,
+        providers=rec.providers,
+    )
+    try:
+        engine = open_ocr(ocr or rec.ocr, config)
+    except BaseException:
+        detector.close()
+        raise
+    return PlateRecognizer(detector, engine, fmt, min_confidence=rec.min_confidence)
+
+
+def iter_images(paths: Sequence[str]) -> Iterator[Path]:
+    """Files as given; folders expanded to their image files, sorted."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            yield from sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            yield path
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file to BGR; ValueError with a reason a user understands."""
+    if not path.exists():
+        raise ValueError("file not found")
+    if not path.is_file():
+        raise ValueError("not a regular file")
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ValueError("not a readable image (corrupt, truncated or not an image format)")
+    return image
+
+
+def plate_json(plate: RecognizedPlate) -> dict:
+    return {
+        "text": plate.text,
+        "confidence": round(plate.confidence, 4),
+        "box": [round(v, 1) for v in plate.box],
+        "candidates": [
+            {"text": c.text, "confidence": round(c.confidence, 4)} for c in plate.candidates
+        ],
+    }
+
+
+def cmd_recognize(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.ocr and args.ocr not in OCR_ENGINES:
+        print(
+            f"lpr-edge recognize: unknown OCR engine {args.ocr!r} "
+            f"(known: {', '.join(OCR_ENGINES)})",
+            file=sys.stderr,
+        )
+        return 2
+    images = list(iter_images(args.paths))
+    if not images:
+        print("lpr-edge recognize: no images found in the given paths", file=sys.stderr)
+        return 1
+    failed = 0
+    with open_recognizer(config, ocr=args.ocr, plate_format=args.format) as recognizer:
+        for path in images:
+            try:
+                image = read_image(path)
+            except ValueError as exc:
+                failed += 1
+                log.error("%s: %s", path, exc)
+                if args.json:
+                    print(json.dumps({"image": str(path), "error": str(exc)}), flush=True)
+                continue
+            result = recognizer.recognize(image)
+            if args.json:
+                print(
+                    json.dumps(
+                        {
+                            "image": str(path),
+                            "plates": [plate_json(p) for p in result.plates],
+                            "timing_ms": {
+                                "detect": round(result.detect_ms, 1),
+                                "ocr": round(result.ocr_ms, 1),
+                                "total": round(result.total_ms, 1),
+                            },
+                        }
+                    ),
+                    flush=True,
+                )
+            else:
+                found = (
+                    ", ".join(
+                        f"{p.text} ({p.confidence:.2f}) at {[int(v) for v in p.box]}"
+                        for p in result.plates
+                    )
+                    or "no plate read"
+                )
+                print(f"{path}: {found}  [{result.total_ms:.0f} ms]", flush=True)
+    if failed:
+        print(f"lpr-edge recognize: {failed} of {len(images)} file(s) failed", file=sys.stderr)
+        return 1
+    return 0
