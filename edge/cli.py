@@ -16,6 +16,7 @@ from edge import __version__
 from edge.config import Config, ConfigError, dumps_toml, load_config, to_dict
 from edge.logs import setup_logging
 from edge.models import ModelError, ModelState, check, fetch, load_manifest
+from edge.plateformat import PatternError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -35,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return args.handler(args)
-    except (ConfigError, UsageError) as exc:
+    except (ConfigError, UsageError, PatternError) as exc:
         for line in str(exc).splitlines():
             print(f"lpr-edge: error: {line}", file=sys.stderr)
         return EXIT_USAGE
@@ -78,7 +79,7 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
         progress=lambda msg: print(msg, file=sys.stderr),
     )
     for status in statuses:
-        print(f"{status.spec.name:<22} {status.state.value:<14} {status.path}")
+        print(f"{status.spec.name:<24} {status.state.value:<14} {status.path}")
     return EXIT_OK
 
 
@@ -103,11 +104,11 @@ def cmd_models_list(args: argparse.Namespace) -> int:
                 )
             )
     else:
-        print(f"{'NAME':<22} {'STATE':<14} {'SIZE':>10}  {'SOURCE':<34} FILE")
+        print(f"{'NAME':<24} {'STATE':<14} {'SIZE':>10}  {'SOURCE':<34} FILE")
         for s in statuses:
             source = s.spec.package or f"<- {s.spec.derived_from}"
             size = f"{s.size / 1e6:.1f} MB" if s.size else "-"
-            print(f"{s.spec.name:<22} {s.state.value:<14} {size:>10}  {source:<34} {s.spec.file}")
+            print(f"{s.spec.name:<24} {s.state.value:<14} {size:>10}  {source:<34} {s.spec.file}")
     bad = [s for s in statuses if s.state is not ModelState.VERIFIED]
     if bad:
         print(f"{len(bad)} model(s) not verified; run 'lpr-edge models fetch'", file=sys.stderr)

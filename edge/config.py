@@ -58,6 +58,9 @@ class CameraConfig:
 class RecognitionConfig:
     detector: str = "platedet"
     ocr: Literal["ppocr", "easyocr"] = "ppocr"
+    #: How the easyocr engine runs: converted to ONNX (no PyTorch), or through the
+    #: easyocr package (optional extra, pulls PyTorch).
+    easyocr_backend: Literal["onnx", "torch"] = "onnx"
     plate_format: str = "hk"
     detection_threshold: float = field(default=0.25, metadata=_range(0.0, 1.0))
     nms_iou: float = field(default=0.45, metadata=_range(0.0, 1.0))

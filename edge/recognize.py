@@ -115,10 +115,15 @@ def open_ocr(name: str, config: Config) -> BaseOCR:
         path = require("ppocr-rec", config.models_dir)
         return PPOCRRecognizer(path, threads=rec.threads, providers=rec.providers)
     if name == "easyocr":
-        from edge.ocr.easyocr_onnx import EnglishG2Onnx
+        from edge.ocr.easyocr_engine import EasyOCRRecognizer
 
-        path = require("easyocr-english-g2-onnx", config.models_dir)
-        return EnglishG2Onnx(path, threads=rec.threads, providers=rec.providers)
+        model = "easyocr-english-g2-onnx" if rec.easyocr_backend == "onnx" else "easyocr-english-g2"
+        return EasyOCRRecognizer(
+            require(model, config.models_dir),
+            rec.easyocr_backend,
+            threads=rec.threads,
+            providers=rec.providers,
+        )
     raise ValueError(f"unknown OCR engine {name!r} (known: ppocr, easyocr)")
 
 

@@ -1,0 +1,205 @@
+"""EasyOCR english_g2: torch-free conversion to ONNX and the ``easyocr`` engine."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+
+from edge.ocr import easyocr_onnx as g2
+from edge.ocr.easyocr_engine import EasyOCRRecognizer
+from edge.types import OcrResult
+
+PTH = Path(__file__).resolve().parents[1] / "models" / g2.PTH_NAME
+needs_weights = pytest.mark.skipif(
+    not PTH.is_file(), reason=f"{PTH} absent (run `lpr-edge models fetch` to get the weights)"
+)
+
+
+def plate(text: str, scale: float = 2.0, thickness: int = 5, border: int = 0) -> np.ndarray:
+    """Black bold text on white, as a BGR crop; optionally in a dark frame."""
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    (w, h), base = cv2.getTextSize(text, font, scale, thickness)
+    img = np.full((h + base + 24, w + 24, 3), 255, np.uint8)
+    cv2.putText(img, text, (12, h + 12), font, scale, (0, 0, 0), thickness, cv2.LINE_AA)
+    if border:
+        img = cv2.copyMakeBorder(
+            img, border, border, border, border, cv2.BORDER_CONSTANT, value=(20, 20, 20)
+        )
+    return img
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    if not PTH.is_file():
+        pytest.skip(f"{PTH} absent (run `lpr-edge models fetch` to get the weights)")
+    d = tmp_path_factory.mktemp("easyocr")
+    g2.convert_english_g2(PTH, d / g2.ONNX_NAME)
+    return d
+
+
+@pytest.fixture(scope="session")
+def engine(model_dir):
+    with EasyOCRRecognizer(model_dir / g2.ONNX_NAME, threads=1) as eng:
+        yield eng
+
+
+# ---------------------------------------------------------------- reading the .pth
+
+
+@needs_weights
+def test_state_dict_reads_without_torch():
+    sd = g2.load_state_dict(PTH)
+    assert sd["module.Prediction.weight"].shape == (len(g2.CHARACTERS) + 1, 256)
+    assert sd["module.FeatureExtraction.ConvNet.0.weight"].shape == (32, 1, 3, 3)
+    assert sd["module.FeatureExtraction.ConvNet.12.num_batches_tracked"].dtype == np.int64
+    # The LSTM's four matrices share one storage at different offsets.
+    ih = sd["module.SequenceModeling.0.rnn.weight_ih_l0"]
+    hh = sd["module.SequenceModeling.0.rnn.weight_hh_l0"]
+    assert ih.shape == hh.shape == (1024, 256)
+    assert not np.array_equal(ih, hh)
+    assert all(np.isfinite(v).all() for v in sd.values())
+
+
+def test_unpickler_refuses_foreign_globals(tmp_path):
+    evil = tmp_path / "evil.pth"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("archive/data.pkl", pickle.dumps({"w": os.system}, protocol=2))
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        g2.load_state_dict(evil)
+
+
+def test_not_a_checkpoint(tmp_path):
+    bad = tmp_path / "bad.pth"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("readme.txt", "hello")
+    bad.write_bytes(buf.getvalue())
+    with pytest.raises(ValueError, match="not a zip-format"):
+        g2.load_state_dict(bad)
+
+
+# ---------------------------------------------------------------- the converted model
+
+
+def test_converted_model_shape_and_metadata(model_dir):
+    import onnxruntime as ort
+
+    path = model_dir / g2.ONNX_NAME
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["blank"] == "0"
+    assert "charset" in meta
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for n, w in ((1, 64), (3, 256)):
+        x = np.random.default_rng(0).uniform(-1, 1, (n, 1, g2.HEIGHT, w)).astype(np.float32)
+        (probs,) = sess.run(["probs"], {"image": x})
+        assert probs.shape == (n, w // 4 - 1, len(g2.CHARACTERS) + 1)
+        np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-4)
+
+
+@needs_weights
+def test_conversion_matches_the_manifest(model_dir):
+    from edge.models import load_manifest, sha256_of
+
+    spec = load_manifest(PTH.parent)["easyocr-english-g2-onnx"]
+    assert sha256_of(model_dir / g2.ONNX_NAME) == spec.sha256
+
+
+@needs_weights
+def test_conversion_is_repeatable(model_dir, tmp_path):
+    again = tmp_path / "again.onnx"
+    g2.convert_english_g2(PTH, again)
+    assert again.read_bytes() == (model_dir / g2.ONNX_NAME).read_bytes()
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_reads_synthetic_plate(engine):
+    (res,) = engine.read([plate("AB 1234")])
+    assert isinstance(res, OcrResult)
+    assert res.text == "AB1234"
+    assert len(res.chars) == len(res.text)
+    assert res.confidence > 0.5
+    assert all(0.0 <= p <= 1.0 for p in res.char_confidences)
+    assert res.candidates[0].text == res.text
+    # Alternatives are other characters, most likely first.
+    for choice in res.chars:
+        assert choice.probs == tuple(sorted(choice.probs, reverse=True))
+        assert len(set(choice.chars)) == len(choice.chars)
+
+
+def test_all_classes_keep_the_space(model_dir):
+    eng = EasyOCRRecognizer(
+        model_dir / g2.ONNX_NAME, threads=1, allowed=None, preprocess=g2.Preprocess.easyocr()
+    )
+    (res,) = eng.read([plate("AB 1234")])
+    assert res.text == "AB 1234"
+
+
+def test_grey_and_framed_crops(engine):
+    grey = cv2.cvtColor(plate("XY 9876"), cv2.COLOR_BGR2GRAY)
+    framed = plate("XY 9876", border=6)
+    texts = [r.text for r in engine.read([grey, framed])]
+    assert texts == ["XY9876", "XY9876"]
+
+
+def test_batch_equals_single(engine):
+    crops = [plate("AB 1234"), plate("K 77", 1.2, 3), plate("XY 9876"), plate("M 5 XSX")]
+    batched = engine.read(crops)
+    single = [engine.read([c])[0] for c in crops]
+    assert [r.text for r in batched] == [r.text for r in single]
+    for a, b in zip(batched, single, strict=True):
+        np.testing.assert_allclose(a.char_confidences, b.char_confidences, atol=1e-5)
+    assert engine.read([]) == []
+
+
+# ---------------------------------------------------------------- preprocessing
+
+
+def test_trim_frame_and_band():
+    img = plate("AB 1234", border=8)
+    trimmed = g2.trim_frame(img)
+    assert trimmed.shape[0] <= img.shape[0] - 12 and trimmed.shape[1] <= img.shape[1] - 12
+
+    banded = plate("AB 1234")
+    banded[:, :20] = (200, 60, 0)  # BGR blue
+    cut = g2.trim_blue_band(banded)
+    assert cut.shape[1] == banded.shape[1] - 20
+    blue_plate = np.full_like(banded, (200, 60, 0))
+    assert g2.trim_blue_band(blue_plate).shape == blue_plate.shape
+
+
+def test_preprocess_pads_to_squares():
+    x = g2.Preprocess()(plate("AB 1234"))
+    assert x.shape[0] == 1 and x.shape[1] == g2.HEIGHT and x.shape[2] % g2.HEIGHT == 0
+    assert x.dtype == np.float32 and x.min() >= -1.0 and x.max() <= 1.0
+    with pytest.raises(ValueError):
+        g2.Preprocess()(np.zeros((0, 10, 3), np.uint8))
+
+
+# ---------------------------------------------------------------- engine options
+
+
+def test_bad_backend_and_missing_model(tmp_path):
+    with pytest.raises(ValueError, match="backend"):
+        EasyOCRRecognizer(tmp_path, backend="tensorflow")
+    with pytest.raises(Exception, match="english_g2.onnx"):
+        EasyOCRRecognizer(tmp_path / "english_g2.onnx")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("easyocr") is not None, reason="easyocr is installed here"
+)
+def test_torch_backend_without_easyocr_says_how_to_get_it(tmp_path):
+    with pytest.raises(ImportError, match=r"lpr-edge\[easyocr\]"):
+        EasyOCRRecognizer(tmp_path / g2.PTH_NAME, backend="torch")

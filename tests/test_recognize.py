@@ -1,0 +1,116 @@
+"""End to end on generated plates: detector -> crop -> OCR -> format rules."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.bench.accuracy import iou, load_labels, run_benchmark
+from edge.config import PROJECT_ROOT, load_config
+from edge.recognize import PlateRecognizer, open_recognizer
+from edge.synth import render_scene
+from tests.conftest import model_path
+
+SCENE_PLATES = ["AB1234", "KT88"]
+
+
+@pytest.fixture(scope="module", params=["ppocr", "easyocr"])
+def recognizer(request) -> PlateRecognizer:
+    model_path("platedet.onnx")
+    config = load_config(None, environ={})
+    with open_recognizer(config, ocr=request.param, plate_format="hk") as rec:
+        yield rec
+
+
+@pytest.fixture(scope="module")
+def scene_folder(tmp_path_factory) -> Path:
+    """Three generated scenes labelled in the OpenALPR benchmark format, plus one
+    corrupt JPEG that must be reported without stopping the batch."""
+    folder = tmp_path_factory.mktemp("scenes")
+    rng = np.random.default_rng(7)
+    for i, texts in enumerate([["AB1234"], ["KT88", "PX5170"], ["LM9"]]):
+        image, truths = render_scene(texts, rng=rng, styles=["front", "rear"][: len(texts)])
+        name = f"scene{i}.jpg"
+        cv2.imwrite(str(folder / name), image)
+        lines = [
+            f"{name}\t{x1:.0f}\t{y1:.0f}\t{x2 - x1:.0f}\t{y2 - y1:.0f}\t{text}"
+            for text, (x1, y1, x2, y2) in truths
+        ]
+        (folder / f"scene{i}.txt").write_text("\n".join(lines) + "\n")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    (folder / "broken.txt").write_text("broken.jpg\t1\t1\t10\t10\tXX1\n")
+    return folder
+
+
+def test_reads_generated_plates(recognizer):
+    image, truths = render_scene(SCENE_PLATES, rng=np.random.default_rng(11))
+    result = recognizer.recognize(image)
+    assert {p.text for p in result.plates} == set(SCENE_PLATES)
+    for text, box in truths:
+        plate = next(p for p in result.plates if p.text == text)
+        assert iou(plate.box, box) > 0.5
+        assert 0.5 <= plate.confidence <= 1.0
+        assert len(plate.char_confidences) == len(text)
+        assert plate.candidates and plate.candidates[0].text == text
+
+
+def test_image_without_plates_reads_nothing(recognizer):
+    blank = np.full((720, 1280, 3), 90, np.uint8)
+    result = recognizer.recognize(blank)
+    assert result.plates == ()
+
+
+def test_benchmark_scores_generated_folder_and_skips_corrupt_file(recognizer, scene_folder):
+    dataset, problems = load_labels(scene_folder)
+    assert len(dataset) == 4 and not problems
+    report, outcomes = run_benchmark(scene_folder, recognizer, recognizer.ocr.name, "hk")
+    assert report.failed_images == 1  # broken.jpg, reported and skipped
+    assert report.images == 3 and report.plates == 4
+    assert report.detection_rate == 1.0
+    assert report.exact_rate >= 0.75
+    assert report.median_ms > 0
+
+
+def lpr_edge(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "edge", *args],
+        capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300, check=False,
+    )
+
+
+def test_recognize_cli_json_reports_corrupt_file_and_continues(scene_folder):
+    model_path("platedet.onnx")
+    result = lpr_edge("recognize", "--json", "--format", "hk", str(scene_folder))
+    assert result.returncode == 1, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    by_name = {Path(line["image"]).name: line for line in lines}
+    assert set(by_name) == {"broken.jpg", "scene0.jpg", "scene1.jpg", "scene2.jpg"}
+    assert "error" in by_name["broken.jpg"]
+    scene0 = by_name["scene0.jpg"]
+    assert [p["text"] for p in scene0["plates"]] == ["AB1234"]
+    plate = scene0["plates"][0]
+    assert len(plate["box"]) == 4 and 0 < plate["confidence"] <= 1
+    assert plate["candidates"][0]["text"] == "AB1234"
+    assert set(scene0["timing_ms"]) == {"detect", "ocr", "total"}
+    assert "1 of 4 file(s) failed" in result.stderr
+
+
+def test_recognize_cli_all_good_exits_0(scene_folder):
+    model_path("platedet.onnx")
+    result = lpr_edge("recognize", "--format", "hk", str(scene_folder / "scene0.jpg"))
+    assert result.returncode == 0, result.stderr
+    assert "AB1234" in result.stdout
+
+
+def test_recognize_cli_bad_engine_and_format_exit_2(scene_folder):
+    image = str(scene_folder / "scene0.jpg")
+    assert lpr_edge("recognize", "--ocr", "tesseract", image).returncode == 2
+    bad_format = lpr_edge("recognize", "--format", "martian", image)
+    assert bad_format.returncode == 2
+    assert "martian" in bad_format.stderr and "Traceback" not in bad_format.stderr
