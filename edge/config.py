@@ -56,7 +56,12 @@ class CameraConfig:
 
 @dataclass(frozen=True, slots=True)
 class RecognitionConfig:
-    detector: str = "platedet"
+    #: A detector model from models/manifest.toml.
+    detector: str = "platedet-dynamic"
+    #: Longest side of the detector input in pixels (multiple of 32); frames are
+    #: letterboxed to the smallest stride-aligned rectangle (384x640 for 16:9 at 640).
+    #: The fixed-size "platedet" model takes 640 only.
+    detector_input: int = field(default=640, metadata=_range(160, 1920))
     ocr: Literal["ppocr", "easyocr"] = "ppocr"
     #: How the easyocr engine runs: converted to ONNX (no PyTorch), or through the
     #: easyocr package (optional extra, pulls PyTorch).
@@ -348,6 +353,11 @@ def _cross_checks(config: Config, label: str) -> list[str]:
         problems.append(
             f"{label}: 'mqtt.topic_prefix' expected a topic without wildcards or trailing '/', "
             f"got {config.mqtt.topic_prefix!r}"
+        )
+    if config.recognition.detector_input % 32:
+        problems.append(
+            f"{label}: 'recognition.detector_input' expected a multiple of 32, "
+            f"got {config.recognition.detector_input}"
         )
     tls = config.mqtt.tls
     if bool(tls.cert_file) != bool(tls.key_file):

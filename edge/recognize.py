@@ -139,6 +139,7 @@ def open_recognizer(
         iou_threshold=rec.nms_iou,
         threads=rec.threads,
         providers=rec.providers,
+        input_size=rec.detector_input,
     )
     try:
         engine = open_ocr(ocr or rec.ocr, config)

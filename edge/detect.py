@@ -1,0 +1,367 @@
+"""Plate detection: a YOLOv8 ONNX model wrapped behind a one-method interface.
+
+Pre- and post-processing are pure numpy functions (letterbox, decode, NMS, mapping
+boxes back) so they can be tested without a model.
+
+The shipped model (YOLOv8s-seg) is exported at a fixed 640x640 and also computes
+segmentation masks we never use. :func:`make_dynamic_detector` derives a
+detection-only model whose input height and width are free (multiples of 32): a
+16:9 camera frame then runs at 384x640 instead of a mostly grey 640x640 square.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.runtime import create_session
+from edge.types import Detections
+
+PAD_VALUE = 114
+STRIDES = (8, 16, 32)
+# The largest stride: every input side must be a multiple of it.
+MAX_STRIDE = max(STRIDES)
+DEFAULT_INPUT_SIZE = 640
+
+# Output names of a model made by make_dynamic_detector.
+DISTANCES_OUTPUT = "distances"
+SCORES_OUTPUT = "scores"
+
+Size = int | tuple[int, int]
+
+
+# --- pre-processing ---------------------------------------------------------------
+
+
+def _hw(size: Size) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
+def letterbox(image: np.ndarray, size: Size) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """Fit a BGR image into ``size`` (int or (height, width)) keeping its aspect.
+
+    Returns the (1, 3, H, W) float32 RGB tensor in 0..1, the scale applied and the
+    (x, y) padding added on the left and top.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"expected a non-empty HxWx3 image, got shape {image.shape}")
+    out_h, out_w = _hw(size)
+    h, w = image.shape[:2]
+    scale = min(out_h / h, out_w / w)
+    new_w = min(out_w, max(1, round(w * scale)))
+    new_h = min(out_h, max(1, round(h * scale)))
+    pad_x = (out_w - new_w) // 2
+    pad_y = (out_h - new_h) // 2
+    if (new_w, new_h) != (w, h):
+        # INTER_AREA when shrinking avoids the aliasing that erases small plate strokes.
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        image = cv2.resize(image, (new_w, new_h), interpolation=interp)
+    canvas = np.full((out_h, out_w, 3), PAD_VALUE, np.uint8)
+    canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = image
+    tensor = canvas[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32)
+    tensor *= np.float32(1 / 255)
+    return tensor, scale, (pad_x, pad_y)
+
+
+def fit_input_shape(
+    image_hw: tuple[int, int], longest: int, stride: int = MAX_STRIDE
+) -> tuple[int, int]:
+    """The smallest stride-aligned (height, width) holding the image scaled so its
+    longest side is ``longest`` ("rectangular" letterbox for variable-input models)."""
+    if longest % stride:
+        raise ValueError(f"input size {longest} is not a multiple of {stride}")
+    h, w = image_hw
+    scale = longest / max(h, w)
+
+    def side(n: int) -> int:
+        return max(stride, -(-round(n * scale) // stride) * stride)
+
+    return min(longest, side(h)), min(longest, side(w))
+
+
+# --- post-processing --------------------------------------------------------------
+
+
+def decode_yolo(
+    output: np.ndarray, score_threshold: float, *, num_classes: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes and scores above the threshold from a YOLOv8 head output.
+
+    ``output`` is (1, C, N) or (C, N) with rows cx, cy, w, h, class scores, then
+    anything else (mask coefficients), in input pixels. Returns xyxy (M, 4) and
+    scores (M,), both float32, in no particular order.
+    """
+    out = output[0] if output.ndim == 3 else output
+    if out.ndim != 2 or out.shape[0] < 4 + num_classes:
+        raise ValueError(f"unexpected detector output shape {output.shape}")
+    class_scores = out[4 : 4 + num_classes]
+    scores = class_scores.max(axis=0) if num_classes > 1 else class_scores[0]
+    keep = scores > score_threshold
+    cx, cy, w, h = out[:4, keep].astype(np.float32)
+    xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    return xyxy.astype(np.float32), scores[keep].astype(np.float32)
+
+
+def make_anchors(
+    input_hw: tuple[int, int], strides: Sequence[int] = STRIDES
+) -> tuple[np.ndarray, np.ndarray]:
+    """Grid-cell centres (N, 2) in grid units and their strides (N,), in the order
+    YOLOv8 flattens its three heads (stride 8 first, row-major within a head)."""
+    h, w = input_hw
+    points, point_strides = [], []
+    for s in strides:
+        ys, xs = np.mgrid[0 : h // s, 0 : w // s].astype(np.float32) + 0.5
+        points.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
+        point_strides.append(np.full(xs.size, s, np.float32))
+    return np.concatenate(points), np.concatenate(point_strides)
+
+
+def decode_distances(
+    distances: np.ndarray,
+    scores: np.ndarray,
+    input_hw: tuple[int, int],
+    score_threshold: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes from a dynamic model's raw outputs: ``distances`` (1, 4, N) left, top,
+    right, bottom from each grid-cell centre in grid units, ``scores`` (1, 1, N).
+    Returns xyxy (M, 4) in input pixels and scores (M,), float32."""
+    dist = distances.reshape(4, -1)
+    score = scores.reshape(-1, dist.shape[1]).max(axis=0)
+    points, strides = make_anchors(input_hw)
+    if points.shape[0] != dist.shape[1]:
+        raise ValueError(
+            f"model gave {dist.shape[1]} boxes; a {input_hw} input has {points.shape[0]} cells"
+        )
+    keep = score > score_threshold
+    ltrb = dist[:, keep].T.astype(np.float32)
+    centres, s = points[keep], strides[keep, None]
+    xyxy = np.concatenate([centres - ltrb[:, :2], centres + ltrb[:, 2:]], axis=1) * s
+    return xyxy.astype(np.float32), score[keep].astype(np.float32)
+
+
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one xyxy box with each row of ``boxes``."""
+    x1 = np.maximum(box[0], boxes[:, 0])
+    y1 = np.maximum(box[1], boxes[:, 1])
+    x2 = np.minimum(box[2], boxes[:, 2])
+    y2 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    union = area + areas - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression; indices of the kept boxes, best score first."""
+    order = np.argsort(-scores, kind="stable")
+    kept: list[int] = []
+    while order.size:
+        best = order[0]
+        kept.append(int(best))
+        rest = order[1:]
+        order = rest[box_iou(boxes[best], boxes[rest]) <= iou_threshold]
+    return np.asarray(kept, dtype=np.int64)
+
+
+def unletterbox(
+    xyxy: np.ndarray, scale: float, pad: tuple[int, int], image_hw: tuple[int, int]
+) -> np.ndarray:
+    """Map boxes from letterboxed input pixels back to the original image, clipped."""
+    pad_x, pad_y = pad
+    out = (xyxy.astype(np.float32) - np.array([pad_x, pad_y, pad_x, pad_y], np.float32)) / scale
+    h, w = image_hw
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, w)
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, h)
+    return out
+
+
+# --- model derivation -------------------------------------------------------------
+
+
+def make_dynamic_detector(src: Path, dst: Path) -> Path:
+    """Derive a detection-only model with a free input height and width from the
+    exported YOLOv8(-seg) model at ``src``; write it to ``dst``.
+
+    The export bakes the 640x640 anchor count into the DFL Reshapes and the anchor
+    and stride constants. We free the Reshapes, stop the graph at the per-cell box
+    distances and class scores (anchors are added in numpy by
+    :func:`decode_distances`) and drop the mask branch. Same input, same bytes.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    inits = {init.name: init for init in graph.initializer}
+
+    head = producers.get(graph.output[0].name)
+    if head is None or head.op_type != "Concat" or len(head.input) < 2:
+        raise ValueError(f"{src}: output0 is not the YOLOv8 head Concat this expects")
+    n_cells = graph.output[0].type.tensor_type.shape.dim[-1].dim_value
+    scores_src = head.input[1]
+    if producers[scores_src].op_type != "Sigmoid":
+        raise ValueError(f"{src}: the head's class scores do not come from a Sigmoid")
+
+    # Reshapes whose target shape spells out the fixed cell count: the DFL ones.
+    distances_src = None
+    for node in graph.node:
+        if node.op_type != "Reshape" or node.input[1] not in inits:
+            continue
+        shape = numpy_helper.to_array(inits[node.input[1]])
+        if shape.size and shape[-1] == n_cells:
+            shape = shape.copy()
+            shape[-1] = -1
+            inits[node.input[1]].CopyFrom(numpy_helper.from_array(shape, node.input[1]))
+            if shape.size == 3:  # (1, 4, cells): the distances after the DFL conv
+                distances_src = node.output[0]
+    if distances_src is None:
+        raise ValueError(f"{src}: found no DFL Reshape to (1, 4, {n_cells})")
+
+    elem_type = graph.output[0].type.tensor_type.elem_type
+    graph.node.append(helper.make_node("Identity", [distances_src], [DISTANCES_OUTPUT]))
+    graph.node.append(helper.make_node("Identity", [scores_src], [SCORES_OUTPUT]))
+    del graph.output[:]
+    graph.output.extend(
+        [
+            helper.make_tensor_value_info(DISTANCES_OUTPUT, elem_type, [1, 4, "cells"]),
+            helper.make_tensor_value_info(SCORES_OUTPUT, elem_type, [1, None, "cells"]),
+        ]
+    )
+    _prune(graph)
+    dims = graph.input[0].type.tensor_type.shape.dim
+    for dim, name in ((dims[2], "height"), (dims[3], "width")):
+        dim.Clear()
+        dim.dim_param = name
+    del graph.value_info[:]
+    onnx.checker.check_model(model)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def _prune(graph) -> None:
+    """Drop nodes and initializers the graph outputs do not depend on."""
+    needed = {out.name for out in graph.output}
+    kept = []
+    for node in reversed(list(graph.node)):
+        if any(out in needed for out in node.output):
+            kept.append(node)
+            needed.update(name for name in node.input if name)
+    kept.reverse()
+    del graph.node[:]
+    graph.node.extend(kept)
+    inits = [init for init in graph.initializer if init.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+
+
+# --- detectors --------------------------------------------------------------------
+
+
+class BaseDetector(ABC):
+    """Finds plate boxes in whole images."""
+
+    @abstractmethod
+    def detect(self, image: np.ndarray) -> Detections:
+        """Plate boxes in a BGR uint8 HxWx3 image, in its pixel coordinates."""
+
+    def close(self) -> None:  # noqa: B027 - detectors without resources need nothing here
+        """Release the detector's resources."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class YoloPlateDetector(BaseDetector):
+    """A single-class YOLOv8 plate detector on onnxruntime.
+
+    Works with the exported fixed-size model (output0 = boxes, scores, mask
+    coefficients) and with one made by :func:`make_dynamic_detector`.
+    ``input_size`` is the network input: (height, width), or an int. For a
+    fixed-size model it must match the model (or be None). For a dynamic model an
+    int is the longest side and each image gets the smallest stride-aligned
+    rectangle around it (384x640 for 16:9); a tuple fixes the shape.
+    """
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        score_threshold: float = 0.25,
+        iou_threshold: float = 0.45,
+        threads: int = 0,
+        providers: Sequence[str] = ("cpu",),
+        max_detections: int = 50,
+        input_size: Size | None = None,
+    ) -> None:
+        self.score_threshold = float(score_threshold)
+        self.iou_threshold = float(iou_threshold)
+        self.max_detections = int(max_detections)
+        self._session = create_session(Path(model_path), threads=threads, providers=providers)
+        model_input = self._session.get_inputs()[0]
+        self._input_name = model_input.name
+        self._dtype = np.float16 if model_input.type == "tensor(float16)" else np.float32
+        outputs = [o.name for o in self._session.get_outputs()]
+        self._dynamic_outputs = outputs[:2] == [DISTANCES_OUTPUT, SCORES_OUTPUT]
+        self._output_names = outputs[:2] if self._dynamic_outputs else outputs[:1]
+
+        fixed = [d if isinstance(d, int) else None for d in model_input.shape[2:4]]
+        if None not in fixed:
+            model_hw = (fixed[0], fixed[1])
+            if input_size is not None and _hw(input_size) != model_hw:
+                raise ValueError(
+                    f"{model_path} takes a fixed {model_hw[0]}x{model_hw[1]} input; "
+                    f"input_size={input_size} needs a model from make_dynamic_detector"
+                )
+            self.input_size: Size = model_hw
+        else:
+            size = DEFAULT_INPUT_SIZE if input_size is None else input_size
+            for side in _hw(size):
+                if side <= 0 or side % MAX_STRIDE:
+                    raise ValueError(f"input sides must be multiples of {MAX_STRIDE}, got {size}")
+            self.input_size = size
+
+    def input_shape(self, image_hw: tuple[int, int]) -> tuple[int, int]:
+        """The network input (height, width) used for an image of this size."""
+        if isinstance(self.input_size, int):
+            return fit_input_shape(image_hw, self.input_size)
+        return self.input_size
+
+    def detect(self, image: np.ndarray) -> Detections:
+        if self._session is None:
+            raise RuntimeError("detector is closed")
+        if image.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 image, got {image.dtype}")
+        image_hw = (image.shape[0], image.shape[1])
+        input_hw = self.input_shape(image_hw)
+        tensor, scale, pad = letterbox(image, input_hw)
+        outputs = self._session.run(
+            self._output_names, {self._input_name: tensor.astype(self._dtype, copy=False)}
+        )
+        if self._dynamic_outputs:
+            boxes, scores = decode_distances(outputs[0], outputs[1], input_hw, self.score_threshold)
+        else:
+            boxes, scores = decode_yolo(outputs[0], self.score_threshold)
+        if not len(scores):
+            return Detections.empty()
+        keep = nms(boxes, scores, self.iou_threshold)[: self.max_detections]
+        boxes = unletterbox(boxes[keep], scale, pad, image_hw)
+        scores = scores[keep]
+        # Boxes wholly in the padding collapse to zero size once clipped.
+        real = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        return Detections(np.ascontiguousarray(boxes[real]), np.ascontiguousarray(scores[real]))
+
+    def close(self) -> None:
+        self._session = None
