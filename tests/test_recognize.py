@@ -70,6 +70,7 @@ def test_benchmark_scores_generated_folder_and_skips_corrupt_file(recognizer, sc
     dataset, problems = load_labels(scene_folder)
     assert len(dataset) == 4 and not problems
     report, outcomes = run_benchmark(scene_folder, recognizer, recognizer.ocr.name, "hk")
+    assert sorted(o.image for o in outcomes) == ["scene0.jpg", "scene1.jpg", "scene2.jpg"]
     assert report.failed_images == 1  # broken.jpg, reported and skipped
     assert report.images == 3 and report.plates == 4
     assert report.detection_rate == 1.0
