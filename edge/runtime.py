@@ -51,6 +51,10 @@ def create_session(
     options.intra_op_num_threads = max(0, int(threads))
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Detector and OCR run back to back on the same few cores: idle worker threads
+    # spinning for work steal the CPU from the next model (measured: OCR 23 -> 13 ms,
+    # detector 296 -> 247 ms on 2 cores).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(
         str(model_path), sess_options=options, providers=resolve_providers(providers)
     )

@@ -81,7 +81,11 @@ def test_benchmark_scores_generated_folder_and_skips_corrupt_file(recognizer, sc
 def lpr_edge(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "edge", *args],
-        capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=300,
+        check=False,
     )
 
 

@@ -1,0 +1,131 @@
+"""From a detector box to the OCR input: margins, EU band, grey, two rows, tilt."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from edge import crop as C
+
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+BLUE = (170, 60, 10)  # BGR of an EU band
+
+
+def plate(text: str = "AB 1234", size=(400, 90), scale: float = 2.0, band: int = 0) -> np.ndarray:
+    """Black text on white, optionally with a blue band of ``band`` pixels on the left."""
+    w, h = size
+    img = np.full((h, w, 3), 255, np.uint8)
+    if band:
+        img[:, :band] = BLUE
+    (tw, th), _ = cv2.getTextSize(text, FONT, scale, 5)
+    x = band + (w - band - tw) // 2
+    cv2.putText(img, text, (x, (h + th) // 2), FONT, scale, (0, 0, 0), 5, cv2.LINE_AA)
+    return img
+
+
+def in_scene(crop: np.ndarray, at=(50, 40), size=(640, 240)) -> np.ndarray:
+    scene = np.full((size[1], size[0], 3), 90, np.uint8)
+    x, y = at
+    scene[y : y + crop.shape[0], x : x + crop.shape[1]] = crop
+    return scene
+
+
+def test_expand_box_grows_and_clips():
+    assert C.expand_box((10, 10, 110, 30), (100, 200, 3), 0.1, 0.5) == (0, 0, 120, 40)
+    assert C.expand_box((150, 80, 210, 120), (100, 200, 3), 0.0, 0.0) == (150, 80, 200, 100)
+
+
+def test_plain_crop_is_the_box_plus_margins():
+    scene = in_scene(plate())
+    out = C.crop_plate(
+        scene, (50, 40, 450, 130), margin_x=0.05, margin_y=0.1, cut_band=False,
+        grey="none", two_lines=False,
+    )  # fmt: skip
+    assert out.shape == (108, 440, 3)
+    assert np.array_equal(out, scene[31:139, 30:470])
+
+
+def test_degenerate_box_gives_a_tiny_image_and_bad_grey_is_rejected():
+    scene = in_scene(plate())
+    assert C.crop_plate(scene, (700, 10, 720, 20)).shape == (1, 1, 3)
+    with pytest.raises(ValueError, match="grey"):
+        C.crop_plate(scene, (50, 40, 450, 130), grey="sepia")
+
+
+def test_grey_images_are_accepted():
+    scene = cv2.cvtColor(in_scene(plate()), cv2.COLOR_BGR2GRAY)
+    out = C.crop_plate(scene, (50, 40, 450, 130))
+    assert out.ndim == 3 and out.shape[2] == 3
+
+
+def test_blue_band_is_measured_and_cut():
+    img = plate(band=40)
+    width = C.blue_band_width(img)
+    assert 40 <= width <= 46
+    assert C.blue_band_width(plate()) == 0
+    out = C.crop_plate(
+        in_scene(img), (50, 40, 450, 130), margin_x=0, margin_y=0, grey="none", two_lines=False
+    )
+    assert out.shape[1] == 400 - width
+    # Nothing blue is left at the left edge.
+    assert C.blue_band_width(out) == 0
+
+
+def test_an_all_blue_plate_has_no_band_to_cut():
+    img = np.full((90, 400, 3), BLUE, np.uint8)
+    cv2.putText(img, "W 053011", (20, 65), FONT, 2.0, (255, 255, 255), 5, cv2.LINE_AA)
+    assert C.blue_band_width(img) == 0
+
+
+def test_value_grey_fades_coloured_marks_and_keeps_dark_text():
+    img = plate()
+    cv2.circle(img, (200, 45), 12, (30, 30, 220), -1)  # a red emblem between characters
+    v = C.value_grey(img)
+    luma = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    assert v[45, 200, 0] > 200 > luma[45, 200]
+    ys, xs = np.nonzero(luma < 30)
+    assert v[ys, xs].max() < 60
+
+
+def test_auto_grey_falls_back_to_luma_when_the_dark_part_is_coloured():
+    assert not C.dark_is_coloured(plate())
+    blue_plate = np.full((90, 400, 3), BLUE, np.uint8)
+    cv2.putText(blue_plate, "W 053011", (20, 65), FONT, 2.0, (255, 255, 255), 5, cv2.LINE_AA)
+    assert C.dark_is_coloured(blue_plate)
+    out = C.crop_plate(blue_plate, (0, 0, 400, 90), margin_x=0, margin_y=0, two_lines=False)
+    luma = cv2.cvtColor(blue_plate, cv2.COLOR_BGR2GRAY)
+    assert np.array_equal(out[..., 0], luma)
+
+
+def two_row_plate() -> np.ndarray:
+    img = np.full((180, 260, 3), 255, np.uint8)
+    cv2.putText(img, "AB", (70, 75), FONT, 2.4, (0, 0, 0), 6, cv2.LINE_AA)
+    cv2.putText(img, "1234", (25, 160), FONT, 2.4, (0, 0, 0), 6, cv2.LINE_AA)
+    return img
+
+
+def test_two_row_plate_is_laid_out_as_one_row():
+    img = two_row_plate()
+    row = C.two_line_split(img)
+    assert row is not None and 70 <= row <= 110
+    out = C.crop_plate(img, (0, 0, 260, 180), margin_x=0, margin_y=0)
+    assert out.shape[1] > 2.4 * out.shape[0]
+
+
+def test_one_row_plates_are_not_split():
+    assert C.two_line_split(plate()) is None  # long
+    # Squarish but one row of big characters, like a US plate.
+    assert C.two_line_split(plate("7ABC123", size=(300, 150), scale=1.9)) is None
+    assert C.two_line_split(np.full((150, 300, 3), 255, np.uint8)) is None
+
+
+def test_text_line_angle_and_deskew():
+    img = cv2.copyMakeBorder(plate(), 40, 40, 20, 20, cv2.BORDER_CONSTANT, value=(255, 255, 255))
+    assert abs(C.text_line_angle(img)) < 1.0
+    tilted = C.rotate(img, 8.0)
+    angle = C.text_line_angle(tilted)
+    assert angle == pytest.approx(8.0, abs=2.0)
+    level = C.rotate(tilted, -angle)
+    assert abs(C.text_line_angle(level)) < 1.5
+    assert C.text_line_angle(np.full((40, 200, 3), 255, np.uint8)) is None
