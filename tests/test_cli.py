@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import subprocess
 import sys
 
@@ -98,3 +99,20 @@ def test_json_log_lines_carry_extra_fields():
     line = json.loads(JsonFormatter().format(record))
     assert line["level"] == "warning" and line["msg"] == "camera front lost"
     assert line["camera"] == "front" and line["ts"].endswith("Z")
+
+
+def test_recognize_refuses_a_tampered_model(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "manifest.toml").write_text((PROJECT_ROOT / "models" / "manifest.toml").read_text())
+    (models / "platedet-dynamic.onnx").write_bytes(b"not the model we pinned")
+    image = tmp_path / "frame.png"
+    image.write_bytes(b"unused: the model check comes first")
+    env = {**os.environ, "LPR_EDGE_MODELS_DIR": str(models)}
+    result = lpr_edge("recognize", str(image), env=env)
+    assert result.returncode == 1
+    assert "model 'platedet-dynamic' failed verification" in result.stderr
+    assert "Traceback" not in result.stderr
+    (models / "platedet-dynamic.onnx").unlink()
+    result = lpr_edge("recognize", str(image), env=env)
+    assert result.returncode == 1 and "lpr-edge models fetch" in result.stderr
