@@ -96,7 +96,7 @@ class EasyOCRRecognizer(BaseOCR):
     Keywords passed on to :class:`edge.ocr.easyocr_onnx.EnglishG2Base`:
     ``preprocess`` (:class:`~edge.ocr.easyocr_onnx.Preprocess`), ``allowed``
     (characters to keep, default 0-9A-Z; ``None`` keeps all 96 classes),
-    ``fold_case``, ``max_batch``, ``topk``, ``beam_width``, ``top_n``.
+    ``fold_case``, ``fold_bars``, ``max_batch``, ``topk``, ``beam_width``, ``top_n``.
     """
 
     name = "easyocr"
