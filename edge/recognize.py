@@ -85,7 +85,7 @@ class PlateRecognizer:
                 continue
             plates.append(
                 RecognizedPlate(
-                    box=tuple(round(float(v), 1) for v in box),
+                    box=tuple(float(v) for v in box),
                     detection_score=float(score),
                     text=text.text,
                     confidence=text.confidence,
