@@ -11,8 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.bench.accuracy import iou, load_labels, run_benchmark
+from edge.bench.accuracy import load_labels, run_benchmark
 from edge.config import PROJECT_ROOT, load_config
+from edge.detect import box_iou
 from edge.recognize import PlateRecognizer, open_recognizer
 from edge.synth import render_scene
 from tests.conftest import model_path
@@ -54,7 +55,7 @@ def test_reads_generated_plates(recognizer):
     assert {p.text for p in result.plates} == set(SCENE_PLATES)
     for text, box in truths:
         plate = next(p for p in result.plates if p.text == text)
-        assert iou(plate.box, box) > 0.5
+        assert box_iou(np.array(plate.box), np.array([box]))[0] > 0.5
         assert 0.5 <= plate.confidence <= 1.0
         assert len(plate.char_confidences) == len(text)
         assert plate.candidates and plate.candidates[0].text == text

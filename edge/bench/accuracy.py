@@ -14,13 +14,14 @@ import argparse
 import json
 import statistics
 import sys
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edge.config import load_config
+from edge.detect import box_iou
+from edge.plateformat import normalize
 from edge.recognize import (
     IMAGE_SUFFIXES,
     OCR_ENGINES,
@@ -72,10 +73,6 @@ class AccuracyReport:
     failed_images: int
 
 
-def normalise(text: str) -> str:
-    return "".join(ch for ch in text.upper() if ch.isascii() and ch.isalnum())
-
-
 def load_labels(folder: Path) -> tuple[list[tuple[Path, list[Label]]], list[str]]:
     """Images with their labels, and a problem line for each label file skipped."""
     problems: list[str] = []
@@ -95,7 +92,7 @@ def load_labels(folder: Path) -> tuple[list[tuple[Path, list[Label]]], list[str]
                 problems.append(f"{txt}:{lineno}: x, y, w, h must be numbers")
                 continue
             image = folder / parts[0]
-            labels.append(Label(image, (x, y, x + w, y + h), normalise(parts[5])))
+            labels.append(Label(image, (x, y, x + w, y + h), normalize(parts[5])))
         if not labels:
             continue
         image = labels[0].image
@@ -106,26 +103,19 @@ def load_labels(folder: Path) -> tuple[list[tuple[Path, list[Label]]], list[str]
     return dataset, problems
 
 
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def score_image(image: Path, labels: list[Label], recognizer: PlateRecognizer) -> ImageOutcome:
     result = recognizer.recognize(read_image(image))
-    boxes = [tuple(map(float, b)) for b in result.detections.xyxy]
+    boxes = result.detections.xyxy
+    plate_boxes = np.array([p.box for p in result.plates], np.float32).reshape(-1, 4)
     detected = exact = alike = 0
     matched_boxes: set[int] = set()
     for label in labels:
-        overlaps = [iou(label.box, b) for b in boxes]
-        hits = [i for i, v in enumerate(overlaps) if v > IOU_MATCH]
+        hits = np.flatnonzero(box_iou(np.array(label.box), boxes) > IOU_MATCH).tolist()
         if hits:
             detected += 1
             matched_boxes.update(hits)
-        reads = [p.text for p in result.plates if iou(label.box, p.box) > IOU_MATCH]
+        overlapping = box_iou(np.array(label.box), plate_boxes) > IOU_MATCH
+        reads = [p.text for p, hit in zip(result.plates, overlapping, strict=True) if hit]
         if label.plate in reads:
             exact += 1
         if label.plate.translate(_ALIKE) in {r.translate(_ALIKE) for r in reads}:
