@@ -52,6 +52,12 @@ class CameraConfig:
     enabled: bool = True
     #: For file sources run live: restart at the end.
     loop: bool = False
+    #: A lost or stalled source is reopened after a delay that starts here and doubles
+    #: on each failure up to the maximum.
+    reconnect_min_seconds: float = field(default=0.5, metadata=_range(0.05, 3600))
+    reconnect_max_seconds: float = field(default=30.0, metadata=_range(0.05, 86400))
+    #: No frame for this long: the stream is taken as stalled and reopened.
+    stall_seconds: float = field(default=5.0, metadata=_range(0.5, 3600))
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +85,20 @@ class RecognitionConfig:
     providers: tuple[str, ...] = ("cpu",)
     #: Where `lpr-edge models fetch` puts the models; empty means the project's models/.
     models_dir: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingConfig:
+    #: Overlap (IoU) a detection needs with a track's predicted box to continue it.
+    iou_threshold: float = field(default=0.15, metadata=_range(0.0, 1.0))
+    #: A track not seen for this long has ended and gives its read.
+    track_timeout_seconds: float = field(default=0.6, metadata=_range(0.05, 60))
+    #: A track still going after this long gives its read anyway (a parked car).
+    max_track_seconds: float = field(default=10.0, metadata=_range(0.5, 3600))
+    #: A track needs this many frames read in the plate format to give a read.
+    min_reads: int = field(default=2, metadata=_range(1, 100))
+    #: The same plate from the same camera within this long is the same pass.
+    dedup_seconds: float = field(default=60.0, metadata=_range(0.0, 86400))
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +162,7 @@ class Config:
     vehicle: VehicleConfig = VehicleConfig()
     cameras: tuple[CameraConfig, ...] = ()
     recognition: RecognitionConfig = RecognitionConfig()
+    tracking: TrackingConfig = TrackingConfig()
     watchlist: WatchlistConfig = WatchlistConfig()
     mqtt: MqttConfig = MqttConfig()
     privacy: PrivacyConfig = PrivacyConfig()
@@ -348,6 +369,11 @@ def _cross_checks(config: Config, label: str) -> list[str]:
             problems.append(f"{label}: 'cameras[{i}].source' is required")
         if cam.name and names.count(cam.name) > 1:
             problems.append(f"{label}: 'cameras[{i}].name' {cam.name!r} is used twice")
+        if cam.reconnect_min_seconds > cam.reconnect_max_seconds:
+            problems.append(
+                f"{label}: 'cameras[{i}].reconnect_min_seconds' must not exceed "
+                f"'cameras[{i}].reconnect_max_seconds'"
+            )
     if config.mqtt.reconnect_min_seconds > config.mqtt.reconnect_max_seconds:
         problems.append(
             f"{label}: 'mqtt.reconnect_min_seconds' must not exceed 'mqtt.reconnect_max_seconds'"

@@ -8,6 +8,7 @@ output and can be tested without models or threads.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 
@@ -101,3 +102,25 @@ class RecognizedPlate:
     confidence: float
     char_confidences: tuple[float, ...]
     candidates: tuple[TextCandidate, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One image from a camera or file, with the times and place it came from.
+
+    ``timestamp`` is the clock tracking runs on, in seconds: the media time for a file
+    replayed as fast as possible (so a replay tracks exactly like the recording did),
+    ``captured_mono`` for a live source. ``captured_utc`` is wall-clock UTC, for
+    evidence. ``seq`` counts frames the source produced (0-based); a gap between two
+    processed frames' ``seq`` is frames dropped. ``frame_number`` and ``media_ms`` are
+    set for files only.
+    """
+
+    camera: str
+    image: np.ndarray
+    seq: int
+    timestamp: float
+    captured_mono: float
+    captured_utc: datetime
+    frame_number: int | None = None
+    media_ms: float | None = None
