@@ -63,7 +63,7 @@ class CameraConfig:
 @dataclass(frozen=True, slots=True)
 class RecognitionConfig:
     #: A detector model from models/manifest.toml.
-    detector: str = "platedet-dynamic"
+    detector: str = "platedet-int8"
     #: Longest side of the detector input in pixels (multiple of 32); frames are
     #: letterboxed to the smallest stride-aligned rectangle (384x640 for 16:9 at 640).
     #: The fixed-size "platedet" model takes 640 only.

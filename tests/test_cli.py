@@ -105,14 +105,14 @@ def test_recognize_refuses_a_tampered_model(tmp_path):
     models = tmp_path / "models"
     models.mkdir()
     (models / "manifest.toml").write_text((PROJECT_ROOT / "models" / "manifest.toml").read_text())
-    (models / "platedet-dynamic.onnx").write_bytes(b"not the model we pinned")
+    (models / "platedet-int8.onnx").write_bytes(b"not the model we pinned")
     image = tmp_path / "frame.png"
     image.write_bytes(b"unused: the model check comes first")
     env = {**os.environ, "LPR_EDGE_MODELS_DIR": str(models)}
     result = lpr_edge("recognize", str(image), env=env)
     assert result.returncode == 1
-    assert "model 'platedet-dynamic' failed verification" in result.stderr
+    assert "model 'platedet-int8' failed verification" in result.stderr
     assert "Traceback" not in result.stderr
-    (models / "platedet-dynamic.onnx").unlink()
+    (models / "platedet-int8.onnx").unlink()
     result = lpr_edge("recognize", str(image), env=env)
     assert result.returncode == 1 and "lpr-edge models fetch" in result.stderr
