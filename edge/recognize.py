@@ -24,7 +24,7 @@ from edge.detect import BaseDetector, YoloPlateDetector
 from edge.models import require
 from edge.ocr.base import BaseOCR
 from edge.plateformat import PlateFormat, apply_format, load_format
-from edge.types import Detections, RecognizedPlate
+from edge.types import Detections, PlateText, RecognizedPlate
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +73,9 @@ class PlateRecognizer:
 
     def read(self, image: np.ndarray, detections: Detections) -> tuple[RecognizedPlate, ...]:
         """Read every detected box in one OCR batch; keep those the format accepts."""
-        if not len(detections):
-            return ()
-        crops = [crop_plate(image, box) for box in detections.xyxy]
         plates = []
-        for box, score, result in zip(
-            detections.xyxy, detections.scores, self.ocr.read(crops), strict=True
-        ):
-            text = apply_format(result, self.plate_format, min_confidence=self.min_confidence)
+        texts = self.read_boxes(image, detections.xyxy)
+        for box, score, text in zip(detections.xyxy, detections.scores, texts, strict=True):
             if text is None:
                 continue
             plates.append(
@@ -94,6 +89,17 @@ class PlateRecognizer:
                 )
             )
         return tuple(plates)
+
+    def read_boxes(self, image: np.ndarray, boxes: np.ndarray) -> list[PlateText | None]:
+        """The plate reading of each box (N, 4), or None where none fits the format
+        with enough confidence; one OCR batch."""
+        if not len(boxes):
+            return []
+        crops = [crop_plate(image, box) for box in boxes]
+        return [
+            apply_format(result, self.plate_format, min_confidence=self.min_confidence)
+            for result in self.ocr.read(crops)
+        ]
 
     def close(self) -> None:
         self.detector.close()

@@ -124,3 +124,38 @@ class Frame:
     captured_utc: datetime
     frame_number: int | None = None
     media_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlateRead:
+    """One plate pass seen by one camera: the consensus of every frame of its track.
+
+    ``plate`` is the voted text and ``candidates`` the other texts the track's frames
+    supported, best first (``plate`` included), so a watchlist can try near-misses.
+    ``frames`` counts the frames the plate was detected in, ``readings`` those whose
+    OCR met the plate format. ``box`` and ``crop`` (BGR, or None) come from the frame
+    with the best reading. ``first_frame``/``last_frame`` are set for files.
+    ``last_capture_mono`` and ``emitted_mono`` (``time.monotonic()``) give the latency
+    from the capture of the last frame used to the read being emitted.
+    """
+
+    event_id: str
+    camera: str
+    source: str
+    plate: str
+    confidence: float
+    candidates: tuple[TextCandidate, ...]
+    frames: int
+    readings: int
+    first_seen: datetime
+    last_seen: datetime
+    first_frame: int | None
+    last_frame: int | None
+    box: tuple[float, float, float, float]
+    crop: np.ndarray | None
+    last_capture_mono: float
+    emitted_mono: float
+
+    @property
+    def latency_ms(self) -> float:
+        return (self.emitted_mono - self.last_capture_mono) * 1e3

@@ -1,0 +1,336 @@
+"""Tracking: follow each plate across one camera's frames and give one read per pass.
+
+A passing plate is detected in many consecutive frames. :class:`PlateTracker` links
+each frame's detections to the live tracks (overlap with where the track is expected
+to be, falling back to distance for fast or dropped-frame motion), collects the
+format-valid readings of each track, and votes them into one :class:`PlateRead`:
+
+* as soon as the vote is decided (``decide_reads`` readings agree), so a hit does not
+  wait for the car to leave the picture;
+* otherwise when the track ends (not seen for ``track_timeout_seconds``) or grows
+  older than ``max_track_seconds``.
+
+The same plate read again by the same camera within ``dedup_seconds`` is the same
+pass and gives no new read. Everything here is plain logic on frame timestamps, with
+no threads or clocks of its own, so replaying a file tracks exactly as live did.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from edge.config import TrackingConfig
+from edge.crop import expand_box
+from edge.detect import box_iou
+from edge.plateformat import PlateFormat
+from edge.types import Detections, Frame, PlateRead, PlateText, TextCandidate
+
+Box = tuple[float, float, float, float]
+
+# Readings that agree before a track gives its read early; 0 waits for the track's end.
+DEFAULT_DECIDE_READS = 3
+# Share of a track's readings the consensus must have for an early read.
+DECIDE_AGREEMENT = 0.6
+# Evidence crops keep some of the car around the plate, and are capped in size.
+CROP_MARGIN = 0.15
+# Fallback match when boxes do not overlap (fast motion, dropped frames): centre
+# distance within this many box widths and a size within this ratio.
+MAX_JUMP_WIDTHS = 1.5
+MAX_SIZE_RATIO = 2.5
+# Velocity smoothing: weight of the newest measurement.
+VELOCITY_GAIN = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Consensus:
+    """The voted text of a track's readings and how well they support it."""
+
+    text: str
+    confidence: float
+    #: Readings whose own text equals ``text``.
+    agreeing: int
+    candidates: tuple[TextCandidate, ...]
+
+
+def vote(
+    readings: Sequence[PlateText], plate_format: PlateFormat | None = None
+) -> Consensus | None:
+    """Vote per character position, weighted by each reading's character confidences.
+
+    Readings first vote on the length (weighted by confidence); among readings of the
+    winning length, each position takes the character with the largest summed
+    confidence. If that mix does not fit ``plate_format`` (two readings of the same
+    length from different patterns), the whole reading with the largest total weight
+    wins instead. ``confidence`` is the mean over positions of the winning
+    character's summed confidence divided by the number of readings of that length:
+    1.0 when every reading agrees with full confidence.
+    """
+    if not readings:
+        return None
+    by_length: dict[int, list[PlateText]] = defaultdict(list)
+    for reading in readings:
+        by_length[len(reading.text)].append(reading)
+    length, group = max(
+        by_length.items(), key=lambda kv: (sum(r.confidence for r in kv[1]), len(kv[1]))
+    )
+    weights: list[dict[str, float]] = [defaultdict(float) for _ in range(length)]
+    for reading in group:
+        for pos, (char, conf) in enumerate(
+            zip(reading.text, reading.char_confidences, strict=True)
+        ):
+            weights[pos][char] += conf
+    text = "".join(max(w.items(), key=lambda kv: kv[1])[0] for w in weights)
+    support = [w[ch] / len(group) for w, ch in zip(weights, text, strict=True)]
+
+    totals: dict[str, float] = defaultdict(float)
+    for reading in readings:
+        totals[reading.text] += reading.confidence
+    if plate_format is not None and not plate_format.matches(text):
+        text = max(totals.items(), key=lambda kv: kv[1])[0]
+        agreeing = [r for r in group if r.text == text] or [r for r in readings if r.text == text]
+        support = [
+            sum(r.char_confidences[pos] for r in agreeing) / max(len(group), len(agreeing))
+            for pos in range(len(text))
+        ]
+    confidence = float(np.mean(support)) if support else 0.0
+    totals.setdefault(text, 0.0)
+    ranked = sorted(totals.items(), key=lambda kv: (kv[0] != text, -kv[1]))
+    n = len(readings)
+    candidates = tuple(TextCandidate(t, confidence if t == text else w / n) for t, w in ranked[:5])
+    agreeing_count = sum(1 for r in readings if r.text == text)
+    return Consensus(text, confidence, agreeing_count, candidates)
+
+
+@dataclass(slots=True)
+class _Sighting:
+    """Where and when a track was seen, for the read's times and frame numbers."""
+
+    timestamp: float
+    utc: datetime
+    capture_mono: float
+    frame_number: int | None
+
+
+@dataclass(slots=True)
+class Track:
+    """A plate followed across frames of one camera."""
+
+    track_id: int
+    box: np.ndarray
+    first: _Sighting
+    last: _Sighting
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2, np.float64))
+    frames: int = 1
+    readings: list[PlateText] = field(default_factory=list)
+    #: Score, box and crop of the best reading so far (evidence for the read).
+    best_score: float = -1.0
+    best_box: Box | None = None
+    best_crop: np.ndarray | None = None
+    emitted: str | None = None
+
+    def predicted(self, timestamp: float) -> np.ndarray:
+        """Where the box should be at ``timestamp``, moving at the track's velocity."""
+        dt = max(0.0, timestamp - self.last.timestamp)
+        shift = self.velocity * dt
+        return self.box + np.array([shift[0], shift[1], shift[0], shift[1]])
+
+    @property
+    def decided(self) -> bool:
+        return self.emitted is not None
+
+
+class PlateTracker:
+    """Tracks and reads for one camera. Feed every processed frame, in order:
+
+    ``tracks = tracker.associate(frame, detections)`` gives the track of each
+    detection; read the detections whose track ``wants_reading``; pass the readings
+    to ``tracker.add_readings``; ``tracker.collect(frame.timestamp)`` then returns the
+    reads that became due. ``tracker.collect(final=True)`` ends every track (end of a
+    file, shutdown).
+    """
+
+    def __init__(
+        self,
+        camera: str,
+        source: str,
+        config: TrackingConfig,
+        plate_format: PlateFormat | None = None,
+        *,
+        decide_reads: int = DEFAULT_DECIDE_READS,
+        clock=time.monotonic,
+    ):
+        self.camera = camera
+        self.source = source
+        self.config = config
+        self.plate_format = plate_format
+        self.decide_reads = decide_reads
+        self._clock = clock
+        self._tracks: list[Track] = []
+        self._ids = itertools.count(1)
+        # plate -> timestamp it was last seen in a read (for the dedup window)
+        self._recent: dict[str, float] = {}
+        self.duplicates = 0
+
+    @property
+    def live_tracks(self) -> int:
+        return len(self._tracks)
+
+    def associate(self, frame: Frame, detections: Detections) -> list[Track]:
+        """Link each detection to a live track or start a new one; same order as
+        ``detections``."""
+        t = frame.timestamp
+        sighting = _Sighting(t, frame.captured_utc, frame.captured_mono, frame.frame_number)
+        assigned: list[Track | None] = [None] * len(detections)
+        live = [tr for tr in self._tracks if t - tr.last.timestamp <= self._timeout]
+        pairs = []
+        for ti, track in enumerate(live):
+            predicted = track.predicted(t)
+            overlaps = box_iou(predicted, detections.xyxy) if len(detections) else []
+            for di, overlap in enumerate(overlaps):
+                cost = _match_cost(predicted, detections.xyxy[di], float(overlap), self.config)
+                if cost is not None:
+                    pairs.append((cost, ti, di))
+        used_tracks: set[int] = set()
+        for _cost, ti, di in sorted(pairs):
+            if ti in used_tracks or assigned[di] is not None:
+                continue
+            used_tracks.add(ti)
+            track = live[ti]
+            self._move(track, detections.xyxy[di].astype(np.float64), sighting)
+            assigned[di] = track
+        for di, track in enumerate(assigned):
+            if track is None:
+                track = Track(
+                    next(self._ids),
+                    detections.xyxy[di].astype(np.float64),
+                    first=sighting,
+                    last=sighting,
+                )
+                self._tracks.append(track)
+                assigned[di] = track
+        return assigned  # type: ignore[return-value]
+
+    def wants_reading(self, track: Track) -> bool:
+        """Whether OCR on this track's box is still useful: not once its read is out."""
+        return not track.decided
+
+    def add_reading(
+        self, track: Track, frame: Frame, box: np.ndarray, reading: PlateText | None, score: float
+    ) -> None:
+        """Record one frame's reading of ``track`` (None: read, but not as a plate)."""
+        if reading is None:
+            return
+        track.readings.append(reading)
+        # The clearest, largest view is the best evidence.
+        quality = reading.confidence * float(box[2] - box[0]) * max(score, 0.05)
+        if quality > track.best_score:
+            track.best_score = quality
+            track.best_box = tuple(float(v) for v in box)
+            x1, y1, x2, y2 = expand_box(box, frame.image.shape, CROP_MARGIN, CROP_MARGIN)
+            track.best_crop = frame.image[y1:y2, x1:x2].copy()
+
+    def collect(self, now: float | None = None, *, final: bool = False) -> list[PlateRead]:
+        """Reads due at ``now`` (a frame timestamp); ended tracks are dropped."""
+        reads: list[PlateRead] = []
+        keep: list[Track] = []
+        for track in self._tracks:
+            ended = final or (now is not None and now - track.last.timestamp > self._timeout)
+            aged = now is not None and now - track.first.timestamp >= self.config.max_track_seconds
+            if not track.decided:
+                consensus = vote(track.readings, self.plate_format)
+                due = ended or aged or self._is_decided(track, consensus)
+                if consensus is not None and due and len(track.readings) >= self.config.min_reads:
+                    read = self._emit(track, consensus)
+                    if read is not None:
+                        reads.append(read)
+            elif track.emitted is not None:
+                # Still in view after its read: the dedup window runs from the last sighting.
+                self._recent[track.emitted] = max(
+                    self._recent.get(track.emitted, track.last.timestamp), track.last.timestamp
+                )
+            if not ended:
+                keep.append(track)
+        self._tracks = keep
+        if now is not None:
+            horizon = now - self.config.dedup_seconds
+            self._recent = {p: t for p, t in self._recent.items() if t >= horizon}
+        return reads
+
+    # --- internals ---------------------------------------------------------------
+
+    @property
+    def _timeout(self) -> float:
+        return self.config.track_timeout_seconds
+
+    def _is_decided(self, track: Track, consensus: Consensus | None) -> bool:
+        """Early read: enough readings agree on the consensus, and most of them do."""
+        if consensus is None or self.decide_reads <= 0:
+            return False
+        return (
+            consensus.agreeing >= self.decide_reads
+            and consensus.agreeing >= DECIDE_AGREEMENT * len(track.readings)
+        )
+
+    def _move(self, track: Track, box: np.ndarray, sighting: _Sighting) -> None:
+        dt = sighting.timestamp - track.last.timestamp
+        if dt > 0:
+            centre = (box[:2] + box[2:]) / 2
+            previous = (track.box[:2] + track.box[2:]) / 2
+            measured = (centre - previous) / dt
+            track.velocity = VELOCITY_GAIN * measured + (1 - VELOCITY_GAIN) * track.velocity
+        track.box = box
+        track.last = sighting
+        track.frames += 1
+
+    def _emit(self, track: Track, consensus: Consensus) -> PlateRead | None:
+        track.emitted = consensus.text
+        seen = self._recent.get(consensus.text)
+        self._recent[consensus.text] = track.last.timestamp
+        if seen is not None and track.first.timestamp - seen <= self.config.dedup_seconds:
+            self.duplicates += 1
+            return None
+        return PlateRead(
+            event_id=str(uuid.uuid4()),
+            camera=self.camera,
+            source=self.source,
+            plate=consensus.text,
+            confidence=consensus.confidence,
+            candidates=consensus.candidates,
+            frames=track.frames,
+            readings=len(track.readings),
+            first_seen=track.first.utc,
+            last_seen=track.last.utc,
+            first_frame=track.first.frame_number,
+            last_frame=track.last.frame_number,
+            box=track.best_box or tuple(float(v) for v in track.box),
+            crop=track.best_crop,
+            last_capture_mono=track.last.capture_mono,
+            emitted_mono=self._clock(),
+        )
+
+
+def _match_cost(
+    predicted: np.ndarray, box: np.ndarray, overlap: float, config: TrackingConfig
+) -> float | None:
+    """Lower is better; None when the detection cannot be this track."""
+    if overlap >= config.iou_threshold:
+        return 1.0 - overlap
+    width = max(1.0, float(predicted[2] - predicted[0]))
+    area = width * max(1.0, float(predicted[3] - predicted[1]))
+    other = max(1.0, float((box[2] - box[0]) * (box[3] - box[1])))
+    ratio = max(area / other, other / area)
+    centre_a = (predicted[:2] + predicted[2:]) / 2
+    centre_b = (box[:2] + box[2:]) / 2
+    jump = float(np.hypot(*(centre_a - centre_b))) / width
+    if jump > MAX_JUMP_WIDTHS or ratio > MAX_SIZE_RATIO:
+        return None
+    # Ranked after every overlapping pair.
+    return 1.0 + jump

@@ -1,0 +1,211 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from edge.config import TrackingConfig
+from edge.plateformat import load_format, make_format
+from edge.track import PlateTracker, vote
+from edge.types import Detections, Frame, PlateText
+
+HK = load_format("hk")
+START = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+FPS = 10.0
+
+
+def reading(text: str, conf: float = 0.9, chars: list[float] | None = None) -> PlateText:
+    probs = tuple(chars) if chars else (conf,) * len(text)
+    return PlateText(text, min(probs), probs, "@@####")
+
+
+def frame(n: int, camera: str = "front", size=(720, 1280)) -> Frame:
+    t = n / FPS
+    return Frame(
+        camera=camera,
+        image=np.zeros((*size, 3), np.uint8),
+        seq=n,
+        timestamp=t,
+        captured_mono=1000.0 + t,
+        captured_utc=START + timedelta(seconds=t),
+        frame_number=n,
+        media_ms=t * 1e3,
+    )
+
+
+def dets(*boxes) -> Detections:
+    if not boxes:
+        return Detections.empty()
+    return Detections(np.array(boxes, np.float32), np.full(len(boxes), 0.8, np.float32))
+
+
+def step(tracker: PlateTracker, n: int, boxes: list, texts: list) -> list:
+    f = frame(n)
+    detections = dets(*boxes)
+    tracks = tracker.associate(f, detections)
+    for i, (track, text) in enumerate(zip(tracks, texts, strict=True)):
+        if tracker.wants_reading(track):
+            tracker.add_reading(track, f, detections.xyxy[i], text, 0.8)
+    return tracker.collect(f.timestamp)
+
+
+# --- vote --------------------------------------------------------------------------
+
+
+def test_vote_takes_each_position_from_the_most_confident_readings():
+    readings = [
+        reading("AB1234", chars=[0.9, 0.9, 0.9, 0.9, 0.9, 0.9]),
+        reading("A81234", chars=[0.9, 0.55, 0.9, 0.9, 0.9, 0.9]),
+        reading("AB1284", chars=[0.9, 0.9, 0.9, 0.9, 0.5, 0.9]),
+    ]
+    result = vote(readings, HK)
+    assert result.text == "AB1234"
+    assert result.agreeing == 1
+    assert 0.7 < result.confidence < 0.95
+    assert result.candidates[0].text == "AB1234"
+    assert {c.text for c in result.candidates} >= {"A81234", "AB1284"}
+
+
+def test_vote_picks_the_length_with_most_weight_then_checks_the_format():
+    readings = [reading("AB123"), reading("AB123"), reading("AB1234", 0.6)]
+    assert vote(readings, HK).text == "AB123"
+    # Same length, two patterns (@@## and ##@@): per position, "AB12" and "12AB"
+    # mix into "A21B", which fits neither; the heaviest whole reading wins.
+    fmt = make_format("two", [("std", 1.0, ["@@##", "##@@"])])
+    mixed = [reading("AB12", chars=[0.9, 0.55, 0.9, 0.55]), reading("12AB", chars=[0.5, 0.9] * 2)]
+    assert vote(mixed, None).text == "A21B", "without a format: the raw mix"
+    result = vote(mixed, fmt)
+    assert result.text == "AB12" and result.agreeing == 1
+
+
+def test_vote_of_nothing_is_none():
+    assert vote([], HK) is None
+
+
+# --- tracking ----------------------------------------------------------------------
+
+
+def config(**overrides) -> TrackingConfig:
+    base = dict(
+        iou_threshold=0.15,
+        track_timeout_seconds=0.35,
+        max_track_seconds=10.0,
+        min_reads=2,
+        dedup_seconds=30.0,
+    )
+    base.update(overrides)
+    return TrackingConfig(**base)
+
+
+def moving_box(n: int, x0: float = 100, dx: float = 12, y: float = 400) -> list[float]:
+    x = x0 + dx * n
+    return [x, y, x + 200, y + 45]
+
+
+def test_one_pass_gives_one_read_with_its_span_and_evidence():
+    tracker = PlateTracker("front", "clip.mp4", config(), HK, decide_reads=0)
+    reads = []
+    texts = ["AB1234", "AB1234", "A81234", "AB1234", "AB1284", "AB1234"]
+    for n, text in enumerate(texts):
+        reads += step(tracker, n, [moving_box(n)], [reading(text)])
+    assert reads == []  # waits for the end of the track
+    for n in range(6, 12):
+        reads += step(tracker, n, [], [])
+    assert len(reads) == 1
+    read = reads[0]
+    assert read.plate == "AB1234" and read.camera == "front" and read.source == "clip.mp4"
+    assert (read.frames, read.readings) == (6, 6)
+    assert (read.first_frame, read.last_frame) == (0, 5)
+    assert read.first_seen == START and read.last_seen == START + timedelta(seconds=0.5)
+    assert read.crop is not None and read.crop.shape[0] > 45
+    assert tracker.live_tracks == 0
+
+
+def test_an_agreed_track_reads_early_and_is_not_read_again():
+    tracker = PlateTracker("front", "cam", config(), HK, decide_reads=3)
+    reads = []
+    ocr_calls = 0
+    for n in range(10):
+        f = frame(n)
+        detections = dets(moving_box(n))
+        (track,) = tracker.associate(f, detections)
+        if tracker.wants_reading(track):
+            ocr_calls += 1
+            tracker.add_reading(track, f, detections.xyxy[0], reading("XY88"), 0.8)
+        reads += tracker.collect(f.timestamp)
+        if n == 2:
+            assert [r.plate for r in reads] == ["XY88"], "read as soon as 3 agree"
+    assert ocr_calls == 3, "no OCR once the read is out"
+    reads += tracker.collect(final=True)
+    assert [r.plate for r in reads] == ["XY88"]
+
+
+def test_two_plates_in_view_are_two_tracks():
+    tracker = PlateTracker("front", "cam", config(), HK, decide_reads=0)
+    reads = []
+    for n in range(5):
+        boxes = [moving_box(n, x0=50, dx=10), moving_box(n, x0=900, dx=-10, y=300)]
+        reads += step(tracker, n, boxes, [reading("AB12"), reading("CD345")])
+    reads += tracker.collect(final=True)
+    assert sorted(r.plate for r in reads) == ["AB12", "CD345"]
+
+
+def test_fast_motion_with_dropped_frames_keeps_the_track():
+    # Frames 0, 3, 6: the box jumps a whole width between them, never overlapping.
+    tracker = PlateTracker("front", "cam", config(track_timeout_seconds=0.5), HK, decide_reads=0)
+    reads = []
+    for n in (0, 3, 6, 9):
+        reads += step(tracker, n, [moving_box(n, dx=70)], [reading("JK777")])
+    reads += tracker.collect(final=True)
+    assert [(r.plate, r.frames) for r in reads] == [("JK777", 4)]
+
+
+def test_the_same_plate_again_within_the_window_is_not_a_new_read():
+    tracker = PlateTracker("front", "cam", config(dedup_seconds=5), HK, decide_reads=0)
+    reads = []
+    # Pass 1 (frames 0-4), gap of 1 s, pass 2 of the same plate: a duplicate.
+    for n in range(5):
+        reads += step(tracker, n, [moving_box(n)], [reading("LM5")])
+    for n in range(5, 15):
+        reads += step(tracker, n, [], [])
+    for n in range(15, 20):
+        reads += step(tracker, n, [moving_box(n - 15)], [reading("LM5")])
+    # After the window: a new pass, a new read.
+    for n in range(20, 90):
+        reads += step(tracker, n, [], [])
+    for n in range(90, 95):
+        reads += step(tracker, n, [moving_box(n - 90)], [reading("LM5")])
+    reads += tracker.collect(final=True)
+    assert [r.plate for r in reads] == ["LM5", "LM5"]
+    assert [r.first_frame for r in reads] == [0, 90]
+    assert tracker.duplicates == 1
+
+
+def test_a_track_without_enough_readings_gives_no_read():
+    tracker = PlateTracker("front", "cam", config(min_reads=2), HK, decide_reads=0)
+    reads = step(tracker, 0, [moving_box(0)], [reading("AB1")])
+    reads += step(tracker, 1, [moving_box(1)], [None])
+    reads += tracker.collect(final=True)
+    assert reads == []
+
+
+def test_a_long_track_reads_at_its_maximum_age():
+    tracker = PlateTracker("front", "cam", config(max_track_seconds=1.0), HK, decide_reads=0)
+    reads = []
+    for n in range(25):  # a parked car, seen for 2.5 s
+        reads += step(tracker, n, [[300, 300, 500, 345]], [reading("PK1")])
+        if reads:
+            break
+    assert [r.plate for r in reads] == ["PK1"] and reads[0].last_frame == 10
+
+
+@pytest.mark.parametrize("camera", ["front", "rear"])
+def test_frames_carry_their_camera(camera):
+    tracker = PlateTracker(camera, "cam", config(), HK, decide_reads=0)
+    f = frame(0, camera=camera)
+    (track,) = tracker.associate(f, dets(moving_box(0)))
+    tracker.add_reading(track, f, np.array(moving_box(0)), reading("AB1"), 0.9)
+    tracker.add_reading(track, f, np.array(moving_box(0)), reading("AB1"), 0.9)
+    (read,) = tracker.collect(final=True)
+    assert read.camera == camera
