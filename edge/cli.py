@@ -173,16 +173,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", "run the live service on the configured cameras")
     config_arg(p)
     p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
-    p.set_defaults(handler=not_built("the live two-camera service", "the video pipeline issue"))
+    p.set_defaults(handler=_lazy("edge.service", "cmd_run"))
 
     p = add("replay", "process recorded dashcam files through the pipeline")
     config_arg(p)
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--camera", metavar="NAME", help="camera name the files are attributed to")
     p.add_argument("--realtime", action="store_true", help="pace at the file's frame rate")
-    p.add_argument("--out", metavar="READS.jsonl", help="write one JSON line per read")
+    p.add_argument(
+        "--out", metavar="READS.jsonl", help="write one JSON line per read (default: stdout)"
+    )
+    p.add_argument(
+        "--start",
+        metavar="ISO-8601",
+        help="wall-clock time of the recording's first frame "
+        "(default: the file's modification time minus its duration)",
+    )
     p.add_argument("--gps", metavar="NMEA_OR_GPX", help="position track for the recording")
-    p.set_defaults(handler=not_built("replay of recorded files", "the video pipeline issue"))
+    p.set_defaults(handler=_lazy("edge.replay", "cmd_replay"))
 
     p = add(
         "recognize",

@@ -68,11 +68,17 @@ def test_bad_usage_exits_2():
     assert lpr_edge("models").returncode == 2
 
 
-@pytest.mark.parametrize("args", [["run"], ["hq"], ["bench", "video"], ["watchlist", "check"]])
+@pytest.mark.parametrize("args", [["hq"], ["watchlist", "check"]])
 def test_parts_not_built_yet_say_so(args):
     result = lpr_edge(*args)
     assert result.returncode == 1
     assert "not built yet" in result.stderr
+
+
+def test_run_without_cameras_says_so():
+    result = lpr_edge("run")
+    assert result.returncode == 2
+    assert "no enabled camera" in result.stderr
 
 
 def test_models_list_reports_tampered_model_with_exit_1(tmp_path):

@@ -1,0 +1,205 @@
+"""`lpr-edge replay`: recorded dashcam files through the same pipeline as the live cameras.
+
+Each file is read frame by frame (every frame, as fast as the machine allows; or paced
+at its frame rate with ``--realtime``, dropping what processing cannot keep up with,
+as a live camera would) and goes through :class:`~edge.pipeline.FramePipeline`. Reads
+go to ``--out`` as JSON lines. A file that cannot be read is reported and the others
+continue.
+
+Times: tracking runs on the file's media time, so a replay tracks as the car did.
+The wall-clock time of a frame is the recording's start plus its media time; the
+start is ``--start`` when given, else the file's modification time minus its
+duration (a dashcam writes the file as it records, so the file is last modified when
+the recording ends).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TextIO
+
+from edge.capture import SourceError, VideoFile
+from edge.cli import UsageError
+from edge.config import Config, load_config
+from edge.messages import read_record
+from edge.pipeline import FramePipeline, percentile
+from edge.recognize import open_recognizer
+from edge.types import Frame, PlateRead
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 0.5
+
+
+@dataclasses.dataclass(slots=True)
+class FileResult:
+    path: str
+    frames: int = 0
+    skipped: int = 0
+    reads: int = 0
+    duplicates: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    truncated: bool = False
+
+
+def parse_start(text: str) -> datetime:
+    """An ISO-8601 time; without a zone it is taken as UTC."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--start expected an ISO-8601 time, got {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def recording_start(video: VideoFile, given: datetime | None) -> datetime:
+    if given is not None:
+        return given
+    modified = datetime.fromtimestamp(video.path.stat().st_mtime, UTC)
+    return modified - timedelta(seconds=video.duration_s)
+
+
+def replay_file(
+    pipeline: FramePipeline,
+    path: Path,
+    camera: str,
+    *,
+    realtime: bool = False,
+    start: datetime | None = None,
+    on_read=None,
+    progress: TextIO | None = None,
+) -> FileResult:
+    """Run one file through ``pipeline`` under camera name ``camera``."""
+    result = FileResult(str(path))
+    try:
+        video = VideoFile(path, camera, realtime=realtime)
+    except SourceError as exc:
+        result.error = str(exc)
+        return result
+    began = time.perf_counter()
+    last_report = began
+    pipeline.add_camera(camera, str(path))
+    base = recording_start(video, start)
+
+    def emit(reads: list[PlateRead]) -> None:
+        result.reads += len(reads)
+        if on_read:
+            for read in reads:
+                on_read(read)
+
+    with video:
+        for frame in video:
+            frame = _restamp(frame, base)
+            emit(pipeline.process(frame))
+            result.frames += 1
+            now = time.perf_counter()
+            if progress and now - last_report >= PROGRESS_EVERY_S:
+                last_report = now
+                _progress(progress, path, video, result, now - began)
+        emit(pipeline.finish(camera))
+    result.skipped = video.frames_skipped
+    result.truncated = video.truncated
+    result.duplicates = pipeline.duplicates(camera)
+    result.seconds = time.perf_counter() - began
+    if progress:
+        progress.write("\r\x1b[K")
+    if video.truncated:
+        log.warning(
+            "%s: truncated: read %d of %d frames", path, video.frames_read, video.frame_count
+        )
+    return result
+
+
+def _restamp(frame: Frame, base: datetime) -> Frame:
+    return dataclasses.replace(
+        frame, captured_utc=base + timedelta(milliseconds=frame.media_ms or 0.0)
+    )
+
+
+def _progress(out: TextIO, path: Path, video: VideoFile, result: FileResult, elapsed: float):
+    total = f"/{video.frame_count}" if video.frame_count else ""
+    fps = result.frames / elapsed if elapsed > 0 else 0.0
+    out.write(
+        f"\r\x1b[K{path.name}: frame {video.frames_read}{total}  {fps:.1f} fps  "
+        f"{result.reads} reads"
+    )
+    out.flush()
+
+
+def camera_name(config: Config, given: str | None) -> str:
+    if given:
+        if not all(c.isalnum() or c in "-_" for c in given):
+            raise UsageError(f"--camera expected letters, digits, '-' or '_', got {given!r}")
+        return given
+    return config.cameras[0].name if config.cameras else "replay"
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    camera = camera_name(config, args.camera)
+    start = parse_start(args.start) if args.start else None
+    if args.gps:
+        raise UsageError("--gps is not built yet: position tracks arrive with the deployment issue")
+    out = open(args.out, "w", encoding="utf-8") if args.out else None  # noqa: SIM115
+    progress = sys.stderr if sys.stderr.isatty() else None
+    results: list[FileResult] = []
+    latencies: list[float] = []
+
+    def write(read: PlateRead) -> None:
+        target = out or sys.stdout
+        target.write(json.dumps(read_record(read)) + "\n")
+        target.flush()
+
+    try:
+        with open_recognizer(config) as recognizer:
+            pipeline = FramePipeline(recognizer, config.tracking)
+            for path in args.files:
+                result = replay_file(
+                    pipeline,
+                    Path(path),
+                    camera,
+                    realtime=args.realtime,
+                    start=start,
+                    on_read=write,
+                    progress=progress,
+                )
+                results.append(result)
+                if result.error:
+                    print(f"lpr-edge replay: {path}: {result.error}", file=sys.stderr)
+            latencies = list(pipeline.latencies_ms)
+    finally:
+        if out:
+            out.close()
+    # Reads own stdout (when no --out); the summary goes beside the log, on stderr.
+    print(json.dumps({"summary": _summary(results, latencies)}), file=sys.stderr)
+    return 1 if any(r.error for r in results) else 0
+
+
+def _summary(results: list[FileResult], latencies) -> dict:
+    frames = sum(r.frames for r in results)
+    seconds = sum(r.seconds for r in results)
+    return {
+        "files": len(results),
+        "failed": sum(1 for r in results if r.error),
+        "truncated": sum(1 for r in results if r.truncated),
+        "frames": frames,
+        "frames_skipped": sum(r.skipped for r in results),
+        "reads": sum(r.reads for r in results),
+        "duplicates_suppressed": sum(r.duplicates for r in results),
+        "fps": round(frames / seconds, 1) if seconds else 0.0,
+        "latency_ms": {
+            "p50": _round(percentile(latencies, 50)),
+            "p95": _round(percentile(latencies, 95)),
+        },
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

@@ -1,0 +1,203 @@
+"""`lpr-edge run`: the live service on the configured cameras.
+
+Threads and who owns what:
+
+* one capture thread per camera (:class:`~edge.capture.Camera`), each keeping only
+  the newest frame, so a slow pipeline drops old frames instead of queueing them;
+* one processing thread (the caller of :meth:`LiveService.run`) taking the newest
+  frame of each camera in turn through the shared :class:`~edge.pipeline.FramePipeline`;
+* one delivery thread handing reads to the sink through a bounded queue: when the
+  sink falls behind, processing waits on the queue and the cameras drop frames, so
+  back-pressure never loses a read that was already made.
+
+Stopping (SIGINT/SIGTERM, or ``duration``) ends every track, delivers the reads that
+gives and joins the threads within a few seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from edge.capture import Camera, CameraStats
+from edge.config import Config, load_config
+from edge.pipeline import FramePipeline, percentile
+from edge.recognize import PlateRecognizer, open_recognizer
+from edge.types import PlateRead
+
+log = logging.getLogger(__name__)
+
+# Reads waiting for the sink; a pass is one read, so this is minutes of traffic.
+READ_QUEUE_SIZE = 256
+# How long the processing loop waits for a frame when no camera has one.
+IDLE_WAIT_S = 0.02
+# Bound on the time to deliver queued reads at shutdown.
+DRAIN_TIMEOUT_S = 5.0
+
+ReadSink = Callable[[PlateRead], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RunStats:
+    cameras: dict[str, CameraStats]
+    fps_processed: dict[str, float]
+    reads: int
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    seconds: float
+
+    def to_json(self) -> dict:
+        return {
+            "cameras": {
+                name: {
+                    "frames_in": s.frames_in,
+                    "frames_processed": s.frames_processed,
+                    "frames_dropped": s.frames_dropped,
+                    "fps_processed": round(self.fps_processed[name], 2),
+                    "state": s.state.value,
+                    "reconnects": s.reconnects,
+                }
+                for name, s in self.cameras.items()
+            },
+            "reads": self.reads,
+            "latency_ms": {"p50": _round(self.latency_p50_ms), "p95": _round(self.latency_p95_ms)},
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+class LiveService:
+    """Cameras + pipeline + read delivery, opened and closed by :meth:`run`."""
+
+    def __init__(
+        self,
+        config: Config,
+        recognizer: PlateRecognizer,
+        sink: ReadSink,
+        *,
+        cameras: Sequence[Camera] | None = None,
+    ):
+        self.config = config
+        self.pipeline = FramePipeline(recognizer, config.tracking)
+        self.sink = sink
+        if cameras is None:
+            cameras = [Camera(c) for c in config.cameras if c.enabled]
+        self.cameras = list(cameras)
+        for camera in self.cameras:
+            self.pipeline.add_camera(camera.name, camera.source)
+        self._reads: queue.Queue[PlateRead | None] = queue.Queue(READ_QUEUE_SIZE)
+        self.stop_event = threading.Event()
+
+    def run(self, duration: float | None = None) -> RunStats:
+        """Process until :meth:`stop` (or ``duration`` seconds, or every camera ended)."""
+        if not self.cameras:
+            raise ValueError("no enabled camera in the configuration")
+        began = time.monotonic()
+        deliverer = threading.Thread(target=self._deliver, name="deliver-reads", daemon=True)
+        deliverer.start()
+        for camera in self.cameras:
+            camera.start()
+        try:
+            self._loop(began, duration)
+        finally:
+            for read in self.pipeline.finish():
+                self._reads.put(read)
+            for camera in self.cameras:
+                camera.stop(timeout=2.0)
+            self._reads.put(None)
+            deliverer.join(DRAIN_TIMEOUT_S)
+            if deliverer.is_alive():
+                log.error("reads still undelivered after %.0f s at shutdown", DRAIN_TIMEOUT_S)
+        seconds = time.monotonic() - began
+        stats = {c.name: c.stats() for c in self.cameras}
+        latencies = list(self.pipeline.latencies_ms)
+        return RunStats(
+            cameras=stats,
+            fps_processed={n: s.frames_processed / seconds for n, s in stats.items()},
+            reads=self.pipeline.reads,
+            latency_p50_ms=percentile(latencies, 50),
+            latency_p95_ms=percentile(latencies, 95),
+            seconds=seconds,
+        )
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _loop(self, began: float, duration: float | None) -> None:
+        turn = 0
+        while not self.stop_event.is_set():
+            if duration is not None and time.monotonic() - began >= duration:
+                break
+            if all(c.ended for c in self.cameras):
+                break
+            worked = False
+            # Round robin from a rotating start, so neither camera starves the other.
+            for k in range(len(self.cameras)):
+                camera = self.cameras[(turn + k) % len(self.cameras)]
+                frame = camera.take(0.0)
+                if frame is None:
+                    reads = self.pipeline.tick(camera.name, time.monotonic())
+                else:
+                    worked = True
+                    reads = self.pipeline.process(frame)
+                for read in reads:
+                    self._reads.put(read)
+            turn += 1
+            if not worked:
+                # Nothing new anywhere: wait briefly for the next camera's frame.
+                camera = self.cameras[turn % len(self.cameras)]
+                frame = camera.take(IDLE_WAIT_S)
+                if frame is not None:
+                    for read in self.pipeline.process(frame):
+                        self._reads.put(read)
+
+    def _deliver(self) -> None:
+        while True:
+            read = self._reads.get()
+            if read is None:
+                return
+            try:
+                self.sink(read)
+            except Exception:
+                log.exception("delivering read %s failed", read.event_id)
+
+
+def log_read(read: PlateRead) -> None:
+    """Default sink until a watchlist is configured: plate text only at DEBUG, since a
+    non-hit read must not end up in the system log."""
+    log.debug(
+        "read %s on %s (%.2f, %d frames)", read.plate, read.camera, read.confidence, read.frames
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    enabled = [c for c in config.cameras if c.enabled]
+    if not enabled:
+        print("lpr-edge run: no enabled camera in the configuration", file=sys.stderr)
+        return 2
+    with open_recognizer(config) as recognizer:
+        service = LiveService(config, recognizer, log_read)
+        previous = {
+            sig: signal.signal(sig, lambda *_: service.stop())
+            for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            log.info("running %d camera(s): %s", len(enabled), ", ".join(c.name for c in enabled))
+            stats = service.run(duration=args.duration)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    print(json.dumps(stats.to_json()), flush=True)
+    return 0
