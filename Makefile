@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 MODELS := models/.fetched
 DEMO_DIR ?= demo-out
 
-.PHONY: help demo test lint format models venv broker clean
+.PHONY: help demo test lint format models venv system-deps clean
 
 help:
 	@echo "make demo   - set up, fetch models, run the pipeline on a generated sample"
@@ -36,23 +36,26 @@ $(MODELS): $(STAMP) models/manifest.toml
 	$(BIN)/lpr-edge models fetch
 	@touch $@
 
-# Tests run a real Mosquitto broker (never a mock). Install the Debian package when
-# root; otherwise say exactly what is missing.
-broker:
-	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
+# Tests run a real Mosquitto broker and real ffmpeg video streams (never mocks).
+# Install the missing Debian packages when root; otherwise say exactly what is missing.
+system-deps:
+	@missing=""; \
+	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v ffmpeg >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	[ -z "$$missing" ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing the Debian package mosquitto (the tests start real brokers)"; \
+	    echo "installing the Debian package(s)$$missing (the tests start real brokers and streams)"; \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get update -qq && apt-get install -y -qq --no-install-recommends mosquitto >/dev/null; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else \
-	    echo "The tests need the Mosquitto broker: sudo apt-get install mosquitto" >&2; exit 1; \
+	    echo "The tests need$$missing: sudo apt-get install$$missing" >&2; exit 1; \
 	  fi; }
 
 demo: $(MODELS)
 	$(BIN)/python -m edge.demo $(DEMO_DIR)
 	$(BIN)/lpr-edge recognize --format hk $(DEMO_DIR)
 
-test: $(MODELS) broker
+test: $(MODELS) system-deps
 	LPR_EDGE_TEST_REQUIRE_MODELS=1 $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
