@@ -97,6 +97,9 @@ class TrackingConfig:
     max_track_seconds: float = field(default=10.0, metadata=_range(0.5, 3600))
     #: A track needs this many frames read in the plate format to give a read.
     min_reads: int = field(default=2, metadata=_range(1, 100))
+    #: A track whose readings agree this many times gives its read at once, without
+    #: waiting for the car to leave the picture (and is not read again); 0 waits.
+    decide_reads: int = field(default=3, metadata=_range(0, 100))
     #: The same plate from the same camera within this long is the same pass.
     dedup_seconds: float = field(default=60.0, metadata=_range(0.0, 86400))
 

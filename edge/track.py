@@ -35,8 +35,6 @@ from edge.types import Detections, Frame, PlateRead, PlateText, TextCandidate
 
 Box = tuple[float, float, float, float]
 
-# Readings that agree before a track gives its read early; 0 waits for the track's end.
-DEFAULT_DECIDE_READS = 3
 # Share of a track's readings the consensus must have for an early read.
 DECIDE_AGREEMENT = 0.6
 # Evidence crops keep some of the car around the plate, and are capped in size.
@@ -164,14 +162,12 @@ class PlateTracker:
         config: TrackingConfig,
         plate_format: PlateFormat | None = None,
         *,
-        decide_reads: int = DEFAULT_DECIDE_READS,
         clock=time.monotonic,
     ):
         self.camera = camera
         self.source = source
         self.config = config
         self.plate_format = plate_format
-        self.decide_reads = decide_reads
         self._clock = clock
         self._tracks: list[Track] = []
         self._ids = itertools.count(1)
@@ -272,10 +268,10 @@ class PlateTracker:
 
     def _is_decided(self, track: Track, consensus: Consensus | None) -> bool:
         """Early read: enough readings agree on the consensus, and most of them do."""
-        if consensus is None or self.decide_reads <= 0:
+        if consensus is None or self.config.decide_reads <= 0:
             return False
         return (
-            consensus.agreeing >= self.decide_reads
+            consensus.agreeing >= self.config.decide_reads
             and consensus.agreeing >= DECIDE_AGREEMENT * len(track.readings)
         )
 

@@ -93,6 +93,7 @@ def config(**overrides) -> TrackingConfig:
         max_track_seconds=10.0,
         min_reads=2,
         dedup_seconds=30.0,
+        decide_reads=0,
     )
     base.update(overrides)
     return TrackingConfig(**base)
@@ -104,7 +105,7 @@ def moving_box(n: int, x0: float = 100, dx: float = 12, y: float = 400) -> list[
 
 
 def test_one_pass_gives_one_read_with_its_span_and_evidence():
-    tracker = PlateTracker("front", "clip.mp4", config(), HK, decide_reads=0)
+    tracker = PlateTracker("front", "clip.mp4", config(), HK)
     reads = []
     texts = ["AB1234", "AB1234", "A81234", "AB1234", "AB1284", "AB1234"]
     for n, text in enumerate(texts):
@@ -123,7 +124,7 @@ def test_one_pass_gives_one_read_with_its_span_and_evidence():
 
 
 def test_an_agreed_track_reads_early_and_is_not_read_again():
-    tracker = PlateTracker("front", "cam", config(), HK, decide_reads=3)
+    tracker = PlateTracker("front", "cam", config(decide_reads=3), HK)
     reads = []
     ocr_calls = 0
     for n in range(10):
@@ -142,7 +143,7 @@ def test_an_agreed_track_reads_early_and_is_not_read_again():
 
 
 def test_two_plates_in_view_are_two_tracks():
-    tracker = PlateTracker("front", "cam", config(), HK, decide_reads=0)
+    tracker = PlateTracker("front", "cam", config(), HK)
     reads = []
     for n in range(5):
         boxes = [moving_box(n, x0=50, dx=10), moving_box(n, x0=900, dx=-10, y=300)]
@@ -153,7 +154,7 @@ def test_two_plates_in_view_are_two_tracks():
 
 def test_fast_motion_with_dropped_frames_keeps_the_track():
     # Frames 0, 3, 6: the box jumps a whole width between them, never overlapping.
-    tracker = PlateTracker("front", "cam", config(track_timeout_seconds=0.5), HK, decide_reads=0)
+    tracker = PlateTracker("front", "cam", config(track_timeout_seconds=0.5), HK)
     reads = []
     for n in (0, 3, 6, 9):
         reads += step(tracker, n, [moving_box(n, dx=70)], [reading("JK777")])
@@ -162,7 +163,7 @@ def test_fast_motion_with_dropped_frames_keeps_the_track():
 
 
 def test_the_same_plate_again_within_the_window_is_not_a_new_read():
-    tracker = PlateTracker("front", "cam", config(dedup_seconds=5), HK, decide_reads=0)
+    tracker = PlateTracker("front", "cam", config(dedup_seconds=5), HK)
     reads = []
     # Pass 1 (frames 0-4), gap of 1 s, pass 2 of the same plate: a duplicate.
     for n in range(5):
@@ -183,7 +184,7 @@ def test_the_same_plate_again_within_the_window_is_not_a_new_read():
 
 
 def test_a_track_without_enough_readings_gives_no_read():
-    tracker = PlateTracker("front", "cam", config(min_reads=2), HK, decide_reads=0)
+    tracker = PlateTracker("front", "cam", config(min_reads=2), HK)
     reads = step(tracker, 0, [moving_box(0)], [reading("AB1")])
     reads += step(tracker, 1, [moving_box(1)], [None])
     reads += tracker.collect(final=True)
@@ -191,7 +192,7 @@ def test_a_track_without_enough_readings_gives_no_read():
 
 
 def test_a_long_track_reads_at_its_maximum_age():
-    tracker = PlateTracker("front", "cam", config(max_track_seconds=1.0), HK, decide_reads=0)
+    tracker = PlateTracker("front", "cam", config(max_track_seconds=1.0), HK)
     reads = []
     for n in range(25):  # a parked car, seen for 2.5 s
         reads += step(tracker, n, [[300, 300, 500, 345]], [reading("PK1")])
@@ -202,7 +203,7 @@ def test_a_long_track_reads_at_its_maximum_age():
 
 @pytest.mark.parametrize("camera", ["front", "rear"])
 def test_frames_carry_their_camera(camera):
-    tracker = PlateTracker(camera, "cam", config(), HK, decide_reads=0)
+    tracker = PlateTracker(camera, "cam", config(), HK)
     f = frame(0, camera=camera)
     (track,) = tracker.associate(f, dets(moving_box(0)))
     tracker.add_reading(track, f, np.array(moving_box(0)), reading("AB1"), 0.9)

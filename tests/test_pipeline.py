@@ -1,0 +1,219 @@
+"""The video pipeline end to end with the real models: replay of generated dashcam
+clips, and the live service on two real network streams (ffmpeg) and on files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edge.config import load_config
+from edge.pipeline import FramePipeline
+from edge.recognize import open_recognizer
+from edge.replay import replay_file
+from edge.synthclip import ClipSpec, ClipTruth, render_clip
+from tests.conftest import model_path
+from tests.streams import StreamServer
+
+# Three passes at 15 fps keep the replay test to about a hundred frames.
+REPLAY = ClipSpec(size=(1280, 720), fps=15, plates=("KT4821", "PX507", "AB88"), seed=5)
+LIVE = ClipSpec(size=(960, 540), fps=15, plates=("HN2468", "TV135"), seed=8)
+READ_KEYS = {
+    "type",
+    "event_id",
+    "camera",
+    "plate",
+    "confidence",
+    "frames",
+    "first_frame",
+    "last_frame",
+    "first_seen",
+    "last_seen",
+    "box",
+    "source",
+}
+
+
+LPR_EDGE = (sys.executable, "-m", "edge")
+
+
+def lpr_edge(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([*LPR_EDGE, *args], capture_output=True, text=True, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def models():
+    model_path("platedet-int8.onnx")
+    model_path("ch_PP-OCRv4_rec_infer.onnx")
+
+
+@pytest.fixture(scope="module")
+def replay_clip(tmp_path_factory) -> tuple[Path, ClipTruth]:
+    path = tmp_path_factory.mktemp("replay") / "dashcam.mp4"
+    return path, render_clip(path, REPLAY)
+
+
+@pytest.fixture(scope="module")
+def live_clip(tmp_path_factory) -> tuple[Path, ClipTruth]:
+    path = tmp_path_factory.mktemp("live") / "traffic.mp4"
+    return path, render_clip(path, LIVE)
+
+
+def test_replay_reads_every_pass_once(models, replay_clip):
+    path, truth = replay_clip
+    reads = []
+    with open_recognizer(load_config(None)) as recognizer:
+        pipeline = FramePipeline(recognizer, load_config(None).tracking)
+        result = replay_file(pipeline, path, "front-left", on_read=reads.append)
+    assert result.error is None and result.frames == truth.frame_count
+    assert sorted(r.plate for r in reads) == sorted(p.text for p in truth.passes)
+    for read in reads:
+        (expected,) = [p for p in truth.passes if p.text == read.plate]
+        assert expected.first_frame <= read.first_frame <= read.last_frame <= expected.last_frame
+        assert read.camera == "front-left" and read.source == str(path)
+        assert read.crop is not None and read.crop.size
+        assert read.frames >= read.readings >= 2
+
+
+def test_replay_command_reports_bad_files_and_goes_on(models, replay_clip, tmp_path):
+    path, truth = replay_clip
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4000))
+    out = tmp_path / "reads.jsonl"
+    result = lpr_edge(
+        "replay",
+        str(corrupt),
+        str(path),
+        str(tmp_path / "missing.mp4"),
+        "--camera",
+        "rear-right",
+        "--start",
+        "2026-11-23T08:00:00Z",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"{corrupt}:" in result.stderr and "missing.mp4:" in result.stderr
+    assert "Traceback" not in result.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["plate"] for r in records) == sorted(p.text for p in truth.passes)
+    for record in records:
+        assert set(record) >= READ_KEYS
+        assert record["type"] == "read" and record["camera"] == "rear-right"
+        # Wall-clock time is the given start plus the media time of the frame.
+        offset = record["first_frame"] / truth.fps
+        assert record["first_seen"].startswith("2026-11-23T08:00:")
+        assert abs(float(record["first_seen"][17:23]) - offset) < 0.1
+    summary = json.loads(result.stderr.strip().splitlines()[-1])["summary"]
+    assert summary["files"] == 3 and summary["failed"] == 2
+    assert summary["reads"] == len(truth.passes) and summary["frames"] == truth.frame_count
+
+
+def test_realtime_replay_drops_what_it_cannot_process(models, replay_clip, tmp_path):
+    path, truth = replay_clip
+    result = lpr_edge("replay", str(path), "--realtime", "--out", str(tmp_path / "r.jsonl"))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stderr.strip().splitlines()[-1])["summary"]
+    # Paced at 15 fps, frames processing cannot keep up with are skipped, never queued.
+    assert summary["frames"] + summary["frames_skipped"] == truth.frame_count
+    assert summary["frames"] > 0
+
+
+def write_config(path: Path, cameras: list[tuple[str, str]], **extra: str) -> Path:
+    lines = []
+    for name, source in cameras:
+        lines += [
+            "[[cameras]]",
+            f'name = "{name}"',
+            f'source = "{source}"',
+            "reconnect_min_seconds = 0.2",
+            "reconnect_max_seconds = 1.0",
+            "stall_seconds = 1.5",
+            *[f"{k} = {v}" for k, v in extra.items()],
+            "",
+        ]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def last_json_line(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def test_run_processes_two_live_streams_through_a_restart(models, live_clip, tmp_path):
+    clip, truth = live_clip
+    with (
+        StreamServer(clip, "udp", tmp_path) as front,
+        StreamServer(clip, "tcp", tmp_path) as rear,
+    ):
+        config = write_config(
+            tmp_path / "edge.toml", [("front-left", front.url), ("rear-right", rear.url)]
+        )
+        run = subprocess.Popen(
+            [*LPR_EDGE, "--log-level", "debug", "run", "--config", str(config), "--duration", "24"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            time.sleep(9)
+            front.kill()  # the front camera's stream goes away...
+            time.sleep(3)
+            front.start()  # ...and comes back on the same port
+            stdout, stderr = run.communicate(timeout=60)
+        finally:
+            if run.poll() is None:
+                run.kill()
+    assert run.returncode == 0, stderr[-3000:]
+    stats = last_json_line(stdout)
+    cams = stats["cameras"]
+    assert set(cams) == {"front-left", "rear-right"}
+    for name, cam in cams.items():
+        assert cam["frames_processed"] > 20, (name, cam)
+        assert cam["frames_in"] >= cam["frames_processed"] + cam["frames_dropped"] - 1
+        assert cam["fps_processed"] > 0
+    assert cams["front-left"]["reconnects"] >= 1
+    # The clip loops; each plate is one read per camera (repeats are the same pass
+    # within the dedup window), and both cameras saw the traffic.
+    plates = [p.text for p in truth.passes]
+    reads = [line for line in stderr.splitlines() if '"read ' in line or "read " in line]
+    for name in cams:
+        seen = {p for p in plates if any(f"read {p} on {name}" in line for line in reads)}
+        assert seen, f"{name} read none of {plates}"
+    assert stats["reads"] >= 2
+    assert stats["latency_ms"]["p95"] is not None
+
+
+def test_sigterm_stops_cleanly_and_delivers_what_was_read(models, live_clip, tmp_path):
+    clip, _truth = live_clip
+    config = write_config(tmp_path / "edge.toml", [("front-left", str(clip))], loop="true")
+    run = subprocess.Popen(
+        [*LPR_EDGE, "--log-level", "debug", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(10)
+        run.send_signal(signal.SIGTERM)
+        began = time.monotonic()
+        stdout, stderr = run.communicate(timeout=30)
+        stopping = time.monotonic() - began
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, stderr[-3000:]
+    # Generous bound for a shared machine; the design target is well under this.
+    assert stopping < 10
+    stats = last_json_line(stdout)
+    assert stats["cameras"]["front-left"]["frames_processed"] > 0
+    delivered = sum(
+        1 for line in stderr.splitlines() if "read " in line and " on front-left" in line
+    )
+    assert delivered == stats["reads"], "every read made before the stop was delivered"
