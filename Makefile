@@ -11,8 +11,8 @@ DEMO_DIR ?= demo-out
 .PHONY: help demo test lint format models venv system-deps clean
 
 help:
-	@echo "make demo   - set up, fetch models, run the pipeline on a generated sample"
-	@echo "make test   - set up, fetch models, make sure Mosquitto is present, run pytest"
+	@echo "make demo   - set up, fetch models, run the pipeline on generated stills and a clip"
+	@echo "make test   - set up, fetch models, make sure Mosquitto and ffmpeg are present, run pytest"
 	@echo "make lint   - ruff"
 	@echo "make models - fetch and verify the model files"
 
@@ -54,6 +54,8 @@ system-deps:
 demo: $(MODELS)
 	$(BIN)/python -m edge.demo $(DEMO_DIR)
 	$(BIN)/lpr-edge recognize --format hk $(DEMO_DIR)
+	$(BIN)/lpr-edge replay --camera front-left --out $(DEMO_DIR)/reads.jsonl $(DEMO_DIR)/dashcam.mp4
+	$(BIN)/python -m edge.demo --report $(DEMO_DIR)
 
 test: $(MODELS) system-deps
 	LPR_EDGE_TEST_REQUIRE_MODELS=1 $(BIN)/python -m pytest -q

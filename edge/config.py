@@ -102,6 +102,11 @@ class TrackingConfig:
     decide_reads: int = field(default=3, metadata=_range(0, 100))
     #: The same plate from the same camera within this long is the same pass.
     dedup_seconds: float = field(default=60.0, metadata=_range(0.0, 86400))
+    #: The whole frame is searched for new plates at least this often; frames in
+    #: between are searched only around live tracks. 0 searches every frame whole.
+    scan_interval_seconds: float = field(default=0.1, metadata=_range(0.0, 10))
+    #: Detector input (longest side, multiple of 32) for the regions around live tracks.
+    region_input: int = field(default=256, metadata=_range(64, 1920))
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +390,11 @@ def _cross_checks(config: Config, label: str) -> list[str]:
         problems.append(
             f"{label}: 'mqtt.topic_prefix' expected a topic without wildcards or trailing '/', "
             f"got {config.mqtt.topic_prefix!r}"
+        )
+    if config.tracking.region_input % 32:
+        problems.append(
+            f"{label}: 'tracking.region_input' expected a multiple of 32, "
+            f"got {config.tracking.region_input}"
         )
     if config.recognition.detector_input % 32:
         problems.append(

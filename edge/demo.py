@@ -1,8 +1,9 @@
-"""Sample input for `make demo`: generated Hong Kong-style plate scenes.
+"""Sample input for `make demo`: generated Hong Kong-style plate scenes and a dashcam clip.
 
-Writes a few scenes (front plates white, rear plates yellow) and their ground truth to
-a folder; the Makefile then runs the real pipeline over them. Generated, so the demo
-needs no camera, broker or outside data.
+Writes a few still scenes (front plates white, rear plates yellow), a short dashcam-like
+clip of passing cars, and their ground truth to a folder; the Makefile then runs the
+real pipeline over them (`recognize` on the stills, `replay` on the clip). Generated,
+so the demo needs no camera, broker or outside data.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import cv2
 import numpy as np
 
 from edge.synth import random_hk_plate, render_scene
+from edge.synthclip import ClipSpec, ClipTruth, render_clip
 
 
 def write_samples(folder: Path, *, count: int = 4, seed: int = 2026) -> list[dict]:
@@ -32,10 +34,41 @@ def write_samples(folder: Path, *, count: int = 4, seed: int = 2026) -> list[dic
     return truth
 
 
+def write_clip(folder: Path, *, seconds: float = 8.0, seed: int = 2026) -> Path:
+    path = folder / "dashcam.mp4"
+    truth = render_clip(path, ClipSpec(size=(1280, 720), seconds=seconds, seed=seed))
+    plates = ", ".join(p.text for p in truth.passes)
+    print(f"generated {path}: {truth.frame_count} frames at {truth.fps:g} fps; passes {plates}")
+    return path
+
+
+def report_reads(folder: Path) -> int:
+    """Compare the replay's reads of the demo clip with its ground truth."""
+    truth = ClipTruth.load(folder / "dashcam.json")
+    reads = [json.loads(line) for line in (folder / "reads.jsonl").read_text().splitlines()]
+    by_plate = {r["plate"]: r for r in reads}
+    for p in truth.passes:
+        read = by_plate.get(p.text)
+        if read:
+            print(
+                f"  {p.text:<8} read in frames {read['first_frame']}-{read['last_frame']} "
+                f"(pass {p.first_frame}-{p.last_frame}), confidence {read['confidence']:.2f}"
+            )
+        else:
+            print(f"  {p.text:<8} not read (pass {p.first_frame}-{p.last_frame})")
+    others = [r["plate"] for r in reads if r["plate"] not in {p.text for p in truth.passes}]
+    found = sum(1 for p in truth.passes if p.text in by_plate)
+    print(f"{found} of {len(truth.passes)} passes read exactly; other reads: {others or 'none'}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--report"]:
+        return report_reads(Path(argv[1] if len(argv) > 1 else "demo-out"))
     folder = Path(argv[0] if argv else "demo-out")
     for item in write_samples(folder):
         print(f"generated {item['image']}: plates {', '.join(item['plates'])}")
+    write_clip(folder)
     return 0
 
 

@@ -274,6 +274,22 @@ class BaseDetector(ABC):
     def detect(self, image: np.ndarray) -> Detections:
         """Plate boxes in a BGR uint8 HxWx3 image, in its pixel coordinates."""
 
+    def detect_regions(
+        self, image: np.ndarray, regions: Sequence[Sequence[int]], longest: int
+    ) -> Detections:
+        """Plate boxes found inside ``regions`` (x1, y1, x2, y2) of ``image``, in image
+        coordinates. This fallback runs :meth:`detect` on each region as an image;
+        detectors that can run smaller inputs do it cheaper."""
+        boxes, scores = [], []
+        for x1, y1, x2, y2 in (tuple(int(v) for v in r) for r in regions):
+            found = self.detect(image[max(0, y1) : y2, max(0, x1) : x2])
+            boxes.append(found.xyxy + np.array([x1, y1, x1, y1], np.float32))
+            scores.append(found.scores)
+        if not boxes:
+            return Detections.empty()
+        order = np.argsort(-np.concatenate(scores), kind="stable")
+        return Detections(np.concatenate(boxes)[order], np.concatenate(scores)[order])
+
     def close(self) -> None:  # noqa: B027 - detectors without resources need nothing here
         """Release the detector's resources."""
 
@@ -340,12 +356,47 @@ class YoloPlateDetector(BaseDetector):
         return self.input_size
 
     def detect(self, image: np.ndarray) -> Detections:
+        boxes, scores = self._candidates(image, self.input_shape(image.shape[:2]))
+        return self._select(boxes, scores)
+
+    def detect_regions(
+        self, image: np.ndarray, regions: Sequence[Sequence[int]], longest: int
+    ) -> Detections:
+        """Plate boxes inside ``regions`` (x1, y1, x2, y2 pixel rectangles) only, in image
+        coordinates. Each region runs at a network input whose longest side is at most
+        ``longest`` (never enlarged), so a few regions around known plates cost a
+        fraction of the whole frame. Overlapping regions' boxes are merged by NMS."""
+        all_boxes, all_scores = [], []
+        for region in regions:
+            x1, y1, x2, y2 = (int(v) for v in region)
+            crop = image[max(0, y1) : y2, max(0, x1) : x2]
+            if crop.shape[0] < MAX_STRIDE or crop.shape[1] < MAX_STRIDE:
+                continue
+            if isinstance(self.input_size, int):
+                side = min(longest, -(-max(crop.shape[:2]) // MAX_STRIDE) * MAX_STRIDE)
+                input_hw = fit_input_shape(crop.shape[:2], side)
+            else:  # a fixed-size model takes its own size whatever the region
+                input_hw = self.input_size
+            boxes, scores = self._candidates(crop, input_hw)
+            if len(scores):
+                all_boxes.append(boxes + np.array([x1, y1, x1, y1], np.float32))
+                all_scores.append(scores)
+        if not all_scores:
+            return Detections.empty()
+        boxes = np.concatenate(all_boxes)
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, image.shape[1])
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, image.shape[0])
+        return self._select(boxes, np.concatenate(all_scores))
+
+    def _candidates(
+        self, image: np.ndarray, input_hw: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Every box above the score threshold, in ``image`` coordinates, before NMS."""
         if self._session is None:
             raise RuntimeError("detector is closed")
         if image.dtype != np.uint8:
             raise ValueError(f"expected a uint8 image, got {image.dtype}")
         image_hw = (image.shape[0], image.shape[1])
-        input_hw = self.input_shape(image_hw)
         tensor, scale, pad = letterbox(image, input_hw)
         outputs = self._session.run(
             self._output_names, {self._input_name: tensor.astype(self._dtype, copy=False)}
@@ -355,10 +406,14 @@ class YoloPlateDetector(BaseDetector):
         else:
             boxes, scores = decode_yolo(outputs[0], self.score_threshold)
         if not len(scores):
+            return boxes, scores
+        return unletterbox(boxes, scale, pad, image_hw), scores
+
+    def _select(self, boxes: np.ndarray, scores: np.ndarray) -> Detections:
+        if not len(scores):
             return Detections.empty()
         keep = nms(boxes, scores, self.iou_threshold)[: self.max_detections]
-        boxes = unletterbox(boxes[keep], scale, pad, image_hw)
-        scores = scores[keep]
+        boxes, scores = boxes[keep], scores[keep]
         # Boxes wholly in the padding collapse to zero size once clipped.
         real = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         return Detections(np.ascontiguousarray(boxes[real]), np.ascontiguousarray(scores[real]))

@@ -17,7 +17,7 @@ import numpy as np
 from edge.config import TrackingConfig
 from edge.recognize import PlateRecognizer
 from edge.track import PlateTracker
-from edge.types import Frame, PlateRead
+from edge.types import Detections, Frame, PlateRead
 
 # Latencies kept for the percentiles: the last few minutes of reads at most.
 LATENCY_WINDOW = 4096
@@ -32,6 +32,11 @@ class StageTimes:
     ocr_ms: float = 0.0
     track_ms: float = 0.0
     ocr_crops: int = 0
+    #: Frames searched whole, searched only around live tracks, and not searched
+    #: (no live track and no whole-frame search due).
+    scans: int = 0
+    region_searches: int = 0
+    unsearched: int = 0
 
     def add(self, other: StageTimes) -> None:
         self.frames += other.frames
@@ -39,6 +44,9 @@ class StageTimes:
         self.ocr_ms += other.ocr_ms
         self.track_ms += other.track_ms
         self.ocr_crops += other.ocr_crops
+        self.scans += other.scans
+        self.region_searches += other.region_searches
+        self.unsearched += other.unsearched
 
 
 def percentile(values, q: float) -> float | None:
@@ -54,6 +62,7 @@ class FramePipeline:
         self._trackers: dict[str, PlateTracker] = {}
         self.times: dict[str, StageTimes] = {}
         self.latencies_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._last_scan: dict[str, float] = {}
         self.reads = 0
 
     def add_camera(self, name: str, source: str) -> None:
@@ -61,13 +70,14 @@ class FramePipeline:
             name, source, self.tracking, self.recognizer.plate_format
         )
         self.times[name] = StageTimes()
+        self._last_scan.pop(name, None)
 
     def process(self, frame: Frame) -> list[PlateRead]:
         """Run one frame through every stage; the reads it completed, if any."""
         tracker = self._trackers[frame.camera]
         times = self.times[frame.camera]
         start = time.perf_counter()
-        detections = self.recognizer.detector.detect(frame.image)
+        detections = self._detect(frame, tracker, times)
         detected = time.perf_counter()
         tracks = tracker.associate(frame, detections)
         # Only tracks whose read is not yet decided are worth an OCR pass.
@@ -89,6 +99,24 @@ class FramePipeline:
         times.track_ms += ((associated - detected) + (done - read)) * 1e3
         times.ocr_crops += len(todo)
         return self._emitted(reads)
+
+    def _detect(self, frame: Frame, tracker: PlateTracker, times: StageTimes) -> Detections:
+        """The whole frame when a scan is due, else only around the live tracks."""
+        last = self._last_scan.get(frame.camera)
+        interval = self.tracking.scan_interval_seconds
+        # A little slack so a 30 fps camera with a 0.1 s interval scans every 3rd frame.
+        if last is None or frame.timestamp - last >= interval * 0.95 or interval <= 0:
+            self._last_scan[frame.camera] = frame.timestamp
+            times.scans += 1
+            return self.recognizer.detector.detect(frame.image)
+        regions = tracker.search_regions(frame.timestamp, frame.image.shape[:2])
+        if not regions:
+            times.unsearched += 1
+            return Detections.empty()
+        times.region_searches += 1
+        return self.recognizer.detector.detect_regions(
+            frame.image, regions, self.tracking.region_input
+        )
 
     def tick(self, camera: str, now: float) -> list[PlateRead]:
         """Reads whose tracks ended by ``now`` on ``camera``'s clock, when no frame came

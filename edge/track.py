@@ -45,6 +45,11 @@ MAX_JUMP_WIDTHS = 1.5
 MAX_SIZE_RATIO = 2.5
 # Velocity smoothing: weight of the newest measurement.
 VELOCITY_GAIN = 0.5
+# Search region around a tracked plate, in plate widths: wide enough for its motion
+# until the next frame and for the car around it, which the detector relies on.
+REGION_WIDTHS = 3.0
+# A box within this many pixels of the frame's border touches it.
+EDGE_PX = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,16 +178,39 @@ class PlateTracker:
         self._ids = itertools.count(1)
         # plate -> timestamp it was last seen in a read (for the dedup window)
         self._recent: dict[str, float] = {}
+        self._frame_hw: tuple[int, int] | None = None
         self.duplicates = 0
 
     @property
     def live_tracks(self) -> int:
         return len(self._tracks)
 
+    def search_regions(self, timestamp: float, frame_hw: tuple[int, int]) -> list[tuple[int, ...]]:
+        """Where the live tracks' plates should be at ``timestamp``: a square of
+        ``REGION_WIDTHS`` plate widths around each predicted box, clipped to the frame."""
+        h, w = frame_hw
+        regions = []
+        for track in self._tracks:
+            if timestamp - track.last.timestamp > self._timeout:
+                continue
+            x1, y1, x2, y2 = track.predicted(timestamp)
+            half = max(x2 - x1, y2 - y1) * REGION_WIDTHS / 2
+            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+            region = (
+                max(0, int(cx - half)),
+                max(0, int(cy - half)),
+                min(w, int(cx + half) + 1),
+                min(h, int(cy + half) + 1),
+            )
+            if region[2] > region[0] and region[3] > region[1]:
+                regions.append(region)
+        return regions
+
     def associate(self, frame: Frame, detections: Detections) -> list[Track]:
         """Link each detection to a live track or start a new one; same order as
         ``detections``."""
         t = frame.timestamp
+        self._frame_hw = frame.image.shape[:2]
         sighting = _Sighting(t, frame.captured_utc, frame.captured_mono, frame.frame_number)
         assigned: list[Track | None] = [None] * len(detections)
         live = [tr for tr in self._tracks if t - tr.last.timestamp <= self._timeout]
@@ -238,7 +266,10 @@ class PlateTracker:
         reads: list[PlateRead] = []
         keep: list[Track] = []
         for track in self._tracks:
-            ended = final or (now is not None and now - track.last.timestamp > self._timeout)
+            ended = final or (
+                now is not None
+                and (now - track.last.timestamp > self._timeout or self._left_view(track, now))
+            )
             aged = now is not None and now - track.first.timestamp >= self.config.max_track_seconds
             if not track.decided:
                 consensus = vote(track.readings, self.plate_format)
@@ -273,6 +304,21 @@ class PlateTracker:
         return (
             consensus.agreeing >= self.config.decide_reads
             and consensus.agreeing >= DECIDE_AGREEMENT * len(track.readings)
+        )
+
+    def _left_view(self, track: Track, now: float) -> bool:
+        """Missed in the latest frame while at the frame's border and moving out: the
+        car has left the picture, so there is no point waiting for the timeout."""
+        if now <= track.last.timestamp or self._frame_hw is None:
+            return False
+        h, w = self._frame_hw
+        x1, y1, x2, y2 = track.box
+        vx, vy = track.velocity
+        return bool(
+            (x1 <= EDGE_PX and vx < 0)
+            or (x2 >= w - EDGE_PX and vx > 0)
+            or (y1 <= EDGE_PX and vy < 0)
+            or (y2 >= h - EDGE_PX and vy > 0)
         )
 
     def _move(self, track: Track, box: np.ndarray, sighting: _Sighting) -> None:

@@ -238,3 +238,22 @@ def test_dynamic_model_runs_rectangular_inputs(dynamic_model):
             _assert_finds(det.detect(image), truths)
     with pytest.raises(ValueError):
         YoloPlateDetector(dynamic_model, input_size=(400, 640))
+
+
+def test_region_search_finds_the_plate_inside_and_nothing_elsewhere():
+    rng = np.random.default_rng(41)
+    image, truths = render_scene(
+        [random_hk_plate(rng)], size=(1920, 1080), rng=rng, plate_frac=(0.07, 0.09)
+    )
+    (_, box) = truths[0]
+    w = box[2] - box[0]
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    around = (int(cx - 1.5 * w), int(cy - 1.5 * w), int(cx + 1.5 * w), int(cy + 1.5 * w))
+    elsewhere = (0, 0, int(3 * w), int(3 * w)) if cx > 3 * w else (1920 - int(3 * w), 0, 1920, 400)
+    with YoloPlateDetector(model_path("platedet-int8.onnx"), threads=2, input_size=640) as det:
+        found = det.detect_regions(image, [around], 256)
+        assert box_iou(np.array(box, np.float32), found.xyxy).max(initial=0) > 0.6
+        assert len(det.detect_regions(image, [elsewhere], 256)) == 0
+        # Two overlapping regions around the same plate give it once.
+        shifted = (around[0] + 20, around[1] + 10, around[2] + 20, around[3] + 10)
+        assert len(det.detect_regions(image, [around, shifted], 256)) == 1

@@ -210,3 +210,27 @@ def test_frames_carry_their_camera(camera):
     tracker.add_reading(track, f, np.array(moving_box(0)), reading("AB1"), 0.9)
     (read,) = tracker.collect(final=True)
     assert read.camera == camera
+
+
+def test_search_regions_surround_where_live_plates_should_be():
+    tracker = PlateTracker("front", "cam", config(), HK)
+    for n in range(3):
+        step(tracker, n, [moving_box(n, dx=20)], [reading("AB1")])
+    (region,) = tracker.search_regions(frame(3).timestamp, (720, 1280))
+    expected = moving_box(3, dx=20)
+    assert region[0] < expected[0] and region[2] > expected[2]
+    assert region[1] < expected[1] and region[3] > expected[3]
+    assert region[2] - region[0] <= 3 * 200 + 2
+    # Once the track has timed out there is nothing to search around.
+    assert tracker.search_regions(frame(3).timestamp + 1.0, (720, 1280)) == []
+
+
+def test_a_plate_leaving_the_picture_ends_its_track_at_once():
+    tracker = PlateTracker("front", "cam", config(track_timeout_seconds=5.0), HK)
+    reads = []
+    for n in range(4):  # moving right, the last box touches the right border
+        x2 = 1280 - 60 * (3 - n)
+        reads += step(tracker, n, [[x2 - 200, 400, x2, 445]], [reading("EX1")])
+    assert reads == []
+    reads += step(tracker, 4, [], [])
+    assert [r.plate for r in reads] == ["EX1"], "no wait for the 5 s timeout"

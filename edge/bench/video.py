@@ -55,15 +55,17 @@ class ReadScore:
 
 
 def score_reads(truth: ClipTruth, reads: list[PlateRead]) -> ReadScore:
-    """Reads against the clip's passes: a pass is read exactly when some read has its
-    text; reads of a text no pass has are wrong; extra reads of a pass are duplicates."""
-    texts = [p.text for p in truth.passes]
+    """Reads against the clip's legible passes: a pass is read exactly when some read
+    has its text; reads of a text no pass has are wrong; extra reads of a pass are
+    duplicates. A pass never legible (too small or cut by the frame edge) is not counted."""
+    texts = [p.text for p in truth.passes if p.first_legible_frame is not None]
+    everything = {p.text for p in truth.passes}
     counts: dict[str, int] = {}
     wrong = 0
     for read in reads:
         if read.plate in texts:
             counts[read.plate] = counts.get(read.plate, 0) + 1
-        else:
+        elif read.plate not in everything:
             wrong += 1
     duplicates = sum(n - 1 for n in counts.values() if n > 1)
     return ReadScore(len(texts), len(counts), wrong, duplicates)
@@ -95,6 +97,9 @@ def profile_json(times: StageTimes) -> dict:
         "ocr": share(times.ocr_ms),
         "track": share(times.track_ms),
         "ocr_crops_per_frame": round(times.ocr_crops / n, 2),
+        "searched_whole": times.scans,
+        "searched_around_tracks": times.region_searches,
+        "not_searched": times.unsearched,
     }
 
 
@@ -205,5 +210,7 @@ def _profile_line(p: dict) -> str:
             f"{stage} {p[stage]['ms_per_frame']} ms ({p[stage]['percent']}%)"
             for stage in ("detect", "ocr", "track")
         )
-        + f"; {p['ocr_crops_per_frame']} OCR crops/frame"
+        + f"; {p['ocr_crops_per_frame']} OCR crops/frame; frames searched whole "
+        f"{p['searched_whole']}, around tracks {p['searched_around_tracks']}, "
+        f"not searched {p['not_searched']}"
     )
