@@ -104,7 +104,7 @@ class TrackingConfig:
     dedup_seconds: float = field(default=60.0, metadata=_range(0.0, 86400))
     #: The whole frame is searched for new plates at least this often; frames in
     #: between are searched only around live tracks. 0 searches every frame whole.
-    scan_interval_seconds: float = field(default=0.1, metadata=_range(0.0, 10))
+    scan_interval_seconds: float = field(default=0.25, metadata=_range(0.0, 10))
     #: Detector input (longest side, multiple of 32) for the regions around live tracks.
     region_input: int = field(default=256, metadata=_range(64, 1920))
 
