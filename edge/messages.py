@@ -33,4 +33,5 @@ def read_record(read: PlateRead) -> dict:
         "last_seen": iso_utc(read.last_seen),
         "box": [round(v, 1) for v in read.box],
         "source": read.source,
+        "linked_event_id": read.linked_event_id,
     }

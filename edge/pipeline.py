@@ -11,12 +11,13 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 
 from edge.config import TrackingConfig
 from edge.recognize import PlateRecognizer
-from edge.track import PlateTracker
+from edge.track import PassLinker, PlateTracker
 from edge.types import Detections, Frame, PlateRead
 
 # Latencies kept for the percentiles: the last few minutes of reads at most.
@@ -63,6 +64,7 @@ class FramePipeline:
         self.times: dict[str, StageTimes] = {}
         self.latencies_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._last_scan: dict[str, float] = {}
+        self._linker = PassLinker(tracking.dedup_seconds)
         self.reads = 0
 
     def add_camera(self, name: str, source: str) -> None:
@@ -135,7 +137,12 @@ class FramePipeline:
         return self._trackers[camera].duplicates
 
     def _emitted(self, reads: list[PlateRead]) -> list[PlateRead]:
+        linked = []
         for read in reads:
             self.latencies_ms.append(read.latency_ms)
+            linked.append(self._linker.link(read))
+            self._linker.forget_before(
+                read.last_seen - timedelta(seconds=self.tracking.dedup_seconds)
+            )
         self.reads += len(reads)
-        return reads
+        return linked

@@ -17,6 +17,7 @@ no threads or clocks of its own, so replaying a file tracks exactly as live did.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 import uuid
@@ -37,6 +38,9 @@ Box = tuple[float, float, float, float]
 
 # Share of a track's readings the consensus must have for an early read.
 DECIDE_AGREEMENT = 0.6
+# ...and every position's support: distant plates are read early in a pass, and a few
+# agreeing but doubtful readings (B read as 8 at 0.6) must not fix the read.
+DECIDE_MIN_SUPPORT = 0.8
 # Evidence crops keep some of the car around the plate, and are capped in size.
 CROP_MARGIN = 0.15
 # Fallback match when boxes do not overlap (fast motion, dropped frames): centre
@@ -61,6 +65,8 @@ class Consensus:
     #: Readings whose own text equals ``text``.
     agreeing: int
     candidates: tuple[TextCandidate, ...]
+    #: The least supported position's support (same scale as ``confidence``).
+    weakest: float = 0.0
 
 
 def vote(
@@ -109,7 +115,8 @@ def vote(
     n = len(readings)
     candidates = tuple(TextCandidate(t, confidence if t == text else w / n) for t, w in ranked[:5])
     agreeing_count = sum(1 for r in readings if r.text == text)
-    return Consensus(text, confidence, agreeing_count, candidates)
+    weakest = float(min(support)) if support else 0.0
+    return Consensus(text, confidence, agreeing_count, candidates, weakest)
 
 
 @dataclass(slots=True)
@@ -298,12 +305,14 @@ class PlateTracker:
         return self.config.track_timeout_seconds
 
     def _is_decided(self, track: Track, consensus: Consensus | None) -> bool:
-        """Early read: enough readings agree on the consensus, and most of them do."""
+        """Early read: enough readings agree on the consensus, most of them do, and
+        every character is well supported."""
         if consensus is None or self.config.decide_reads <= 0:
             return False
         return (
             consensus.agreeing >= self.config.decide_reads
             and consensus.agreeing >= DECIDE_AGREEMENT * len(track.readings)
+            and consensus.weakest >= DECIDE_MIN_SUPPORT
         )
 
     def _left_view(self, track: Track, now: float) -> bool:
@@ -357,6 +366,30 @@ class PlateTracker:
             last_capture_mono=track.last.capture_mono,
             emitted_mono=self._clock(),
         )
+
+
+class PassLinker:
+    """Links reads of the same plate by different cameras within ``window_seconds``:
+    the later read names the earlier one's ``event_id``. Times are wall-clock
+    (``first_seen``/``last_seen``), the clock both cameras share."""
+
+    def __init__(self, window_seconds: float):
+        self.window_seconds = window_seconds
+        self._latest: dict[str, PlateRead] = {}
+
+    def link(self, read: PlateRead) -> PlateRead:
+        other = self._latest.get(read.plate)
+        self._latest[read.plate] = read
+        if other is None or other.camera == read.camera:
+            return read
+        gap = (read.first_seen - other.last_seen).total_seconds()
+        if gap > self.window_seconds:
+            return read
+        return dataclasses.replace(read, linked_event_id=other.event_id)
+
+    def forget_before(self, moment: datetime) -> None:
+        """Drop reads that can no longer be linked (last seen before ``moment``)."""
+        self._latest = {p: r for p, r in self._latest.items() if r.last_seen >= moment}
 
 
 def _match_cost(

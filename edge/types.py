@@ -137,6 +137,7 @@ class PlateRead:
     with the best reading. ``first_frame``/``last_frame`` are set for files.
     ``last_capture_mono`` and ``emitted_mono`` (``time.monotonic()``) give the latency
     from the capture of the last frame used to the read being emitted.
+    ``linked_event_id`` names the other camera's read of the same pass.
     """
 
     event_id: str
@@ -155,6 +156,9 @@ class PlateRead:
     crop: np.ndarray | None
     last_capture_mono: float
     emitted_mono: float
+    #: The read of the same plate by another camera in the same time window, if any
+    #: (a car seen by the front and the rear camera gives two linked reads).
+    linked_event_id: str | None = None
 
     @property
     def latency_ms(self) -> float:

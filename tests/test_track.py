@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 
 from edge.config import TrackingConfig
 from edge.plateformat import load_format, make_format
-from edge.track import PlateTracker, vote
+from edge.track import PassLinker, PlateTracker, vote
 from edge.types import Detections, Frame, PlateText
 
 HK = load_format("hk")
@@ -234,3 +235,37 @@ def test_a_plate_leaving_the_picture_ends_its_track_at_once():
     assert reads == []
     reads += step(tracker, 4, [], [])
     assert [r.plate for r in reads] == ["EX1"], "no wait for the 5 s timeout"
+
+
+def test_reads_of_one_plate_by_both_cameras_are_linked():
+    linker = PassLinker(window_seconds=30)
+    tracker_front = PlateTracker("front", "cam", config(), HK)
+    tracker_rear = PlateTracker("rear", "cam", config(), HK)
+    for n in range(3):
+        step(tracker_front, n, [moving_box(n)], [reading("CAR1")])
+    (front,) = tracker_front.collect(final=True)
+    for n in range(20, 23):
+        step(tracker_rear, n, [moving_box(n - 20)], [reading("CAR1")])
+    (rear,) = tracker_rear.collect(final=True)
+    assert linker.link(front).linked_event_id is None
+    assert linker.link(rear).linked_event_id == front.event_id
+    # Another plate, or the same plate long after, is not linked.
+    later = dataclasses.replace(
+        rear, camera="front", first_seen=rear.first_seen + timedelta(minutes=5)
+    )
+    assert linker.link(later).linked_event_id is None
+
+
+def test_doubtful_agreeing_readings_do_not_decide_early():
+    # A distant plate: three readings agree on "A888" but the second character is
+    # uncertain each time; the closer, confident readings must still win the vote.
+    tracker = PlateTracker("front", "cam", config(decide_reads=3), HK)
+    reads = []
+    doubtful = [0.97, 0.6, 0.9, 0.95]
+    for n in range(3):
+        reads += step(tracker, n, [moving_box(n)], [reading("A888", chars=doubtful)])
+    assert reads == [], "not decided on doubtful characters"
+    for n in range(3, 12):
+        reads += step(tracker, n, [moving_box(n)], [reading("AB88", 0.99)])
+    reads += tracker.collect(final=True)
+    assert [r.plate for r in reads] == ["AB88"]
