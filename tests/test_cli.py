@@ -122,3 +122,8 @@ def test_recognize_refuses_a_tampered_model(tmp_path):
     (models / "platedet-int8.onnx").unlink()
     result = lpr_edge("recognize", str(image), env=env)
     assert result.returncode == 1 and "lpr-edge models fetch" in result.stderr
+
+
+def test_bench_video_refuses_a_bad_size():
+    result = lpr_edge("bench", "video", "--size", "big")
+    assert result.returncode == 2 and "--size expected WIDTHxHEIGHT" in result.stderr

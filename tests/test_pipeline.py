@@ -9,15 +9,18 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from edge.bench.video import score_reads
 from edge.config import load_config
 from edge.pipeline import FramePipeline
 from edge.recognize import open_recognizer
 from edge.replay import replay_file
 from edge.synthclip import ClipSpec, ClipTruth, render_clip
+from edge.types import PlateRead
 from tests.conftest import model_path
 from tests.streams import StreamServer
 
@@ -217,3 +220,33 @@ def test_sigterm_stops_cleanly_and_delivers_what_was_read(models, live_clip, tmp
         1 for line in stderr.splitlines() if "read " in line and " on front-left" in line
     )
     assert delivered == stats["reads"], "every read made before the stop was delivered"
+
+
+def test_bench_scores_reads_against_legible_passes(replay_clip):
+    _path, truth = replay_clip
+    plates = [p.text for p in truth.passes]
+
+    def read(plate: str) -> PlateRead:
+        now = datetime.now(UTC)
+        return PlateRead(
+            event_id=plate,
+            camera="front-left",
+            source="clip",
+            plate=plate,
+            confidence=0.9,
+            candidates=(),
+            frames=3,
+            readings=3,
+            first_seen=now,
+            last_seen=now,
+            first_frame=0,
+            last_frame=2,
+            box=(0, 0, 1, 1),
+            crop=None,
+            last_capture_mono=0.0,
+            emitted_mono=0.0,
+        )
+
+    reads = [read(plates[0]), read(plates[0]), read(plates[1]), read("ZZ999")]
+    score = score_reads(truth, reads)
+    assert (score.passes, score.exact, score.wrong, score.duplicates) == (3, 2, 1, 1)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.capture import Camera
+from edge.cli import UsageError
 from edge.config import CameraConfig, Config, load_config
 from edge.pipeline import FramePipeline, StageTimes
 from edge.recognize import open_recognizer
@@ -146,8 +147,12 @@ def run_replay(config: Config, clip: tuple[Path, ClipTruth]) -> dict:
 
 def cmd_bench_video(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    width, _, height = args.size.partition("x")
+    width, _, height = args.size.lower().partition("x")
+    if not (width.isdigit() and height.isdigit()):
+        raise UsageError(f"--size expected WIDTHxHEIGHT, e.g. 1920x1080, got {args.size!r}")
     size = (int(width), int(height))
+    if args.seconds <= 0 or not 1 <= args.fps <= 240:
+        raise UsageError("--seconds must be positive and --fps between 1 and 240")
     cache = config.state_dir / "bench"
     clips = [
         clip_for(cache, ClipSpec(size=size, fps=args.fps, seconds=args.seconds, seed=seed))
