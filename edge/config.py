@@ -107,6 +107,9 @@ class TrackingConfig:
     scan_interval_seconds: float = field(default=0.25, metadata=_range(0.0, 10))
     #: Detector input (longest side, multiple of 32) for the regions around live tracks.
     region_input: int = field(default=256, metadata=_range(64, 1920))
+    #: Plates narrower than this (pixels) are tracked but not read: too small to read
+    #: reliably, and a passing car comes closer.
+    min_read_width: int = field(default=60, metadata=_range(0, 1000))
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import numpy as np
 
 from edge.config import TrackingConfig
 from edge.recognize import PlateRecognizer
-from edge.track import PassLinker, PlateTracker
+from edge.track import EDGE_PX, PassLinker, PlateTracker
 from edge.types import Detections, Frame, PlateRead
 
 # Latencies kept for the percentiles: the last few minutes of reads at most.
@@ -82,8 +82,19 @@ class FramePipeline:
         detections = self._detect(frame, tracker, times)
         detected = time.perf_counter()
         tracks = tracker.associate(frame, detections)
-        # Only tracks whose read is not yet decided are worth an OCR pass.
-        todo = [i for i, track in enumerate(tracks) if tracker.wants_reading(track)]
+        # Only tracks whose read is not yet decided are worth an OCR pass, and only
+        # plates big enough and wholly in the picture: a distant plate, or one cut by
+        # the frame's edge, reads as a shorter plausible plate ("G69" as "69").
+        h, w = frame.image.shape[:2]
+        xyxy = detections.xyxy
+        readable = (
+            (xyxy[:, 2] - xyxy[:, 0] >= self.tracking.min_read_width)
+            & (xyxy[:, 0] > EDGE_PX)
+            & (xyxy[:, 1] > EDGE_PX)
+            & (xyxy[:, 2] < w - EDGE_PX)
+            & (xyxy[:, 3] < h - EDGE_PX)
+        )
+        todo = [i for i, track in enumerate(tracks) if readable[i] and tracker.wants_reading(track)]
         associated = time.perf_counter()
         if todo:
             boxes = detections.xyxy[todo]
