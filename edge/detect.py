@@ -37,6 +37,10 @@ Size = int | tuple[int, int]
 # --- pre-processing ---------------------------------------------------------------
 
 
+# A box this close to a search region's side is taken as cut by it.
+REGION_EDGE_PX = 2.0
+
+
 def _hw(size: Size) -> tuple[int, int]:
     if isinstance(size, int):
         return size, size
@@ -366,21 +370,36 @@ class YoloPlateDetector(BaseDetector):
         coordinates. Each region runs at a network input whose longest side is at most
         ``longest`` (never enlarged), so a few regions around known plates cost a
         fraction of the whole frame. Overlapping regions' boxes are merged by NMS."""
+        if not isinstance(self.input_size, int):
+            # A fixed-size model runs every region at its full size: one whole-frame
+            # pass is cheaper than several of those.
+            return self.detect(image)
+        height, width = image.shape[:2]
         all_boxes, all_scores = [], []
         for region in regions:
             x1, y1, x2, y2 = (int(v) for v in region)
-            crop = image[max(0, y1) : y2, max(0, x1) : x2]
+            x1, y1, x2, y2 = max(0, x1), max(0, y1), min(width, x2), min(height, y2)
+            crop = image[y1:y2, x1:x2]
             if crop.shape[0] < MAX_STRIDE or crop.shape[1] < MAX_STRIDE:
                 continue
-            if isinstance(self.input_size, int):
-                side = min(longest, -(-max(crop.shape[:2]) // MAX_STRIDE) * MAX_STRIDE)
-                input_hw = fit_input_shape(crop.shape[:2], side)
-            else:  # a fixed-size model takes its own size whatever the region
-                input_hw = self.input_size
-            boxes, scores = self._candidates(crop, input_hw)
-            if len(scores):
-                all_boxes.append(boxes + np.array([x1, y1, x1, y1], np.float32))
-                all_scores.append(scores)
+            side = min(longest, -(-max(crop.shape[:2]) // MAX_STRIDE) * MAX_STRIDE)
+            boxes, scores = self._candidates(crop, fit_input_shape(crop.shape[:2], side))
+            if not len(scores):
+                continue
+            # A plate cut by the region's edge (not the frame's) is only part of a plate
+            # and would read as a shorter one; the next whole-frame scan sees it whole.
+            cut = np.zeros(len(scores), bool)
+            if x1 > 0:
+                cut |= boxes[:, 0] <= REGION_EDGE_PX
+            if y1 > 0:
+                cut |= boxes[:, 1] <= REGION_EDGE_PX
+            if x2 < width:
+                cut |= boxes[:, 2] >= crop.shape[1] - REGION_EDGE_PX
+            if y2 < height:
+                cut |= boxes[:, 3] >= crop.shape[0] - REGION_EDGE_PX
+            if np.any(~cut):
+                all_boxes.append(boxes[~cut] + np.array([x1, y1, x1, y1], np.float32))
+                all_scores.append(scores[~cut])
         if not all_scores:
             return Detections.empty()
         boxes = np.concatenate(all_boxes)

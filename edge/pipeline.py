@@ -39,16 +39,6 @@ class StageTimes:
     region_searches: int = 0
     unsearched: int = 0
 
-    def add(self, other: StageTimes) -> None:
-        self.frames += other.frames
-        self.detect_ms += other.detect_ms
-        self.ocr_ms += other.ocr_ms
-        self.track_ms += other.track_ms
-        self.ocr_crops += other.ocr_crops
-        self.scans += other.scans
-        self.region_searches += other.region_searches
-        self.unsearched += other.unsearched
-
 
 def percentile(values, q: float) -> float | None:
     return float(np.percentile(np.asarray(values, np.float64), q)) if len(values) else None
@@ -104,7 +94,7 @@ class FramePipeline:
                     tracks[i], frame, detections.xyxy[i], text, float(detections.scores[i])
                 )
         read = time.perf_counter()
-        reads = tracker.collect(frame.timestamp)
+        reads = tracker.collect(frame.timestamp, after_frame=True)
         done = time.perf_counter()
         times.frames += 1
         times.detect_ms += (detected - start) * 1e3

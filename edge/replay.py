@@ -97,7 +97,14 @@ def replay_file(
     with video:
         for frame in video:
             frame = _restamp(frame, base)
-            emit(pipeline.process(frame))
+            try:
+                emit(pipeline.process(frame))
+            except Exception as exc:
+                # Keep what this file already gave (its tracks still end below) and go
+                # on with the next file.
+                log.exception("%s: frame %s failed", path, frame.frame_number)
+                result.error = f"processing failed at frame {frame.frame_number}: {exc}"
+                break
             result.frames += 1
             now = time.perf_counter()
             if progress and now - last_report >= PROGRESS_EVERY_S:
@@ -147,7 +154,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     start = parse_start(args.start) if args.start else None
     if args.gps:
         raise UsageError("--gps is not built yet: position tracks arrive with the deployment issue")
-    out = open(args.out, "w", encoding="utf-8") if args.out else None  # noqa: SIM115
     progress = sys.stderr if sys.stderr.isatty() else None
     results: list[FileResult] = []
     latencies: list[float] = []
@@ -157,8 +163,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         target.write(json.dumps(read_record(read)) + "\n")
         target.flush()
 
+    out = None
     try:
         with open_recognizer(config) as recognizer:
+            # Opened once the models are known good, so a failed start leaves an
+            # earlier output file as it was.
+            out = _open_out(args.out)
             pipeline = FramePipeline(recognizer, config.tracking)
             for path in args.files:
                 result = replay_file(
@@ -180,6 +190,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     # Reads own stdout (when no --out); the summary goes beside the log, on stderr.
     print(json.dumps({"summary": _summary(results, latencies)}), file=sys.stderr)
     return 1 if any(r.error for r in results) else 0
+
+
+def _open_out(path: str | None) -> TextIO | None:
+    if not path:
+        return None
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--out {path}: {exc.strerror or exc}") from None
 
 
 def _summary(results: list[FileResult], latencies) -> dict:

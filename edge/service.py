@@ -27,20 +27,24 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from edge.capture import Camera, CameraStats
+from edge.capture import Camera, CameraStats, redact
 from edge.config import Config, load_config
 from edge.pipeline import FramePipeline, percentile
 from edge.recognize import PlateRecognizer, open_recognizer
-from edge.types import PlateRead
+from edge.types import Frame, PlateRead
 
 log = logging.getLogger(__name__)
 
-# Reads waiting for the sink; a pass is one read, so this is minutes of traffic.
+# Reads waiting for the sink. When it is full, processing waits (and the cameras drop
+# frames) rather than lose a read; at shutdown the wait is bounded by DRAIN_TIMEOUT_S.
 READ_QUEUE_SIZE = 256
 # How long the processing loop waits for a frame when no camera has one.
 IDLE_WAIT_S = 0.02
 # Bound on the time to deliver queued reads at shutdown.
 DRAIN_TIMEOUT_S = 5.0
+# Frames in a row whose processing failed before the service gives up (and systemd
+# restarts it): one bad frame is logged and skipped, a broken model is not hidden.
+MAX_CONSECUTIVE_FAILURES = 50
 
 ReadSink = Callable[[PlateRead], None]
 
@@ -95,9 +99,14 @@ class LiveService:
             cameras = [Camera(c) for c in config.cameras if c.enabled]
         self.cameras = list(cameras)
         for camera in self.cameras:
-            self.pipeline.add_camera(camera.name, camera.source)
-        self._reads: queue.Queue[PlateRead | None] = queue.Queue(READ_QUEUE_SIZE)
+            # Reads carry their source: never a camera's credentials.
+            self.pipeline.add_camera(camera.name, redact(camera.source))
+        self._reads: queue.Queue[PlateRead] = queue.Queue(READ_QUEUE_SIZE)
         self.stop_event = threading.Event()
+        # Set once every read to deliver is queued; the delivery thread then empties
+        # the queue and ends.
+        self._drained = threading.Event()
+        self._failures = 0
 
     def run(self, duration: float | None = None) -> RunStats:
         """Process until :meth:`stop` (or ``duration`` seconds, or every camera ended)."""
@@ -106,19 +115,29 @@ class LiveService:
         began = time.monotonic()
         deliverer = threading.Thread(target=self._deliver, name="deliver-reads", daemon=True)
         deliverer.start()
-        for camera in self.cameras:
-            camera.start()
         try:
+            for camera in self.cameras:
+                camera.start()
             self._loop(began, duration)
         finally:
-            for read in self.pipeline.finish():
-                self._reads.put(read)
+            try:
+                final_reads = self.pipeline.finish()
+            except Exception:
+                log.exception("ending the tracks at shutdown failed")
+                final_reads = []
             for camera in self.cameras:
                 camera.stop(timeout=2.0)
-            self._reads.put(None)
-            deliverer.join(DRAIN_TIMEOUT_S)
+            deadline = time.monotonic() + DRAIN_TIMEOUT_S
+            for read in final_reads:
+                self._queue(read, deadline=deadline)
+            self._drained.set()
+            deliverer.join(max(0.0, deadline - time.monotonic()) + 0.5)
             if deliverer.is_alive():
-                log.error("reads still undelivered after %.0f s at shutdown", DRAIN_TIMEOUT_S)
+                log.error(
+                    "%d read(s) still undelivered %.0f s after the stop",
+                    self._reads.qsize(),
+                    DRAIN_TIMEOUT_S,
+                )
         seconds = time.monotonic() - began
         stats = {c.name: c.stats() for c in self.cameras}
         latencies = list(self.pipeline.latencies_ms)
@@ -139,34 +158,64 @@ class LiveService:
         while not self.stop_event.is_set():
             if duration is not None and time.monotonic() - began >= duration:
                 break
-            if all(c.ended for c in self.cameras):
-                break
             worked = False
             # Round robin from a rotating start, so neither camera starves the other.
             for k in range(len(self.cameras)):
                 camera = self.cameras[(turn + k) % len(self.cameras)]
                 frame = camera.take(0.0)
-                if frame is None:
-                    reads = self.pipeline.tick(camera.name, time.monotonic())
-                else:
-                    worked = True
-                    reads = self.pipeline.process(frame)
-                for read in reads:
-                    self._reads.put(read)
+                worked |= frame is not None
+                self._handle(camera, frame)
             turn += 1
-            if not worked:
-                # Nothing new anywhere: wait briefly for the next camera's frame.
-                camera = self.cameras[turn % len(self.cameras)]
-                frame = camera.take(IDLE_WAIT_S)
-                if frame is not None:
-                    for read in self.pipeline.process(frame):
-                        self._reads.put(read)
+            if worked:
+                continue
+            # Checked only after a round without frames, so a file's last frame counts.
+            if all(c.ended for c in self.cameras):
+                break
+            # Nothing new anywhere: wait briefly for the next camera's frame.
+            camera = self.cameras[turn % len(self.cameras)]
+            frame = camera.take(IDLE_WAIT_S)
+            if frame is not None:
+                self._handle(camera, frame)
+
+    def _handle(self, camera: Camera, frame: Frame | None) -> None:
+        """One camera's turn: its new frame through the pipeline, or, with no new
+        frame, the reads of tracks that ended meanwhile. A failure is logged and the
+        service goes on; a run of failures means something is broken for good."""
+        try:
+            if frame is None:
+                reads = self.pipeline.tick(camera.name, time.monotonic())
+            else:
+                reads = self.pipeline.process(frame)
+            self._failures = 0
+        except Exception:
+            self._failures += 1
+            log.exception("camera %s: processing a frame failed", camera.name)
+            if self._failures >= MAX_CONSECUTIVE_FAILURES:
+                raise
+            return
+        for read in reads:
+            self._queue(read)
+
+    def _queue(self, read: PlateRead, deadline: float | None = None) -> None:
+        """Hand a read to the delivery thread, waiting while its queue is full (the
+        back-pressure); gives up only at the shutdown ``deadline``."""
+        while True:
+            try:
+                self._reads.put(read, timeout=0.2)
+                return
+            except queue.Full:
+                if deadline is not None and time.monotonic() >= deadline:
+                    log.error("read %s dropped: delivery stalled at shutdown", read.event_id)
+                    return
 
     def _deliver(self) -> None:
         while True:
-            read = self._reads.get()
-            if read is None:
-                return
+            try:
+                read = self._reads.get(timeout=0.2)
+            except queue.Empty:
+                if self._drained.is_set():
+                    return
+                continue
             try:
                 self.sink(read)
             except Exception:
@@ -189,10 +238,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     with open_recognizer(config) as recognizer:
         service = LiveService(config, recognizer, log_read)
-        previous = {
-            sig: signal.signal(sig, lambda *_: service.stop())
-            for sig in (signal.SIGINT, signal.SIGTERM)
-        }
+
+        def on_signal(signum, _frame):
+            # The first signal stops cleanly; a second one acts as if we had not
+            # caught it (an operator's repeated Ctrl-C must always work).
+            signal.signal(signum, previous[signum])
+            service.stop()
+
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in previous:
+            signal.signal(sig, on_signal)
         try:
             log.info("running %d camera(s): %s", len(enabled), ", ".join(c.name for c in enabled))
             stats = service.run(duration=args.duration)

@@ -145,6 +145,8 @@ class Track:
     best_box: Box | None = None
     best_crop: np.ndarray | None = None
     emitted: str | None = None
+    #: Timestamp of the first reading (None until the plate was read).
+    first_read: float | None = None
 
     def predicted(self, timestamp: float) -> np.ndarray:
         """Where the box should be at ``timestamp``, moving at the track's velocity."""
@@ -259,6 +261,8 @@ class PlateTracker:
         """Record one frame's reading of ``track`` (None: read, but not as a plate)."""
         if reading is None:
             return
+        if track.first_read is None:
+            track.first_read = frame.timestamp
         track.readings.append(reading)
         # The clearest, largest view is the best evidence.
         quality = reading.confidence * float(box[2] - box[0]) * max(score, 0.05)
@@ -268,16 +272,29 @@ class PlateTracker:
             x1, y1, x2, y2 = expand_box(box, frame.image.shape, CROP_MARGIN, CROP_MARGIN)
             track.best_crop = frame.image[y1:y2, x1:x2].copy()
 
-    def collect(self, now: float | None = None, *, final: bool = False) -> list[PlateRead]:
-        """Reads due at ``now`` (a frame timestamp); ended tracks are dropped."""
+    def collect(
+        self, now: float | None = None, *, final: bool = False, after_frame: bool = False
+    ) -> list[PlateRead]:
+        """Reads due at ``now`` (a timestamp on the frames' clock); ended tracks are
+        dropped. ``after_frame``: ``now`` is the frame just associated, so a track it
+        did not contain was missed (a plate at the border has then left the picture)."""
         reads: list[PlateRead] = []
         keep: list[Track] = []
         for track in self._tracks:
             ended = final or (
                 now is not None
-                and (now - track.last.timestamp > self._timeout or self._left_view(track, now))
+                and (
+                    now - track.last.timestamp > self._timeout
+                    or (after_frame and self._left_view(track, now))
+                )
             )
-            aged = now is not None and now - track.first.timestamp >= self.config.max_track_seconds
+            # Age counts from the first reading: a plate tracked while still too small
+            # to read must not be read from its two most distant views.
+            aged = (
+                now is not None
+                and track.first_read is not None
+                and now - track.first_read >= self.config.max_track_seconds
+            )
             if not track.decided:
                 consensus = vote(track.readings, self.plate_format)
                 due = ended or aged or self._is_decided(track, consensus)
@@ -285,7 +302,7 @@ class PlateTracker:
                     read = self._emit(track, consensus)
                     if read is not None:
                         reads.append(read)
-            elif track.emitted is not None:
+            else:
                 # Still in view after its read: the dedup window runs from the last sighting.
                 self._recent[track.emitted] = max(
                     self._recent.get(track.emitted, track.last.timestamp), track.last.timestamp
@@ -375,21 +392,26 @@ class PassLinker:
 
     def __init__(self, window_seconds: float):
         self.window_seconds = window_seconds
-        self._latest: dict[str, PlateRead] = {}
+        # (plate, camera) -> that camera's latest read of the plate
+        self._latest: dict[tuple[str, str], PlateRead] = {}
 
     def link(self, read: PlateRead) -> PlateRead:
-        other = self._latest.get(read.plate)
-        self._latest[read.plate] = read
-        if other is None or other.camera == read.camera:
+        others = [
+            r
+            for (plate, camera), r in self._latest.items()
+            if plate == read.plate and camera != read.camera
+        ]
+        self._latest[(read.plate, read.camera)] = read
+        if not others:
             return read
-        gap = (read.first_seen - other.last_seen).total_seconds()
-        if gap > self.window_seconds:
+        other = max(others, key=lambda r: r.last_seen)
+        if (read.first_seen - other.last_seen).total_seconds() > self.window_seconds:
             return read
         return dataclasses.replace(read, linked_event_id=other.event_id)
 
     def forget_before(self, moment: datetime) -> None:
         """Drop reads that can no longer be linked (last seen before ``moment``)."""
-        self._latest = {p: r for p, r in self._latest.items() if r.last_seen >= moment}
+        self._latest = {k: r for k, r in self._latest.items() if r.last_seen >= moment}
 
 
 def _match_cost(

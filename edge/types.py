@@ -108,12 +108,12 @@ class RecognizedPlate:
 class Frame:
     """One image from a camera or file, with the times and place it came from.
 
-    ``timestamp`` is the clock tracking runs on, in seconds: the media time for a file
-    replayed as fast as possible (so a replay tracks exactly like the recording did),
-    ``captured_mono`` for a live source. ``captured_utc`` is wall-clock UTC, for
-    evidence. ``seq`` counts frames the source produced (0-based); a gap between two
-    processed frames' ``seq`` is frames dropped. ``frame_number`` and ``media_ms`` are
-    set for files only.
+    ``timestamp`` is the clock tracking runs on, in seconds: the media time for a
+    replayed file (so a replay tracks exactly like the recording did), and
+    ``captured_mono`` for a live source (a file played as a camera included).
+    ``captured_utc`` is wall-clock UTC, for evidence. ``seq`` counts frames the source
+    produced (0-based); a gap between two processed frames' ``seq`` is frames dropped.
+    ``frame_number`` and ``media_ms`` are set for files only.
     """
 
     camera: str

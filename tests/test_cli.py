@@ -127,3 +127,11 @@ def test_recognize_refuses_a_tampered_model(tmp_path):
 def test_bench_video_refuses_a_bad_size():
     result = lpr_edge("bench", "video", "--size", "big")
     assert result.returncode == 2 and "--size expected WIDTHxHEIGHT" in result.stderr
+
+
+def test_replay_with_an_unwritable_out_path_exits_2(tmp_path):
+    existing = tmp_path / "clip.mp4"
+    existing.write_bytes(b"unused: the output path is checked before any file is read")
+    result = lpr_edge("replay", str(existing), "--out", str(tmp_path / "no" / "such" / "r.jsonl"))
+    assert result.returncode == 2, result.stderr
+    assert "--out" in result.stderr and "Traceback" not in result.stderr

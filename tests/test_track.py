@@ -48,7 +48,7 @@ def step(tracker: PlateTracker, n: int, boxes: list, texts: list) -> list:
     for i, (track, text) in enumerate(zip(tracks, texts, strict=True)):
         if tracker.wants_reading(track):
             tracker.add_reading(track, f, detections.xyxy[i], text, 0.8)
-    return tracker.collect(f.timestamp)
+    return tracker.collect(f.timestamp, after_frame=True)
 
 
 # --- vote --------------------------------------------------------------------------
@@ -269,3 +269,23 @@ def test_doubtful_agreeing_readings_do_not_decide_early():
         reads += step(tracker, n, [moving_box(n)], [reading("AB88", 0.99)])
     reads += tracker.collect(final=True)
     assert [r.plate for r in reads] == ["AB88"]
+
+
+def test_between_frames_a_plate_at_the_border_is_not_taken_as_gone():
+    tracker = PlateTracker("front", "cam", config(track_timeout_seconds=5.0), HK)
+    for n in range(4):
+        x2 = 1280 - 60 * (3 - n)
+        step(tracker, n, [[x2 - 200, 400, x2, 445]], [reading("EX1")])
+    # A tick without a frame (the live loop when no camera has a new one).
+    assert tracker.collect(frame(3).timestamp + 0.005) == []
+    assert tracker.live_tracks == 1
+
+
+def test_a_long_track_ages_from_its_first_reading():
+    tracker = PlateTracker("front", "cam", config(max_track_seconds=1.0), HK)
+    reads = []
+    for n in range(30):  # 3 s tracked while too small to read: no readings
+        reads += step(tracker, n, [[300, 300, 340, 309]], [None])
+    for n in range(30, 33):  # then read, doubtfully: not yet aged from the first reading
+        reads += step(tracker, n, [[300, 300, 500, 345]], [reading("PK1", 0.5)])
+    assert reads == []

@@ -118,7 +118,9 @@ def run_live(config: Config, clips: list[tuple[Path, ClipTruth]]) -> dict:
 
     with open_recognizer(config) as recognizer:
         service = LiveService(config, recognizer, sink, cameras=cameras)
-        stats = service.run()
+        # Bounded even if a clip cannot be played (a failed camera never ends).
+        longest = max(truth.seconds for _path, truth in clips)
+        stats = service.run(duration=longest * 1.5 + 10)
         times = service.pipeline.times
     out = stats.to_json()
     for name, (_path, truth) in zip(CAMERAS, clips, strict=True):
