@@ -105,6 +105,10 @@ class TrackingConfig:
     #: The whole frame is searched for new plates at least this often; frames in
     #: between are searched only around live tracks. 0 searches every frame whole.
     scan_interval_seconds: float = field(default=0.25, metadata=_range(0.0, 10))
+    #: Detector input (longest side, multiple of 32) for whole-frame searches in video.
+    #: Lower than recognition.detector_input (still images): a passing plate is found
+    #: a little later, when larger, and is only read from min_read_width anyway.
+    scan_input: int = field(default=512, metadata=_range(64, 1920))
     #: Detector input (longest side, multiple of 32) for the regions around live tracks.
     region_input: int = field(default=256, metadata=_range(64, 1920))
     #: Plates narrower than this (pixels) are tracked but not read: too small to read
@@ -394,11 +398,12 @@ def _cross_checks(config: Config, label: str) -> list[str]:
             f"{label}: 'mqtt.topic_prefix' expected a topic without wildcards or trailing '/', "
             f"got {config.mqtt.topic_prefix!r}"
         )
-    if config.tracking.region_input % 32:
-        problems.append(
-            f"{label}: 'tracking.region_input' expected a multiple of 32, "
-            f"got {config.tracking.region_input}"
-        )
+    for key in ("scan_input", "region_input"):
+        if getattr(config.tracking, key) % 32:
+            problems.append(
+                f"{label}: 'tracking.{key}' expected a multiple of 32, "
+                f"got {getattr(config.tracking, key)}"
+            )
     if config.recognition.detector_input % 32:
         problems.append(
             f"{label}: 'recognition.detector_input' expected a multiple of 32, "

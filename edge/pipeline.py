@@ -111,7 +111,11 @@ class FramePipeline:
         if last is None or frame.timestamp - last >= interval * 0.95 or interval <= 0:
             self._last_scan[frame.camera] = frame.timestamp
             times.scans += 1
-            return self.recognizer.detector.detect(frame.image)
+            # The whole frame as one region, at the video scan size.
+            h, w = frame.image.shape[:2]
+            return self.recognizer.detector.detect_regions(
+                frame.image, [(0, 0, w, h)], self.tracking.scan_input
+            )
         regions = tracker.search_regions(frame.timestamp, frame.image.shape[:2])
         if not regions:
             times.unsearched += 1
