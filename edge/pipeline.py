@@ -58,10 +58,15 @@ class FramePipeline:
         self.reads = 0
 
     def add_camera(self, name: str, source: str) -> None:
-        self._trackers[name] = PlateTracker(
-            name, source, self.tracking, self.recognizer.plate_format
-        )
-        self.times[name] = StageTimes()
+        """Start ``name`` on ``source``; for a camera already known (its next recording),
+        call :meth:`finish` first: its dedup window carries over."""
+        if name in self._trackers:
+            self._trackers[name].restart(source)
+        else:
+            self._trackers[name] = PlateTracker(
+                name, source, self.tracking, self.recognizer.plate_format
+            )
+            self.times[name] = StageTimes()
         self._last_scan.pop(name, None)
 
     def process(self, frame: Frame) -> list[PlateRead]:

@@ -8,9 +8,11 @@ continue.
 
 Times: tracking runs on the file's media time, so a replay tracks as the car did.
 The wall-clock time of a frame is the recording's start plus its media time; the
-start is ``--start`` when given, else the file's modification time minus its
-duration (a dashcam writes the file as it records, so the file is last modified when
-the recording ends).
+start is ``--start`` when given (for the first file; each next file follows on from
+the previous one's end), else the file's modification time minus its duration (a
+dashcam writes the file as it records, so the file is last modified when the
+recording ends). Files of one camera share the dedup window, so a car crossing from
+one dashcam segment into the next is one read.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class FileResult:
     seconds: float = 0.0
     error: str | None = None
     truncated: bool = False
+    #: Media length read, for chaining the next file's start after this one.
+    duration_s: float = 0.0
 
 
 def parse_start(text: str) -> datetime:
@@ -86,6 +90,7 @@ def replay_file(
     began = time.perf_counter()
     last_report = began
     pipeline.add_camera(camera, str(path))
+    duplicates_before = pipeline.duplicates(camera)
     base = recording_start(video, start)
 
     def emit(reads: list[PlateRead]) -> None:
@@ -112,8 +117,9 @@ def replay_file(
                 _progress(progress, path, video, result, now - began)
         emit(pipeline.finish(camera))
     result.skipped = video.frames_skipped
+    result.duration_s = video.frames_read / video.fps
     result.truncated = video.truncated
-    result.duplicates = pipeline.duplicates(camera)
+    result.duplicates = pipeline.duplicates(camera) - duplicates_before
     result.seconds = time.perf_counter() - began
     if progress:
         progress.write("\r\x1b[K")
@@ -181,6 +187,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     progress=progress,
                 )
                 results.append(result)
+                if start is not None:
+                    # --start dates the first file; the next ones follow on from it.
+                    start += timedelta(seconds=result.duration_s)
                 if result.error:
                     print(f"lpr-edge replay: {path}: {result.error}", file=sys.stderr)
             latencies = list(pipeline.latencies_ms)

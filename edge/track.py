@@ -24,7 +24,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 
@@ -185,8 +185,10 @@ class PlateTracker:
         self._clock = clock
         self._tracks: list[Track] = []
         self._ids = itertools.count(1)
-        # plate -> timestamp it was last seen in a read (for the dedup window)
-        self._recent: dict[str, float] = {}
+        # plate -> when (UTC) it was last seen by a track that gave its read. Wall-clock,
+        # not frame timestamps, so the window spans consecutive recordings of one camera.
+        self._recent: dict[str, datetime] = {}
+        self._latest_utc: datetime | None = None
         self._frame_hw: tuple[int, int] | None = None
         self.duplicates = 0
 
@@ -220,6 +222,8 @@ class PlateTracker:
         ``detections``."""
         t = frame.timestamp
         self._frame_hw = frame.image.shape[:2]
+        if self._latest_utc is None or frame.captured_utc > self._latest_utc:
+            self._latest_utc = frame.captured_utc
         sighting = _Sighting(t, frame.captured_utc, frame.captured_mono, frame.frame_number)
         assigned: list[Track | None] = [None] * len(detections)
         live = [tr for tr in self._tracks if t - tr.last.timestamp <= self._timeout]
@@ -305,15 +309,23 @@ class PlateTracker:
             else:
                 # Still in view after its read: the dedup window runs from the last sighting.
                 self._recent[track.emitted] = max(
-                    self._recent.get(track.emitted, track.last.timestamp), track.last.timestamp
+                    self._recent.get(track.emitted, track.last.utc), track.last.utc
                 )
             if not ended:
                 keep.append(track)
         self._tracks = keep
-        if now is not None:
-            horizon = now - self.config.dedup_seconds
+        if self._latest_utc is not None:
+            horizon = self._latest_utc - timedelta(seconds=self.config.dedup_seconds)
             self._recent = {p: t for p, t in self._recent.items() if t >= horizon}
         return reads
+
+    def restart(self, source: str) -> None:
+        """The same camera's next recording: tracks start afresh (their frame clock
+        restarts), the dedup window carries on, so a car crossing from one dashcam
+        segment into the next is still one pass."""
+        self._tracks = []
+        self._frame_hw = None
+        self.source = source
 
     # --- internals ---------------------------------------------------------------
 
@@ -361,8 +373,11 @@ class PlateTracker:
     def _emit(self, track: Track, consensus: Consensus) -> PlateRead | None:
         track.emitted = consensus.text
         seen = self._recent.get(consensus.text)
-        self._recent[consensus.text] = track.last.timestamp
-        if seen is not None and track.first.timestamp - seen <= self.config.dedup_seconds:
+        self._recent[consensus.text] = track.last.utc
+        if (
+            seen is not None
+            and (track.first.utc - seen).total_seconds() <= self.config.dedup_seconds
+        ):
             self.duplicates += 1
             return None
         return PlateRead(

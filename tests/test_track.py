@@ -289,3 +289,22 @@ def test_a_long_track_ages_from_its_first_reading():
     for n in range(30, 33):  # then read, doubtfully: not yet aged from the first reading
         reads += step(tracker, n, [[300, 300, 500, 345]], [reading("PK1", 0.5)])
     assert reads == []
+
+
+def test_the_next_recording_of_a_camera_keeps_the_dedup_window():
+    tracker = PlateTracker("front", "seg1.mp4", config(dedup_seconds=30), HK)
+    reads = []
+    for n in range(5):  # the car at the end of the first segment
+        reads += step(tracker, n, [moving_box(n)], [reading("SEG1")])
+    reads += tracker.collect(final=True)
+    tracker.restart("seg2.mp4")
+    # The next segment's frames restart at media time 0, wall-clock continues.
+    for n in range(5):
+        f = frame(n)
+        f = dataclasses.replace(f, captured_utc=f.captured_utc + timedelta(seconds=1))
+        (track,) = tracker.associate(f, dets(moving_box(n)))
+        tracker.add_reading(track, f, np.array(moving_box(n)), reading("SEG1"), 0.9)
+        reads += tracker.collect(f.timestamp, after_frame=True)
+    reads += tracker.collect(final=True)
+    assert [(r.plate, r.source) for r in reads] == [("SEG1", "seg1.mp4")]
+    assert tracker.duplicates == 1 and tracker.source == "seg2.mp4"
