@@ -214,7 +214,28 @@ def build_parser() -> argparse.ArgumentParser:
         ("publish", "publish a signed watchlist over MQTT (HQ)"),
     ]:
         wp = wsub.add_parser(name, help=text, description=text)
-        wp.set_defaults(handler=not_built(f"'watchlist {name}'", "the watchlist and MQTT issue"))
+        if name != "check":
+            wp.set_defaults(
+                handler=not_built(f"'watchlist {name}'", "the watchlist and MQTT issue")
+            )
+        else:
+            # SUPPRESS keeps a --config given before 'check' from being reset to None.
+            wp.add_argument(
+                "--config",
+                "-c",
+                metavar="FILE",
+                default=argparse.SUPPRESS,
+                help="TOML configuration",
+            )
+            wp.add_argument("plate", metavar="PLATE", help="plate text as read, e.g. 'AB 1234'")
+            wp.add_argument("--watchlist", metavar="CSV", help="default: [watchlist] path")
+            wp.add_argument(
+                "--at", metavar="ISO-8601", help="time to check validity at (default: now, UTC)"
+            )
+            wp.add_argument(
+                "--max-distance", type=float, metavar="D", help="default: [watchlist] max_distance"
+            )
+            wp.set_defaults(handler=_lazy("edge.watchlist", "cmd_watchlist_check"))
     p.set_defaults(handler=not_built("the watchlist", "the watchlist and MQTT issue"))
 
     p = add("hq", "HQ subscriber: receive, validate and store hits from vehicles")
@@ -283,8 +304,18 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--seed", type=int, default=1, help="traffic of the first clip (default 1)")
     bp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bp.set_defaults(handler=_lazy("edge.bench.video", "cmd_bench_video"))
-    bp = bsub.add_parser("watchlist", help="watchlist load and match speed")
-    bp.set_defaults(handler=not_built("'bench watchlist'", "the watchlist and MQTT issue"))
+    bp = bsub.add_parser(
+        "watchlist",
+        help="watchlist load and match speed",
+        description="Generate a watchlist CSV of random HK-style plates (fixed seed) with "
+        "some wildcard entries and measure load time, index build time, memory and match "
+        "time per read for exact hits, fuzzy hits, misses and wildcard hits.",
+    )
+    bp.add_argument("--entries", type=int, default=1_000_000, help="default 1000000")
+    bp.add_argument("--reads", type=int, default=2000, help="reads per kind (default 2000)")
+    bp.add_argument("--seed", type=int, default=1, help="default 1")
+    bp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    bp.set_defaults(handler=_lazy("edge.bench.watchlist", "cmd_bench_watchlist"))
 
     p = add("config", "validate a configuration file")
     csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)

@@ -68,7 +68,7 @@ def test_bad_usage_exits_2():
     assert lpr_edge("models").returncode == 2
 
 
-@pytest.mark.parametrize("args", [["hq"], ["watchlist", "check"]])
+@pytest.mark.parametrize("args", [["hq"], ["watchlist", "sign"]])
 def test_parts_not_built_yet_say_so(args):
     result = lpr_edge(*args)
     assert result.returncode == 1

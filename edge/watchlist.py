@@ -1,0 +1,644 @@
+"""The watchlist: loading a CSV of wanted plates and matching reads against it.
+
+A list is loaded all-or-nothing from a CSV with a header (see :func:`parse_csv`) into
+an immutable :class:`Watchlist`, which answers :meth:`Watchlist.match` (the best entry
+for a read) and :meth:`Watchlist.explain` (every entry, with why).
+
+Distance is Levenshtein with substitution, insertion and deletion costing 1, except
+that substituting one character for a look-alike (0/O/D/Q, 1/I/L, 2/Z, 5/S, 6/G, 8/B)
+costs 0.5, since that is the recogniser's usual mistake.
+
+Index (sized for a million entries and a match in about a millisecond):
+
+* plain entries sit in one dict, normalised plate -> entry (or a tuple of entries);
+* a fuzzy query does not scan the list: it generates the read's edit neighbourhood and
+  looks each string up in that dict. The neighbourhood is every string reachable with
+  at most ONE plain edit (substitution, insertion or deletion) plus any number of
+  look-alike substitutions, within ``max_distance``. For ``max_distance`` 1 that is
+  exactly the set of strings within distance 1 (two edits within 1 must both be
+  look-alike substitutions); for 2 and 3 two plain edits are not searched: lists are
+  large, and a read two real errors away matches too many innocent plates anyway;
+* wildcard entries (``?`` one character, ``*`` any run) are few; each is filed under
+  its longest fixed run of characters, and a query looks up each of its substrings,
+  so only entries sharing that run are tried against their compiled pattern.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import io
+import itertools
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+LOOKALIKE_GROUPS: tuple[str, ...] = ("0ODQ", "1IL", "2Z", "5S", "6G", "8B")
+LOOKALIKE_COST = 0.5
+COLUMNS = ("plate", "list", "priority", "reason", "valid_from", "valid_until", "covert", "entry_id")
+DEFAULT_PRIORITY = 5
+MAX_PLATE_LENGTH = 16
+
+_GROUP_OF = {c: i for i, group in enumerate(LOOKALIKE_GROUPS) for c in group}
+_LOOKALIKES = {c: tuple(o for o in group if o != c) for group in LOOKALIKE_GROUPS for c in group}
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no", ""})
+_KIND_RANK = {"exact": 0, "wildcard": 1, "fuzzy": 2}
+
+Kind = Literal["exact", "fuzzy", "wildcard"]
+_T = TypeVar("_T")
+
+
+class WatchlistError(Exception):
+    """A watchlist file is unusable; one problem per line, each naming file and line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _without_gc(func: Callable[..., _T]) -> Callable[..., _T]:
+    """Run ``func`` with the cycle collector paused: building a million small objects
+    otherwise triggers repeated full collections that double the load time, and the
+    entries hold no reference cycles for it to find."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> _T:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            if enabled:
+                gc.enable()
+
+    wrapper.__doc__ = func.__doc__
+    wrapper.__name__ = func.__name__
+    return wrapper
+
+
+@dataclass(frozen=True, slots=True)
+class WatchlistEntry:
+    """One row of the list. ``plate`` is normalised; it may hold ``?`` and ``*``.
+
+    ``valid_from``/``valid_until`` are aware UTC datetimes (None: unbounded), both
+    inclusive; a date-only ``valid_until`` was stored as the last instant of that day.
+    ``line`` is where the entry starts in its file (0 when not from a file).
+    """
+
+    plate: str
+    list: str = ""
+    priority: int = DEFAULT_PRIORITY
+    reason: str = ""
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    covert: bool = False
+    entry_id: str = ""
+    line: int = 0
+
+    @property
+    def is_wildcard(self) -> bool:
+        return "?" in self.plate or "*" in self.plate
+
+    def valid_at(self, at: datetime) -> bool:
+        if self.valid_from is not None and at < self.valid_from:
+            return False
+        return self.valid_until is None or at <= self.valid_until
+
+
+@dataclass(frozen=True, slots=True)
+class WatchlistMatch:
+    """Why ``entry`` matched: ``text`` (the read, or one of its candidates when
+    ``via_candidate``) is ``distance`` edits from the entry's plate."""
+
+    entry: WatchlistEntry
+    kind: Kind
+    distance: float
+    text: str
+    via_candidate: bool = False
+
+    def sort_key(self) -> tuple:
+        return (
+            self.entry.priority,
+            self.distance,
+            _KIND_RANK[self.kind],
+            self.via_candidate,
+            _id_key(self.entry.entry_id),
+        )
+
+    def describe(self) -> str:
+        how = {
+            "exact": "exact match",
+            "wildcard": f"matches pattern {self.entry.plate}",
+            "fuzzy": f"within distance {self.distance:g} of {self.entry.plate}",
+        }[self.kind]
+        via = f" (via OCR candidate {self.text})" if self.via_candidate else ""
+        return how + via
+
+
+def _id_key(entry_id: str) -> tuple[int, int, str]:
+    # Line-number ids sort numerically, so "9" comes before "10".
+    return (0, int(entry_id), "") if entry_id.isdigit() else (1, 0, entry_id)
+
+
+def normalize_plate(text: str) -> str:
+    """Upper-case A-Z0-9 only, keeping the wildcards ``?`` and ``*``."""
+    out = "".join(c for c in text.upper() if c in ALPHABET or c in "?*")
+    # Adjacent stars mean the same as one; collapsing them keeps the regexes simple.
+    return re.sub(r"\*+", "*", out)
+
+
+def normalize_read(text: str) -> str:
+    return "".join(c for c in text.upper() if c in ALPHABET)
+
+
+# --------------------------------------------------------------------------- distance
+
+
+def sub_cost(a: str, b: str) -> float:
+    if a == b:
+        return 0.0
+    group = _GROUP_OF.get(a)
+    return LOOKALIKE_COST if group is not None and group == _GROUP_OF.get(b) else 1.0
+
+
+def distance(a: str, b: str) -> float:
+    """Levenshtein distance with look-alike substitutions at half cost."""
+    # Dense lists give a read dozens of neighbours, so skip the full table when a
+    # cheaper exact answer exists: equal lengths cannot do better with indels
+    # (one insertion plus one deletion already costs 2) ...
+    if len(a) == len(b):
+        cost = sum(sub_cost(x, y) for x, y in zip(a, b, strict=True) if x != y)
+        if cost <= 2:
+            return cost
+    # ... and one length apart, a single deletion is the least possible.
+    elif abs(len(a) - len(b)) == 1:
+        long, short = (a, b) if len(a) > len(b) else (b, a)
+        i = next(
+            (k for k, (x, y) in enumerate(zip(long, short, strict=False)) if x != y), len(short)
+        )
+        if long[i + 1 :] == short[i:]:
+            return 1.0
+    prev = [float(j) for j in range(len(b) + 1)]
+    for i, ca in enumerate(a, 1):
+        cur = [float(i)]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + sub_cost(ca, cb)))
+        prev = cur
+    return prev[-1]
+
+
+def _lookalike_variants(text: str, budget: float) -> Iterator[tuple[str, float]]:
+    """``text`` with look-alike substitutions costing at most ``budget`` (itself first)."""
+    yield text, 0.0
+    slots = [i for i, c in enumerate(text) if c in _LOOKALIKES]
+    most = min(len(slots), int(budget / LOOKALIKE_COST + 1e-9))
+    for k in range(1, most + 1):
+        for positions in itertools.combinations(slots, k):
+            for chars in itertools.product(*(_LOOKALIKES[text[p]] for p in positions)):
+                s = list(text)
+                for p, c in zip(positions, chars, strict=True):
+                    s[p] = c
+                yield "".join(s), k * LOOKALIKE_COST
+
+
+def _plain_edits(text: str) -> list[str]:
+    """Every string one plain substitution, insertion or deletion from ``text``
+    (and ``text`` itself, via substituting a character by itself)."""
+    cuts = [(text[:i], text[i:]) for i in range(len(text) + 1)]
+    out = [h + t[1:] for h, t in cuts if t]
+    out += [h + c + t[1:] for h, t in cuts if t for c in ALPHABET]
+    out += [h + c + t for h, t in cuts for c in ALPHABET]
+    return out
+
+
+def neighbourhood(text: str, max_distance: float) -> set[str]:
+    """Strings reachable from ``text`` under the rule in the module docstring
+    (``text`` included); :func:`distance` gives each one's true distance."""
+    out = {v for v, _ in _lookalike_variants(text, max_distance)}
+    if max_distance >= 1:
+        # Look-alike substitutions and one plain edit commute (a look-alike swap of the
+        # edited character itself is just another plain edit), so swapping first and
+        # editing each variant reaches the same strings with far fewer variants.
+        for variant, _ in _lookalike_variants(text, max_distance - 1):
+            out.update(_plain_edits(variant))
+    return out
+
+
+# --------------------------------------------------------------------------- the list
+
+
+def _wildcard_regex(plate: str) -> re.Pattern[str]:
+    return re.compile("".join("." if c == "?" else ".*" if c == "*" else c for c in plate))
+
+
+def _longest_run(plate: str) -> str:
+    return max(re.split(r"[?*]", plate), key=len)
+
+
+class Watchlist:
+    """An immutable, indexed watchlist. Build with :func:`load_watchlist` or directly
+    from entries; ``version`` and ``source`` say which list this is."""
+
+    __slots__ = (
+        "_always",
+        "_count",
+        "_exact",
+        "_frozen",
+        "_runs",
+        "loaded_at",
+        "source",
+        "version",
+    )
+
+    @_without_gc
+    def __init__(
+        self,
+        entries: Iterable[WatchlistEntry],
+        *,
+        version: int = 0,
+        source: str = "",
+        loaded_at: datetime | None = None,
+    ) -> None:
+        exact: dict[str, WatchlistEntry | tuple[WatchlistEntry, ...]] = {}
+        runs: dict[str, list[tuple[re.Pattern[str], WatchlistEntry]]] = {}
+        always: list[tuple[re.Pattern[str], WatchlistEntry]] = []
+        count = 0
+        for e in entries:
+            count += 1
+            if e.is_wildcard:
+                item = (_wildcard_regex(e.plate), e)
+                run = _longest_run(e.plate)
+                (runs.setdefault(run, []) if run else always).append(item)
+                continue
+            # Most plates are listed once: storing the bare entry saves a container each.
+            prev = exact.get(e.plate)
+            if prev is None:
+                exact[e.plate] = e
+            elif isinstance(prev, tuple):
+                exact[e.plate] = (*prev, e)
+            else:
+                exact[e.plate] = (prev, e)
+        self._exact = exact
+        self._runs = {k: tuple(v) for k, v in runs.items()}
+        self._always = tuple(always)
+        self._count = count
+        self.version = version
+        self.source = source
+        self.loaded_at = loaded_at or datetime.now(UTC)
+        self._frozen = True
+        # A list lives until replaced and holds no cycles: moving it out of the
+        # collector's reach keeps a full collection (100+ ms at a million entries)
+        # from landing in the middle of a match.
+        gc.freeze()
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if getattr(self, "_frozen", False):
+            raise AttributeError("a Watchlist is immutable; load a new one instead")
+        object.__setattr__(self, name, value)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def entries(self) -> Iterator[WatchlistEntry]:
+        for v in self._exact.values():
+            yield from (v,) if isinstance(v, WatchlistEntry) else v
+        for items in (*self._runs.values(), self._always):
+            for _, e in items:
+                yield e
+
+    def _lookup(self, plate: str) -> tuple[WatchlistEntry, ...]:
+        v = self._exact.get(plate)
+        if v is None:
+            return ()
+        return (v,) if isinstance(v, WatchlistEntry) else v
+
+    def _wildcards(self, text: str) -> Iterator[WatchlistEntry]:
+        seen: set[int] = set()
+        n = len(text)
+        for i in range(n):
+            for j in range(i + 1, n + 1):
+                for regex, e in self._runs.get(text[i:j], ()):
+                    if id(e) not in seen and regex.fullmatch(text):
+                        seen.add(id(e))
+                        yield e
+        for regex, e in self._always:
+            if regex.fullmatch(text):
+                yield e
+
+    def explain(
+        self,
+        text: str,
+        at: datetime,
+        *,
+        candidates: Sequence[str] = (),
+        max_distance: float = 1,
+    ) -> list[WatchlistMatch]:
+        """Every entry valid at ``at`` that matches ``text`` or one of ``candidates``,
+        best first (priority, then distance, exact before wildcard before fuzzy, then
+        the read itself before a candidate, then entry id); one match per entry."""
+        at = _utc(at)
+        best: dict[int, WatchlistMatch] = {}
+
+        def offer(m: WatchlistMatch) -> None:
+            if not m.entry.valid_at(at):
+                return
+            old = best.get(id(m.entry))
+            if old is None or m.sort_key() < old.sort_key():
+                best[id(m.entry)] = m
+
+        reads = [normalize_read(text)]
+        for c in candidates:
+            c = normalize_read(c)
+            if c and c not in reads:
+                reads.append(c)
+        for k, read in enumerate(reads):
+            if not read:
+                continue
+            via = k > 0
+            for e in self._lookup(read):
+                offer(WatchlistMatch(e, "exact", 0.0, read, via))
+            for e in self._wildcards(read):
+                offer(WatchlistMatch(e, "wildcard", 0.0, read, via))
+            if max_distance > 0:
+                # Set intersection runs in C: most of the few hundred strings miss.
+                near = self._exact.keys() & neighbourhood(read, max_distance)
+                near.discard(read)
+                for variant in near:
+                    for e in self._lookup(variant):
+                        # The generated cost is an upper bound: report the true one.
+                        d = distance(read, variant)
+                        offer(WatchlistMatch(e, "fuzzy", d, read, via))
+        return sorted(best.values(), key=WatchlistMatch.sort_key)
+
+    def match(
+        self,
+        text: str,
+        *,
+        at: datetime,
+        candidates: Sequence[str] = (),
+        max_distance: float = 1,
+    ) -> WatchlistMatch | None:
+        """The best match for a read (see :meth:`explain` for the order), or None."""
+        found = self.explain(text, at, candidates=candidates, max_distance=max_distance)
+        return found[0] if found else None
+
+
+def _utc(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _parse_time(value: str, *, end_of_day: bool) -> datetime:
+    value = value.strip()
+    if "T" not in value and " " not in value and len(value) <= 10:
+        d = date.fromisoformat(value)
+        if end_of_day:
+            return datetime.combine(d, time.max, UTC)
+        return datetime.combine(d, time.min, UTC)
+    return _utc(datetime.fromisoformat(value))
+
+
+def parse_csv(text: str, source: str = "<watchlist>") -> list[WatchlistEntry]:
+    """Parse a watchlist CSV; raise :class:`WatchlistError` naming every bad line.
+
+    Columns (header required, any order): ``plate`` (required), ``list``,
+    ``priority`` (1 highest .. 9, default 5), ``reason``, ``valid_from``,
+    ``valid_until`` (ISO date or datetime, naive is UTC, a date-only
+    ``valid_until`` lasts through that day), ``covert`` (true/false/1/0/yes/no),
+    ``entry_id`` (default: the line number).
+    """
+    return parse_lines(io.StringIO(text.removeprefix("\ufeff"), newline=""), source)
+
+
+@_without_gc
+def parse_lines(lines: Iterable[str], source: str = "<watchlist>") -> list[WatchlistEntry]:
+    """:func:`parse_csv` over lines (an open file), so a large file is never held whole."""
+    reader = csv.reader(lines)
+    header: list[str] | None = None
+    header_line = 0
+    problems: list[str] = []
+    try:
+        for row in reader:
+            header_line = reader.line_num
+            if any(cell.strip() for cell in row):
+                header = [cell.strip().lower() for cell in row]
+                break
+    except csv.Error as exc:
+        raise WatchlistError([f"{source}: line {reader.line_num}: {exc}"]) from None
+    if header is None:
+        raise WatchlistError([f"{source}: empty file: expected a header line with 'plate'"])
+    unknown = [h for h in header if h not in COLUMNS]
+    for h in unknown:
+        problems.append(
+            f"{source}: line {header_line}: unknown column {h!r} (known: {', '.join(COLUMNS)})"
+        )
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    for h in dupes:
+        problems.append(f"{source}: line {header_line}: column {h!r} appears twice")
+    if "plate" not in header:
+        problems.append(f"{source}: line {header_line}: no 'plate' column in the header")
+    if problems:
+        raise WatchlistError(problems)
+    col = {h: i for i, h in enumerate(header)}
+    width = len(header)
+    i_plate = col["plate"]
+    # Missing optional columns read as "" from a pad cell at the end of each row.
+    i_list, i_prio, i_reason, i_from, i_until, i_covert, i_id = (
+        col.get(name, width)
+        for name in (
+            "list",
+            "priority",
+            "reason",
+            "valid_from",
+            "valid_until",
+            "covert",
+            "entry_id",
+        )
+    )
+    pad = [""]
+    entries: list[WatchlistEntry] = []
+    # Lists repeat the same few names, reasons and dates: share them, parse each once.
+    strings: dict[str, str] = {}
+    starts: dict[str, datetime | None] = {"": None}
+    ends: dict[str, datetime | None] = {"": None}
+    ids: dict[str, int] = {}
+    new_entry = WatchlistEntry
+    line = reader.line_num
+    while True:
+        start = line + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            problems.append(f"{source}: line {start}: {exc}")
+            break
+        line = reader.line_num
+        if len(row) == width:
+            row += pad
+        elif len(row) < width:
+            row += [""] * (width + 1 - len(row))
+        elif not any(c.strip() for c in row):
+            continue
+        else:
+            problems.append(f"{source}: line {start}: {len(row)} fields, the header has {width}")
+            continue
+        plate = row[i_plate].strip()
+        if not _PLAIN_PLATE.fullmatch(plate):
+            if not any(c.strip() for c in row):
+                continue  # a blank line
+            plate, bad = _check_plate(plate)
+        else:
+            bad = []
+        priority = _PRIORITIES.get(row[i_prio].strip())
+        if priority is None:
+            bad.append(f"priority {row[i_prio].strip()!r} is not a whole number from 1 to 9")
+        raw_from, raw_until = row[i_from].strip(), row[i_until].strip()
+        try:
+            valid_from = starts[raw_from]
+        except KeyError:
+            valid_from = starts[raw_from] = _try_time(raw_from, False, "valid_from", bad)
+        try:
+            valid_until = ends[raw_until]
+        except KeyError:
+            valid_until = ends[raw_until] = _try_time(raw_until, True, "valid_until", bad)
+        if valid_from and valid_until and valid_from > valid_until:
+            bad.append(f"valid_from {raw_from} is after valid_until {raw_until}")
+        covert = _BOOLS.get(row[i_covert].strip().lower())
+        if covert is None:
+            bad.append(f"covert {row[i_covert].strip()!r} is not true/false/1/0/yes/no")
+        entry_id = row[i_id].strip() or str(start)
+        first = ids.setdefault(entry_id, start)
+        if first != start:
+            bad.append(f"entry_id {entry_id!r} already used on line {first}")
+        if bad:
+            problems.append(f"{source}: line {start}: {'; '.join(bad)}")
+            continue
+        if problems:
+            continue  # all-or-nothing: only keep collecting errors
+        name, reason = row[i_list].strip(), row[i_reason].strip()
+        entries.append(
+            new_entry(
+                plate,
+                strings.setdefault(name, name),
+                priority,
+                strings.setdefault(reason, reason),
+                valid_from,
+                valid_until,
+                covert,
+                entry_id,
+                start,
+            )
+        )
+    if problems:
+        raise WatchlistError(problems)
+    return entries
+
+
+_PLAIN_PLATE = re.compile(f"[A-Z0-9]{{1,{MAX_PLATE_LENGTH}}}")
+_PRIORITIES = {"": DEFAULT_PRIORITY, **{str(p): p for p in range(1, 10)}}
+_BOOLS = {**dict.fromkeys(_TRUE, True), **dict.fromkeys(_FALSE, False)}
+
+
+def _check_plate(raw: str) -> tuple[str, list[str]]:
+    """The slow path for plates that are not already plain upper-case marks."""
+    plate = normalize_plate(raw)
+    if not raw:
+        return plate, ["missing plate"]
+    if any(c not in ALPHABET and c not in "?* -" for c in raw.upper()):
+        return plate, [f"plate {raw!r} has characters other than letters, digits, ? and *"]
+    if not plate.replace("?", "").replace("*", ""):
+        return plate, [f"plate {raw!r} has no letter or digit"]
+    if len(plate.replace("*", "")) > MAX_PLATE_LENGTH:
+        return plate, [f"plate {raw!r} is longer than {MAX_PLATE_LENGTH} characters"]
+    return plate, []
+
+
+def _try_time(raw: str, end_of_day: bool, name: str, bad: list[str]) -> datetime | None:
+    try:
+        return _parse_time(raw, end_of_day=end_of_day)
+    except ValueError:
+        bad.append(f"{name} {raw!r} is not an ISO date or date-time")
+        return None
+
+
+def read_csv(path: Path | str) -> list[WatchlistEntry]:
+    """Read and parse a watchlist file (see :func:`parse_csv`)."""
+    path = Path(path)
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            return parse_lines(fh, str(path))
+    except FileNotFoundError:
+        raise WatchlistError([f"{path}: file not found"]) from None
+    except IsADirectoryError:
+        raise WatchlistError([f"{path}: is a directory, expected a CSV file"]) from None
+    except PermissionError:
+        raise WatchlistError([f"{path}: permission denied"]) from None
+    except UnicodeDecodeError as exc:
+        raise WatchlistError([f"{path}: not UTF-8 text ({exc.reason})"]) from None
+
+
+def load_watchlist(path: Path | str, *, version: int = 0) -> Watchlist:
+    """Load, validate and index a watchlist CSV; all or nothing."""
+    return Watchlist(read_csv(path), version=version, source=str(path))
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _fmt_time(value: datetime | None) -> str:
+    return value.isoformat(timespec="seconds") if value else "-"
+
+
+def cmd_watchlist_check(args: argparse.Namespace) -> int:
+    """`lpr-edge watchlist check PLATE`: every matching entry and why."""
+    from edge.cli import UsageError
+    from edge.config import load_config
+
+    config = load_config(getattr(args, "config", None))
+    if args.watchlist:
+        path = Path(args.watchlist)
+    elif config.watchlist.path:
+        path = config.resolve_path(config.watchlist.path)
+    else:
+        raise UsageError("no watchlist: set [watchlist] path in the config or give --watchlist")
+    max_distance = config.watchlist.max_distance
+    if args.max_distance is not None:
+        if not 0 <= args.max_distance <= 3:
+            raise UsageError("--max-distance must be from 0 to 3")
+        max_distance = args.max_distance
+    try:
+        at = _utc(datetime.fromisoformat(args.at)) if args.at else datetime.now(UTC)
+    except ValueError:
+        raise UsageError(f"--at expected an ISO date or date-time, got {args.at!r}") from None
+    plate = normalize_read(args.plate)
+    if not plate:
+        raise UsageError(f"plate {args.plate!r} has no letter or digit")
+    try:
+        watchlist = load_watchlist(path)
+    except WatchlistError as exc:
+        raise UsageError(str(exc)) from None
+    matches = watchlist.explain(plate, at, max_distance=max_distance)
+    print(
+        f"{plate}: {len(matches) or 'no'} match{'es' if len(matches) != 1 else ''} in "
+        f"{path} ({len(watchlist)} entries) at {_fmt_time(at)}, max distance {max_distance}"
+    )
+    for m in matches:
+        e = m.entry
+        print(
+            f"  entry {e.entry_id} (line {e.line}): {e.plate}  {m.kind}, distance "
+            f"{m.distance:g}: {m.describe()}\n"
+            f"    list={e.list or '-'} priority={e.priority} covert={str(e.covert).lower()} "
+            f"valid={_fmt_time(e.valid_from)}..{_fmt_time(e.valid_until)}\n"
+            f"    reason: {e.reason or '-'}"
+        )
+    sys.stdout.flush()
+    return 0 if matches else 1
