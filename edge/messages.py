@@ -14,6 +14,13 @@ def iso_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def parse_utc(text: str) -> datetime:
+    """An ISO-8601 date or date-time as an aware UTC datetime; without a zone it is
+    taken as UTC. ValueError when it is not one."""
+    moment = datetime.fromisoformat(text.strip())
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def read_record(read: PlateRead) -> dict:
     """A read as one JSON object (one line of ``lpr-edge replay --out``)."""
     return {

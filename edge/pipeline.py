@@ -44,6 +44,16 @@ def percentile(values, q: float) -> float | None:
     return float(np.percentile(np.asarray(values, np.float64), q)) if len(values) else None
 
 
+def latency_summary(latencies_ms) -> dict[str, float | None]:
+    """``{"p50": ms, "p95": ms}`` rounded to 0.1 ms (None when there is no read): the
+    form `run`'s stats line and `replay`'s summary report it in."""
+    out = {}
+    for name, q in (("p50", 50), ("p95", 95)):
+        value = percentile(latencies_ms, q)
+        out[name] = None if value is None else round(value, 1)
+    return out
+
+
 class FramePipeline:
     """Shared recognition core plus one :class:`PlateTracker` per camera."""
 

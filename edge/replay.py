@@ -30,8 +30,8 @@ from typing import TextIO
 from edge.capture import SourceError, VideoFile
 from edge.cli import UsageError
 from edge.config import Config, load_config
-from edge.messages import read_record
-from edge.pipeline import FramePipeline, percentile
+from edge.messages import parse_utc, read_record
+from edge.pipeline import FramePipeline, latency_summary
 from edge.recognize import open_recognizer
 from edge.types import Frame, PlateRead
 
@@ -57,10 +57,9 @@ class FileResult:
 def parse_start(text: str) -> datetime:
     """An ISO-8601 time; without a zone it is taken as UTC."""
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_utc(text)
     except ValueError:
         raise UsageError(f"--start expected an ISO-8601 time, got {text!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def recording_start(video: VideoFile, given: datetime | None) -> datetime:
@@ -222,12 +221,5 @@ def _summary(results: list[FileResult], latencies) -> dict:
         "reads": sum(r.reads for r in results),
         "duplicates_suppressed": sum(r.duplicates for r in results),
         "fps": round(frames / seconds, 1) if seconds else 0.0,
-        "latency_ms": {
-            "p50": _round(percentile(latencies, 50)),
-            "p95": _round(percentile(latencies, 95)),
-        },
+        "latency_ms": latency_summary(latencies),
     }
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from edge.capture import Camera, CameraStats, redact
 from edge.config import Config, load_config
-from edge.pipeline import FramePipeline, percentile
+from edge.pipeline import FramePipeline, latency_summary
 from edge.recognize import PlateRecognizer, open_recognizer
 from edge.types import Frame, PlateRead
 
@@ -54,8 +54,7 @@ class RunStats:
     cameras: dict[str, CameraStats]
     fps_processed: dict[str, float]
     reads: int
-    latency_p50_ms: float | None
-    latency_p95_ms: float | None
+    latency_ms: dict[str, float | None]
     seconds: float
 
     def to_json(self) -> dict:
@@ -72,13 +71,9 @@ class RunStats:
                 for name, s in self.cameras.items()
             },
             "reads": self.reads,
-            "latency_ms": {"p50": _round(self.latency_p50_ms), "p95": _round(self.latency_p95_ms)},
+            "latency_ms": self.latency_ms,
             "seconds": round(self.seconds, 2),
         }
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
 
 
 class LiveService:
@@ -145,8 +140,7 @@ class LiveService:
             cameras=stats,
             fps_processed={n: s.frames_processed / seconds for n, s in stats.items()},
             reads=self.pipeline.reads,
-            latency_p50_ms=percentile(latencies, 50),
-            latency_p95_ms=percentile(latencies, 95),
+            latency_ms=latency_summary(latencies),
             seconds=seconds,
         )
 

@@ -147,6 +147,8 @@ class Track:
     emitted: str | None = None
     #: Timestamp of the first reading (None until the plate was read).
     first_read: float | None = None
+    #: The vote over ``readings``, kept until a reading is added.
+    consensus: Consensus | None = None
 
     def predicted(self, timestamp: float) -> np.ndarray:
         """Where the box should be at ``timestamp``, moving at the track's velocity."""
@@ -268,6 +270,7 @@ class PlateTracker:
         if track.first_read is None:
             track.first_read = frame.timestamp
         track.readings.append(reading)
+        track.consensus = None
         # The clearest, largest view is the best evidence.
         quality = reading.confidence * float(box[2] - box[0]) * max(score, 0.05)
         if quality > track.best_score:
@@ -300,7 +303,9 @@ class PlateTracker:
                 and now - track.first_read >= self.config.max_track_seconds
             )
             if not track.decided:
-                consensus = vote(track.readings, self.plate_format)
+                if track.consensus is None and track.readings:
+                    track.consensus = vote(track.readings, self.plate_format)
+                consensus = track.consensus
                 due = ended or aged or self._is_decided(track, consensus)
                 if consensus is not None and due and len(track.readings) >= self.config.min_reads:
                     read = self._emit(track, consensus)

@@ -38,6 +38,9 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from edge.messages import parse_utc
+from edge.plateformat import normalize
+
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 LOOKALIKE_GROUPS: tuple[str, ...] = ("0ODQ", "1IL", "2Z", "5S", "6G", "8B")
 LOOKALIKE_COST = 0.5
@@ -151,10 +154,6 @@ def normalize_plate(text: str) -> str:
     out = "".join(c for c in text.upper() if c in ALPHABET or c in "?*")
     # Adjacent stars mean the same as one; collapsing them keeps the regexes simple.
     return re.sub(r"\*+", "*", out)
-
-
-def normalize_read(text: str) -> str:
-    return "".join(c for c in text.upper() if c in ALPHABET)
 
 
 # --------------------------------------------------------------------------- distance
@@ -352,9 +351,9 @@ class Watchlist:
             if old is None or m.sort_key() < old.sort_key():
                 best[id(m.entry)] = m
 
-        reads = [normalize_read(text)]
+        reads = [normalize(text)]
         for c in candidates:
-            c = normalize_read(c)
+            c = normalize(c)
             if c and c not in reads:
                 reads.append(c)
         for k, read in enumerate(reads):
@@ -616,10 +615,10 @@ def cmd_watchlist_check(args: argparse.Namespace) -> int:
             raise UsageError("--max-distance must be from 0 to 3")
         max_distance = args.max_distance
     try:
-        at = _utc(datetime.fromisoformat(args.at)) if args.at else datetime.now(UTC)
+        at = parse_utc(args.at) if args.at else datetime.now(UTC)
     except ValueError:
         raise UsageError(f"--at expected an ISO date or date-time, got {args.at!r}") from None
-    plate = normalize_read(args.plate)
+    plate = normalize(args.plate)
     if not plate:
         raise UsageError(f"plate {args.plate!r} has no letter or digit")
     try:
