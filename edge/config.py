@@ -122,6 +122,10 @@ class WatchlistConfig:
     max_distance: int = field(default=1, metadata=_range(0, 3))
     #: Ed25519 public keys (base64 or PEM file paths) trusted to sign pushed lists.
     public_keys: tuple[str, ...] = ()
+    #: Seconds between checks of the CSV file for a change (it is then reloaded).
+    reload_check_seconds: float = field(default=2.0, metadata=_range(0.1, 3600))
+    #: Command run for each non-covert hit, with the hit JSON on stdin (e.g. a sound).
+    alert_command: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +149,8 @@ class MqttConfig:
     reconnect_min_seconds: float = field(default=1.0, metadata=_range(0.1, 3600))
     reconnect_max_seconds: float = field(default=60.0, metadata=_range(0.1, 86400))
     heartbeat_seconds: float = field(default=30.0, metadata=_range(1, 86400))
+    #: Cap on the hit's plate crop JPEG; 0 sends no image.
+    plate_image_max_bytes: int = field(default=20000, metadata=_range(0, 1_000_000))
     tls: TlsConfig = TlsConfig()
 
 
@@ -160,6 +166,11 @@ class PrivacyConfig:
 class StorageConfig:
     #: Outbox, audit log and local database; systemd's StateDirectory in production.
     state_dir: str = "var/lpr-edge"
+    #: Undelivered messages in the outbox beyond which status raises an alarm (none
+    #: is ever dropped for it).
+    outbox_alarm_pending: int = field(default=10000, metadata=_range(1, None))
+    #: Age in hours of the oldest undelivered message that raises the alarm.
+    outbox_alarm_hours: float = field(default=24.0, metadata=_range(0.01, 87600))
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,16 @@ and the MQTT messages HQ integrators subscribe to): change them only by adding k
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.types import PlateRead
+
+if TYPE_CHECKING:  # edge.hits -> edge.watchlist imports parse_utc from here
+    from edge.hits import Hit
 
 
 def iso_utc(moment: datetime) -> str:
@@ -42,3 +49,67 @@ def read_record(read: PlateRead) -> dict:
         "source": read.source,
         "linked_event_id": read.linked_event_id,
     }
+
+
+HIT_SCHEMA = "lpr.hit/1"
+STATUS_SCHEMA = "lpr.status/1"
+
+
+def hit_message(hit: Hit) -> dict:
+    """A hit as published to ``{prefix}/{vehicle_id}/hit`` (``edge/data/hit.schema.json``).
+
+    ``observed_at`` is when the plate was first seen; ``first_seen``/``last_seen``
+    bound the pass. ``source`` is set for recorded files only (file name, not path:
+    an analyst's folders are not evidence).
+    """
+    read, match = hit.read, hit.match
+    entry = match.entry
+    source = None
+    if read.first_frame is not None:
+        source = {
+            "file": Path(read.source).name,
+            "first_frame": read.first_frame,
+            "last_frame": read.last_frame,
+        }
+    position = None
+    if hit.position is not None:
+        p = hit.position
+        position = {
+            "lat": round(p.lat, 7),
+            "lon": round(p.lon, 7),
+            "heading": None if p.heading is None else round(p.heading, 1),
+            "speed_kmh": None if p.speed_kmh is None else round(p.speed_kmh, 1),
+            "fix_time": iso_utc(p.fix_time),
+        }
+    return {
+        "schema": HIT_SCHEMA,
+        "event_id": read.event_id,
+        "vehicle_id": hit.vehicle_id,
+        "camera": read.camera,
+        "plate": read.plate,
+        "confidence": round(read.confidence, 4),
+        "observed_at": iso_utc(read.first_seen),
+        "first_seen": iso_utc(read.first_seen),
+        "last_seen": iso_utc(read.last_seen),
+        "frames": read.frames,
+        "watchlist": {
+            "list": entry.list,
+            "entry_id": entry.entry_id,
+            "entry_plate": entry.plate,
+            "reason": entry.reason,
+            "priority": entry.priority,
+            "match": match.kind,
+            "distance": match.distance,
+            "matched_text": match.text,
+            "covert": entry.covert,
+        },
+        "position": position,
+        "plate_image": base64.b64encode(hit.plate_jpeg).decode("ascii") if hit.plate_jpeg else None,
+        "source": source,
+        "linked_event_id": read.linked_event_id,
+    }
+
+
+def encode(message: dict) -> bytes:
+    """The wire form of every message: compact UTF-8 JSON."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -12,8 +12,8 @@ import ssl
 from dataclasses import dataclass
 
 import paho.mqtt.client as paho
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge.config import MqttConfig
 

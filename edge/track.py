@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import numpy as np
 from edge.config import TrackingConfig
 from edge.crop import expand_box
 from edge.detect import box_iou
+from edge.ids import new_event_id
 from edge.plateformat import PlateFormat
 from edge.types import Detections, Frame, PlateRead, PlateText, TextCandidate
 
@@ -386,7 +386,7 @@ class PlateTracker:
             self.duplicates += 1
             return None
         return PlateRead(
-            event_id=str(uuid.uuid4()),
+            event_id=new_event_id(),
             camera=self.camera,
             source=self.source,
             plate=consensus.text,

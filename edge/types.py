@@ -163,3 +163,15 @@ class PlateRead:
     @property
     def latency_ms(self) -> float:
         return (self.emitted_mono - self.last_capture_mono) * 1e3
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where the car was: a GPS fix (WGS 84) and when it was taken (UTC).
+    ``heading`` is degrees from true north; None where the receiver gave none."""
+
+    lat: float
+    lon: float
+    fix_time: datetime
+    heading: float | None = None
+    speed_kmh: float | None = None

@@ -1,0 +1,92 @@
+"""The watchlist stage: a read that matches the watchlist becomes a :class:`Hit`.
+
+Pure functions of their inputs, no I/O: the service hands the hit to the outbox
+(:mod:`edge.outbox`) and to the in-car alert (:mod:`edge.alerts`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import datetime
+
+import cv2
+import numpy as np
+
+from edge.types import PlateRead, Position
+from edge.watchlist import Watchlist, WatchlistMatch
+
+# JPEG qualities tried, best first, before the crop is made smaller to fit the cap.
+_JPEG_QUALITIES = (90, 75, 60, 45)
+# A crop is never shrunk below this width: past it the image no longer shows the plate.
+_MIN_IMAGE_WIDTH = 48
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Hit:
+    """A read that matched a watchlist entry, with what HQ needs to act on it."""
+
+    read: PlateRead
+    match: WatchlistMatch
+    vehicle_id: str
+    #: The car's position at the read, or None without a usable GPS fix.
+    position: Position | None = None
+    #: The plate crop as JPEG bytes within the configured cap, or None.
+    plate_jpeg: bytes | None = None
+
+    @property
+    def event_id(self) -> str:
+        return self.read.event_id
+
+    @property
+    def covert(self) -> bool:
+        """Covert entries go to HQ but raise no alert in the car."""
+        return self.match.entry.covert
+
+
+def best_match(
+    read: PlateRead,
+    watchlists: Sequence[Watchlist],
+    *,
+    at: datetime,
+    max_distance: float,
+) -> WatchlistMatch | None:
+    """The best entry for ``read`` over several lists (the local file and the list HQ
+    pushed), trying the read's other candidates too; lists rank alike."""
+    candidates = [c.text for c in read.candidates if c.text != read.plate]
+    found = [
+        m
+        for wl in watchlists
+        if (m := wl.match(read.plate, at=at, candidates=candidates, max_distance=max_distance))
+    ]
+    return min(found, key=WatchlistMatch.sort_key) if found else None
+
+
+def make_hit(
+    read: PlateRead,
+    match: WatchlistMatch,
+    vehicle_id: str,
+    *,
+    position: Position | None = None,
+    image_max_bytes: int = 0,
+) -> Hit:
+    jpeg = plate_jpeg(read.crop, image_max_bytes) if read.crop is not None else None
+    return Hit(read, match, vehicle_id, position, jpeg)
+
+
+def plate_jpeg(crop: np.ndarray, max_bytes: int) -> bytes | None:
+    """The crop as a JPEG of at most ``max_bytes``: lower quality first, then smaller.
+    None when ``max_bytes`` is 0 or no legible size fits."""
+    if max_bytes <= 0 or crop.size == 0:
+        return None
+    image = crop
+    while True:
+        for quality in _JPEG_QUALITIES:
+            ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if ok and len(data) <= max_bytes:
+                return data.tobytes()
+        width = image.shape[1] * 3 // 4
+        if width < _MIN_IMAGE_WIDTH:
+            return None
+        height = max(1, round(image.shape[0] * width / image.shape[1]))
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
