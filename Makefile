@@ -54,7 +54,7 @@ system-deps:
 demo: $(MODELS)
 	$(BIN)/python -m edge.demo $(DEMO_DIR)
 	$(BIN)/lpr-edge recognize --format hk $(DEMO_DIR)
-	$(BIN)/lpr-edge replay --camera front-left --out $(DEMO_DIR)/reads.jsonl $(DEMO_DIR)/dashcam.mp4
+	$(BIN)/lpr-edge replay --config $(DEMO_DIR)/edge.toml --camera front-left --out $(DEMO_DIR)/reads.jsonl $(DEMO_DIR)/dashcam.mp4
 	$(BIN)/python -m edge.demo --report $(DEMO_DIR)
 
 test: $(MODELS) system-deps

@@ -16,6 +16,7 @@ from edge import __version__
 from edge.config import Config, ConfigError, dumps_toml, load_config, to_dict
 from edge.logs import setup_logging
 from edge.models import ModelError, ModelState, check, fetch, load_manifest
+from edge.mqtt import add_broker_arguments
 from edge.plateformat import PatternError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -116,17 +117,6 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def not_built(what: str, issue: str) -> Callable[[argparse.Namespace], int]:
-    def handler(args: argparse.Namespace) -> int:
-        print(
-            f"lpr-edge {args.command}: not built yet: {what} arrives with {issue}.",
-            file=sys.stderr,
-        )
-        return EXIT_FAILURE
-
-    return handler
-
-
 def _lazy(module: str, function: str) -> Callable[[argparse.Namespace], int]:
     """Import a command's module only when it runs, so `--help` and `config check`
     stay fast and never load onnxruntime sessions."""
@@ -190,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the file's modification time minus its duration)",
     )
     p.add_argument("--gps", metavar="NMEA_OR_GPX", help="position track for the recording")
+    p.add_argument(
+        "--wait-delivery",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="with a broker, how long to wait at the end for it to take the hits "
+        "(undelivered ones stay in the outbox; default: 30)",
+    )
     p.set_defaults(handler=_lazy("edge.replay", "cmd_replay"))
 
     p = add(
@@ -206,44 +204,125 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("watchlist", "check plates against the watchlist; sign and publish lists (HQ)")
     config_arg(p)
-    wsub = p.add_subparsers(dest="watchlist_command", metavar="ACTION")
-    for name, text in [
-        ("check", "which watchlist entries match a plate, and why"),
-        ("keygen", "create an Ed25519 signing key pair (HQ)"),
-        ("sign", "sign a watchlist for pushing to vehicles (HQ)"),
-        ("publish", "publish a signed watchlist over MQTT (HQ)"),
-    ]:
+    wsub = p.add_subparsers(dest="watchlist_command", metavar="ACTION", required=True)
+
+    def action(name: str, text: str, function: str) -> argparse.ArgumentParser:
         wp = wsub.add_parser(name, help=text, description=text)
-        if name != "check":
-            wp.set_defaults(
-                handler=not_built(f"'watchlist {name}'", "the watchlist and MQTT issue")
-            )
-        else:
-            # SUPPRESS keeps a --config given before 'check' from being reset to None.
-            wp.add_argument(
-                "--config",
-                "-c",
-                metavar="FILE",
-                default=argparse.SUPPRESS,
-                help="TOML configuration",
-            )
-            wp.add_argument("plate", metavar="PLATE", help="plate text as read, e.g. 'AB 1234'")
-            wp.add_argument("--watchlist", metavar="CSV", help="default: [watchlist] path")
-            wp.add_argument(
-                "--at", metavar="ISO-8601", help="time to check validity at (default: now, UTC)"
-            )
-            wp.add_argument(
-                "--max-distance", type=float, metavar="D", help="default: [watchlist] max_distance"
-            )
-            wp.set_defaults(handler=_lazy("edge.watchlist", "cmd_watchlist_check"))
-    p.set_defaults(handler=not_built("the watchlist", "the watchlist and MQTT issue"))
+        wp.set_defaults(handler=_lazy(f"edge.{function.split(':')[0]}", function.split(":")[1]))
+        return wp
+
+    def sub_config(wp: argparse.ArgumentParser) -> None:
+        # SUPPRESS keeps a --config given before the action from being reset to None.
+        wp.add_argument(
+            "--config", "-c", metavar="FILE", default=argparse.SUPPRESS, help="TOML configuration"
+        )
+
+    wp = action(
+        "check", "which watchlist entries match a plate, and why", "watchlist:cmd_watchlist_check"
+    )
+    sub_config(wp)
+    wp.add_argument("plate", metavar="PLATE", help="plate text as read, e.g. 'AB 1234'")
+    wp.add_argument("--watchlist", metavar="CSV", help="default: [watchlist] path")
+    wp.add_argument(
+        "--at", metavar="ISO-8601", help="time to check validity at (default: now, UTC)"
+    )
+    wp.add_argument(
+        "--max-distance", type=float, metavar="D", help="default: [watchlist] max_distance"
+    )
+
+    wp = action(
+        "keygen", "create an Ed25519 signing key pair (HQ)", "watchlist_push:cmd_watchlist_keygen"
+    )
+    wp.add_argument(
+        "--out",
+        required=True,
+        metavar="PREFIX",
+        help="write PREFIX.key (private, mode 0600) and PREFIX.pub; never overwrites",
+    )
+
+    wp = action(
+        "sign",
+        "sign a watchlist CSV for pushing to vehicles (HQ)",
+        "watchlist_push:cmd_watchlist_sign",
+    )
+    wp.add_argument("csv", metavar="CSV", help="watchlist CSV to sign")
+    wp.add_argument(
+        "--key", required=True, metavar="FILE", help="private key from 'watchlist keygen'"
+    )
+    wp.add_argument(
+        "--version",
+        type=int,
+        default=None,
+        metavar="N",
+        help="list version, above the one vehicles hold (default: current Unix time)",
+    )
+    wp.add_argument(
+        "--vehicle", metavar="ID", help="only for this vehicle (default: every vehicle)"
+    )
+    wp.add_argument("--out", metavar="FILE", help="where to write the document (default: stdout)")
+
+    wp = action(
+        "verify",
+        "check a signed watchlist as a vehicle would",
+        "watchlist_push:cmd_watchlist_verify",
+    )
+    sub_config(wp)
+    wp.add_argument("file", metavar="FILE", help="signed document ('-': stdin)")
+    wp.add_argument(
+        "--public-key",
+        action="append",
+        dest="public_key",
+        metavar="KEY",
+        help="trust this key (base64 or file) instead of [watchlist] public_keys",
+    )
+    wp.add_argument("--vehicle", metavar="ID", help="check as this vehicle (default: [vehicle] id)")
+
+    wp = action(
+        "publish",
+        "publish a signed watchlist to the broker, retained (HQ)",
+        "watchlist_push:cmd_watchlist_publish",
+    )
+    wp.add_argument(
+        "file", metavar="FILE", help="signed document from 'watchlist sign' ('-': stdin)"
+    )
+    add_broker_arguments(wp, client_id="lpr-edge-hq-publish", password_env="LPR_EDGE_HQ_PASSWORD")
 
     p = add("hq", "HQ subscriber: receive, validate and store hits from vehicles")
-    p.add_argument("--host", default="localhost")
-    p.add_argument("--port", type=int, default=1883)
-    p.add_argument("--db", metavar="hits.sqlite")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=not_built("the HQ subscriber", "the watchlist and MQTT issue"))
+    add_broker_arguments(p, client_id="lpr-edge-hq", password_env="LPR_EDGE_HQ_PASSWORD")
+    p.add_argument(
+        "--db",
+        default="hq-hits.sqlite",
+        metavar="FILE",
+        help="SQLite database of hits (default: hq-hits.sqlite)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print each hit as a JSON line (plate_image replaced by plate_image_bytes)",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop after this long (default: run until SIGINT or SIGTERM)",
+    )
+    p.set_defaults(handler=_lazy("edge.hq", "cmd_hq"))
+
+    p = add("outbox", "hits and audit records waiting for the broker: status, or send now")
+    config_arg(p)
+    osub = p.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
+    op = osub.add_parser("status", help="how many messages wait, and since when")
+    sub_config(op)
+    op.set_defaults(handler=_lazy("edge.dispatch", "cmd_outbox"))
+    op = osub.add_parser(
+        "flush", help="send what waits to the [mqtt] broker now (exit 1 if some is left)"
+    )
+    sub_config(op)
+    op.add_argument(
+        "--timeout", type=float, default=60.0, metavar="SECONDS", help="default: 60"
+    )
+    op.set_defaults(handler=_lazy("edge.dispatch", "cmd_outbox"))
 
     p = add("models", "fetch, verify and list the model files")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)

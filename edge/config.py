@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +25,11 @@ from typing import Any, Literal
 ENV_PREFIX = "LPR_EDGE_"
 SECRET_KEYS = frozenset({"password"})
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+#: What a vehicle id may be: it is a topic level and the broker's user name, and HQ's
+#: hit schema checks it with the same pattern.
+VEHICLE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class ConfigError(Exception):
@@ -382,10 +388,10 @@ def _env_updates(section: Any, prefix: str, environ, problems: list[str]) -> dic
 def _cross_checks(config: Config, label: str) -> list[str]:
     problems = []
     vid = config.vehicle.id
-    if not vid or not all(c.isalnum() or c in "-_" for c in vid):
+    if not VEHICLE_ID.fullmatch(vid):
         problems.append(
-            f"{label}: 'vehicle.id' expected letters, digits, '-' or '_' only "
-            f"(it is part of MQTT topics), got {vid!r}"
+            f"{label}: 'vehicle.id' expected 1 to 64 ASCII letters, digits, '-' or '_' "
+            f"(it is part of MQTT topics and of every hit), got {vid!r}"
         )
     names = [c.name for c in config.cameras]
     for i, cam in enumerate(config.cameras):

@@ -9,12 +9,15 @@ so the demo needs no camera, broker or outside data.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from edge.dispatch import OUTBOX_FILE
+from edge.outbox import Outbox
 from edge.synth import random_hk_plate, render_scene
 from edge.synthclip import ClipSpec, ClipTruth, render_clip
 
@@ -34,12 +37,35 @@ def write_samples(folder: Path, *, count: int = 4, seed: int = 2026) -> list[dic
     return truth
 
 
-def write_clip(folder: Path, *, seconds: float = 8.0, seed: int = 2026) -> Path:
+def write_clip(folder: Path, *, seconds: float = 8.0, seed: int = 2026) -> ClipTruth:
     path = folder / "dashcam.mp4"
     truth = render_clip(path, ClipSpec(size=(1280, 720), seconds=seconds, seed=seed))
     plates = ", ".join(p.text for p in truth.passes)
     print(f"generated {path}: {truth.frame_count} frames at {truth.fps:g} fps; passes {plates}")
-    return path
+    return truth
+
+
+def write_watchlist(folder: Path, truth: ClipTruth) -> Path:
+    """A watchlist naming two of the clip's plates (one in full, one as a partial
+    plate), and a config that uses it with a state directory inside ``folder``."""
+    first, second = truth.passes[0].text, truth.passes[-1].text
+    rows = [
+        "plate,list,priority,reason,covert,entry_id",
+        f"{first},stolen-vehicle,2,demo: reported stolen,false,demo-1",
+        f"{second[:3]}*,wanted-person,1,demo: partial plate from a witness,false,demo-2",
+        "ZZ9999,missing-person,3,demo: not in the clip,false,demo-3",
+    ]
+    (folder / "watchlist.csv").write_text("\n".join(rows) + "\n")
+    config = folder / "edge.toml"
+    config.write_text(
+        "# Written by `make demo`: no broker, so hits stay in the outbox and are printed.\n"
+        '[vehicle]\nid = "demo-car"\n\n[watchlist]\npath = "watchlist.csv"\n\n'
+        '[storage]\nstate_dir = "state"\n'
+    )
+    # A fresh outbox each time: the demo's report counts this run's hits.
+    shutil.rmtree(folder / "state", ignore_errors=True)
+    print(f"generated {folder / 'watchlist.csv'}: {first} (stolen), {second[:3]}* (wanted)")
+    return config
 
 
 def report_reads(folder: Path) -> int:
@@ -59,6 +85,17 @@ def report_reads(folder: Path) -> int:
     others = [r["plate"] for r in reads if r["plate"] not in {p.text for p in truth.passes}]
     found = sum(1 for p in truth.passes if p.text in by_plate)
     print(f"{found} of {len(truth.passes)} passes read exactly; other reads: {others or 'none'}")
+    outbox = folder / "state" / OUTBOX_FILE
+    if outbox.exists():
+        with Outbox(outbox) as box:
+            hits = [json.loads(m.payload) for m in box.pending(1000)]
+        print(f"{len(hits)} watchlist hit(s) kept in {outbox} (no broker in the demo):")
+        for hit in hits:
+            w = hit["watchlist"]
+            print(
+                f"  {hit['plate']:<8} {w['list']} priority {w['priority']}, "
+                f"{w['match']} match of {w['entry_plate']} (entry {w['entry_id']})"
+            )
     return 0
 
 
@@ -68,7 +105,7 @@ def main(argv: list[str]) -> int:
     folder = Path(argv[0] if argv else "demo-out")
     for item in write_samples(folder):
         print(f"generated {item['image']}: plates {', '.join(item['plates'])}")
-    write_clip(folder)
+    write_watchlist(folder, write_clip(folder))
     return 0
 
 

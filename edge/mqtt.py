@@ -8,18 +8,21 @@ only leaves the outbox on a successful acknowledgement.
 
 from __future__ import annotations
 
+import argparse
+import os
 import ssl
 from dataclasses import dataclass
+from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.config import MqttConfig
+from edge.config import MqttConfig, TlsConfig
 
-#: Session expiry asked for by persistent subscribers (HQ): a week of messages kept
-#: by the broker while they are away.
-PERSISTENT_SESSION_SECONDS = 7 * 24 * 3600
+#: Session expiry asked for by persistent subscribers (HQ): two weeks of messages kept
+#: by the broker while they are away (config/mosquitto/lpr-edge.conf agrees).
+PERSISTENT_SESSION_SECONDS = 14 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +77,10 @@ def new_client(config: MqttConfig, client_id: str) -> paho.Client:
         if config.tls.cert_file:
             context.load_cert_chain(config.tls.cert_file, config.tls.key_file or None)
         client.tls_set_context(context)
+    # paho types these as int but sleeps on them as given: fractions work.
     client.reconnect_delay_set(
-        min_delay=max(1, round(config.reconnect_min_seconds)),
-        max_delay=max(1, round(config.reconnect_max_seconds)),
+        min_delay=config.reconnect_min_seconds,  # type: ignore[arg-type]
+        max_delay=max(config.reconnect_min_seconds, config.reconnect_max_seconds),  # type: ignore[arg-type]
     )
     return client
 
@@ -104,3 +108,82 @@ def connect(client: paho.Client, config: MqttConfig, *, persistent: bool = False
 def reason_ok(reason_code) -> bool:
     """True for a successful MQTT 5 reason code (paho passes ReasonCode objects)."""
     return not getattr(reason_code, "is_failure", False)
+
+
+# ---------------------------------------------------------------- command line (HQ tools)
+
+DEFAULT_PREFIX = "lpr/v1"
+
+
+def add_broker_arguments(
+    parser: argparse.ArgumentParser, *, client_id: str, password_env: str
+) -> None:
+    """The broker connection options shared by `lpr-edge hq` and `watchlist publish`."""
+    parser.add_argument("--host", default="localhost", help="broker host (default: localhost)")
+    parser.add_argument(
+        "--port", type=int, default=None, help="broker port (default: 1883, or 8883 with TLS)"
+    )
+    parser.add_argument(
+        "--prefix",
+        default=DEFAULT_PREFIX,
+        metavar="TOPIC",
+        help=f"topic prefix (default: {DEFAULT_PREFIX})",
+    )
+    parser.add_argument(
+        "--client-id", default=client_id, help=f"MQTT client id (default: {client_id})"
+    )
+    parser.add_argument("--username", default="", help="MQTT username")
+    parser.add_argument(
+        "--password",
+        default=None,
+        help=f"MQTT password (default: ${password_env}; prefer the variable, a command "
+        "line is visible to other users)",
+    )
+    parser.add_argument("--tls", action="store_true", help="connect over TLS")
+    parser.add_argument(
+        "--ca-file", default="", metavar="PEM", help="CA certificate of the broker (implies --tls)"
+    )
+    parser.add_argument(
+        "--cert-file", default="", metavar="PEM", help="client certificate (implies --tls)"
+    )
+    parser.add_argument(
+        "--key-file", default="", metavar="PEM", help="client certificate's private key"
+    )
+
+
+def broker_config(args: argparse.Namespace, *, client_id: str, password_env: str) -> MqttConfig:
+    """An :class:`MqttConfig` from :func:`add_broker_arguments` options; ValueError
+    naming the option when one is wrong."""
+    ca_file = getattr(args, "ca_file", "") or ""
+    cert_file = getattr(args, "cert_file", "") or ""
+    key_file = getattr(args, "key_file", "") or ""
+    tls = bool(getattr(args, "tls", False) or ca_file or cert_file or key_file)
+    if bool(cert_file) != bool(key_file):
+        raise ValueError("--cert-file and --key-file go together")
+    for option, path in (
+        ("--ca-file", ca_file),
+        ("--cert-file", cert_file),
+        ("--key-file", key_file),
+    ):
+        if path and not Path(path).is_file():
+            raise ValueError(f"{option} {path}: no such file")
+    port = getattr(args, "port", None)
+    if port is None:
+        port = 8883 if tls else 1883
+    if not 1 <= port <= 65535:
+        raise ValueError(f"--port {port}: expected 1 to 65535")
+    prefix = getattr(args, "prefix", None) or DEFAULT_PREFIX
+    if any(ch in prefix for ch in "#+") or prefix.endswith("/"):
+        raise ValueError(f"--prefix {prefix!r}: no wildcards or trailing '/'")
+    password = getattr(args, "password", None)
+    if password is None:
+        password = os.environ.get(password_env, "")
+    return MqttConfig(
+        host=getattr(args, "host", None) or "localhost",
+        port=port,
+        topic_prefix=prefix,
+        client_id=getattr(args, "client_id", None) or client_id,
+        username=getattr(args, "username", None) or "",
+        password=password,
+        tls=TlsConfig(enabled=tls, ca_file=ca_file, cert_file=cert_file, key_file=key_file),
+    )

@@ -177,9 +177,7 @@ class MqttPublisher:
         self._connected.set()
         log.info("MQTT: connected to %s:%d", self.config.host, self.config.port)
         if self.on_watchlist:
-            client.subscribe(
-                [(self.topics.fleet_watchlist, 1), (self.topics.vehicle_watchlist, 1)]
-            )
+            client.subscribe([(self.topics.fleet_watchlist, 1), (self.topics.vehicle_watchlist, 1)])
         self._heartbeat_due = 0.0  # announce ``online`` now
         self._wake.set()
 

@@ -30,6 +30,7 @@ from typing import TextIO
 from edge.capture import SourceError, VideoFile
 from edge.cli import UsageError
 from edge.config import Config, load_config
+from edge.dispatch import Delivery
 from edge.messages import parse_utc, read_record
 from edge.pipeline import FramePipeline, latency_summary
 from edge.recognize import open_recognizer
@@ -162,15 +163,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
     progress = sys.stderr if sys.stderr.isatty() else None
     results: list[FileResult] = []
     latencies: list[float] = []
+    hits = 0
 
     def write(read: PlateRead) -> None:
         target = out or sys.stdout
         target.write(json.dumps(read_record(read)) + "\n")
         target.flush()
+        delivery.dispatcher(read)
 
     out = None
+    undelivered = 0
     try:
-        with open_recognizer(config) as recognizer:
+        with open_recognizer(config) as recognizer, Delivery(config) as delivery:
             # Opened once the models are known good, so a failed start leaves an
             # earlier output file as it was.
             out = _open_out(args.out)
@@ -192,11 +196,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 if result.error:
                     print(f"lpr-edge replay: {path}: {result.error}", file=sys.stderr)
             latencies = list(pipeline.latencies_ms)
+            hits = delivery.dispatcher.hits
+            if not delivery.wait_delivered(args.wait_delivery):
+                undelivered = delivery.outbox.stats().pending
+                print(
+                    f"lpr-edge replay: {undelivered} message(s) not yet acknowledged by the "
+                    "broker; they stay in the outbox for the next run",
+                    file=sys.stderr,
+                )
     finally:
         if out:
             out.close()
     # Reads own stdout (when no --out); the summary goes beside the log, on stderr.
-    print(json.dumps({"summary": _summary(results, latencies)}), file=sys.stderr)
+    summary = _summary(results, latencies)
+    summary.update(hits=hits, undelivered=undelivered)
+    print(json.dumps({"summary": summary}), file=sys.stderr)
     return 1 if any(r.error for r in results) else 0
 
 

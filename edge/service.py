@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from edge.capture import Camera, CameraStats, redact
 from edge.config import Config, load_config
+from edge.dispatch import Delivery
 from edge.pipeline import FramePipeline, latency_summary
 from edge.recognize import PlateRecognizer, open_recognizer
 from edge.types import Frame, PlateRead
@@ -45,6 +46,8 @@ DRAIN_TIMEOUT_S = 5.0
 # Frames in a row whose processing failed before the service gives up (and systemd
 # restarts it): one bad frame is logged and skipped, a broken model is not hidden.
 MAX_CONSECUTIVE_FAILURES = 50
+# At a clean stop, how long to wait for the broker to take what is in the outbox.
+SHUTDOWN_DELIVERY_S = 5.0
 
 ReadSink = Callable[[PlateRead], None]
 
@@ -86,8 +89,12 @@ class LiveService:
         sink: ReadSink,
         *,
         cameras: Sequence[Camera] | None = None,
+        idle: Callable[[], None] | None = None,
     ):
         self.config = config
+        # Called by the delivery thread when no read came for a while (the watchlist
+        # file check runs there, so a changed file is loaded before the next read).
+        self.idle = idle
         self.pipeline = FramePipeline(recognizer, config.tracking)
         self.sink = sink
         if cameras is None:
@@ -146,6 +153,21 @@ class LiveService:
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def camera_status(self) -> dict:
+        """Each camera's state for the status heartbeat."""
+        out = {}
+        for camera in self.cameras:
+            s = camera.stats()
+            out[camera.name] = {
+                "state": s.state.value,
+                "fps": round(s.fps_in, 1),
+                "frames_processed": s.frames_processed,
+                "frames_dropped": s.frames_dropped,
+                "reconnects": s.reconnects,
+                "last_error": s.last_error,
+            }
+        return out
 
     def _loop(self, began: float, duration: float | None) -> None:
         turn = 0
@@ -209,19 +231,16 @@ class LiveService:
             except queue.Empty:
                 if self._drained.is_set():
                     return
+                if self.idle:
+                    try:
+                        self.idle()
+                    except Exception:
+                        log.exception("idle work of the delivery thread failed")
                 continue
             try:
                 self.sink(read)
             except Exception:
                 log.exception("delivering read %s failed", read.event_id)
-
-
-def log_read(read: PlateRead) -> None:
-    """Default sink until a watchlist is configured: plate text only at DEBUG, since a
-    non-hit read must not end up in the system log."""
-    log.debug(
-        "read %s on %s (%.2f, %d frames)", read.plate, read.camera, read.confidence, read.frames
-    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -230,8 +249,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not enabled:
         print("lpr-edge run: no enabled camera in the configuration", file=sys.stderr)
         return 2
-    with open_recognizer(config) as recognizer:
-        service = LiveService(config, recognizer, log_read)
+    service: LiveService | None = None
+
+    def cameras_status() -> dict:
+        return service.camera_status() if service else {}
+
+    with open_recognizer(config) as recognizer, Delivery(config, cameras=cameras_status) as out:
+        service = LiveService(config, recognizer, out.dispatcher, idle=out.watchlists.refresh)
 
         def on_signal(signum, _frame):
             # The first signal stops cleanly; a second one acts as if we had not
@@ -245,8 +269,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             log.info("running %d camera(s): %s", len(enabled), ", ".join(c.name for c in enabled))
             stats = service.run(duration=args.duration)
+            # Hits are safe in the outbox either way; a short wait lets this run's
+            # reach HQ now rather than at the next start.
+            if not out.wait_delivered(SHUTDOWN_DELIVERY_S):
+                log.warning("outbox: hits left for the next start (broker not reachable)")
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-    print(json.dumps(stats.to_json()), flush=True)
+    result = stats.to_json()
+    result["hits"] = out.dispatcher.hits
+    print(json.dumps(result), flush=True)
     return 0

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from edge.messages import parse_utc
 from edge.plateformat import normalize
@@ -464,12 +464,7 @@ def parse_lines(lines: Iterable[str], source: str = "<watchlist>") -> list[Watch
     )
     pad = [""]
     entries: list[WatchlistEntry] = []
-    # Lists repeat the same few names, reasons and dates: share them, parse each once.
-    strings: dict[str, str] = {}
-    starts: dict[str, datetime | None] = {"": None}
-    ends: dict[str, datetime | None] = {"": None}
-    ids: dict[str, int] = {}
-    new_entry = WatchlistEntry
+    check = entry_checker()
     line = reader.line_num
     while True:
         start = line + 1
@@ -490,56 +485,131 @@ def parse_lines(lines: Iterable[str], source: str = "<watchlist>") -> list[Watch
         else:
             problems.append(f"{source}: line {start}: {len(row)} fields, the header has {width}")
             continue
-        plate = row[i_plate].strip()
-        if not _PLAIN_PLATE.fullmatch(plate):
-            if not any(c.strip() for c in row):
-                continue  # a blank line
-            plate, bad = _check_plate(plate)
-        else:
-            bad = []
-        priority = _PRIORITIES.get(row[i_prio].strip())
-        if priority is None:
-            bad.append(f"priority {row[i_prio].strip()!r} is not a whole number from 1 to 9")
-        raw_from, raw_until = row[i_from].strip(), row[i_until].strip()
-        try:
-            valid_from = starts[raw_from]
-        except KeyError:
-            valid_from = starts[raw_from] = _try_time(raw_from, False, "valid_from", bad)
-        try:
-            valid_until = ends[raw_until]
-        except KeyError:
-            valid_until = ends[raw_until] = _try_time(raw_until, True, "valid_until", bad)
-        if valid_from and valid_until and valid_from > valid_until:
-            bad.append(f"valid_from {raw_from} is after valid_until {raw_until}")
-        covert = _BOOLS.get(row[i_covert].strip().lower())
-        if covert is None:
-            bad.append(f"covert {row[i_covert].strip()!r} is not true/false/1/0/yes/no")
-        entry_id = row[i_id].strip() or str(start)
-        first = ids.setdefault(entry_id, start)
-        if first != start:
-            bad.append(f"entry_id {entry_id!r} already used on line {first}")
-        if bad:
-            problems.append(f"{source}: line {start}: {'; '.join(bad)}")
-            continue
-        if problems:
-            continue  # all-or-nothing: only keep collecting errors
-        name, reason = row[i_list].strip(), row[i_reason].strip()
-        entries.append(
-            new_entry(
-                plate,
-                strings.setdefault(name, name),
-                priority,
-                strings.setdefault(reason, reason),
-                valid_from,
-                valid_until,
-                covert,
-                entry_id,
-                start,
-            )
+        if not row[i_plate].strip() and not any(c.strip() for c in row):
+            continue  # a blank line
+        entry = check(
+            row[i_plate],
+            row[i_list],
+            row[i_prio],
+            row[i_reason],
+            row[i_from],
+            row[i_until],
+            row[i_covert],
+            row[i_id].strip() or str(start),
+            start,
+            start,
         )
+        if type(entry) is list:
+            problems.append(f"{source}: line {start}: {'; '.join(entry)}")
+        elif not problems:  # all-or-nothing: after a problem only collect the others
+            entries.append(entry)
     if problems:
         raise WatchlistError(problems)
     return entries
+
+
+class EntryCheck(Protocol):
+    """Validates one entry given as the text of its fields; see :func:`entry_checker`."""
+
+    def __call__(
+        self,
+        plate: str,
+        name: str,
+        priority: str,
+        reason: str,
+        valid_from: str,
+        valid_until: str,
+        covert: str,
+        entry_id: str,
+        pos: int,
+        line: int,
+    ) -> WatchlistEntry | list[str]: ...
+
+
+def entry_checker(where: Callable[[int], str] = "line {}".format) -> EntryCheck:
+    """The one validation of a list entry, shared by every form a list comes in (CSV
+    rows here, pushed JSON documents in :mod:`edge.watchlist_push`) so that both accept
+    the same values and word their problems the same way.
+
+    The returned function takes an entry's fields as text, as in a CSV cell (surrounding
+    blanks ignored, "" for an absent optional field; ``entry_id`` already defaulted by
+    the caller), and gives the :class:`WatchlistEntry` (with ``line``) or the list of
+    problems with it, without location. It remembers the entry ids it has seen: a
+    repeat is a problem naming where the first one was (``where(pos)``). Repeated list
+    names, reasons and dates are shared and parsed once.
+    """
+    strings: dict[str, str] = {}
+    starts: dict[str, datetime | None] = {"": None}
+    ends: dict[str, datetime | None] = {"": None}
+    ids: dict[str, int] = {}
+    new_entry = WatchlistEntry
+    plain = _PLAIN_PLATE.fullmatch
+    priorities = _PRIORITIES
+    bools = _BOOLS
+
+    # A closure rather than a class: it runs once per row of million-entry lists, and
+    # cell variables are cheaper to reach than attributes.
+    def check(
+        plate: str,
+        name: str,
+        priority: str,
+        reason: str,
+        valid_from: str,
+        valid_until: str,
+        covert: str,
+        entry_id: str,
+        pos: int,
+        line: int,
+    ) -> WatchlistEntry | list[str]:
+        plate = plate.strip()
+        if plain(plate):
+            bad: list[str] = []
+        else:
+            plate, bad = _check_plate(plate)
+        priority = priority.strip()
+        prio = priorities.get(priority)
+        if prio is None:
+            bad.append(f"priority {priority!r} is not a whole number from 1 to 9")
+        raw_from, raw_until = valid_from.strip(), valid_until.strip()
+        # Only good dates are remembered, so every entry with a bad one is reported.
+        try:
+            start = starts[raw_from]
+        except KeyError:
+            start = _try_time(raw_from, False, "valid_from", bad)
+            if start is not None:
+                starts[raw_from] = start
+        try:
+            until = ends[raw_until]
+        except KeyError:
+            until = _try_time(raw_until, True, "valid_until", bad)
+            if until is not None:
+                ends[raw_until] = until
+        if start and until and start > until:
+            bad.append(f"valid_from {raw_from} is after valid_until {raw_until}")
+        covert = covert.strip()
+        flag = bools.get(covert.lower())
+        if flag is None:
+            bad.append(f"covert {covert!r} is not true/false/1/0/yes/no")
+        first = ids.setdefault(entry_id, pos)
+        if first != pos:
+            bad.append(f"entry_id {entry_id!r} already used on {where(first)}")
+        # (prio and flag are None only with a problem listed; the test says so to mypy.)
+        if bad or prio is None or flag is None:
+            return bad
+        name, reason = name.strip(), reason.strip()
+        return new_entry(
+            plate,
+            strings.setdefault(name, name),
+            prio,
+            strings.setdefault(reason, reason),
+            start,
+            until,
+            flag,
+            entry_id,
+            line,
+        )
+
+    return check
 
 
 _PLAIN_PLATE = re.compile(f"[A-Z0-9]{{1,{MAX_PLATE_LENGTH}}}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -24,11 +25,23 @@ def free_port() -> int:
 class Broker:
     """One broker process; ``extra_config`` lines are appended to its configuration.
 
+    By default the broker is an anonymous plaintext listener on loopback. With
+    ``config_text`` that whole configuration is used instead (``extra_config`` still
+    appended): it must listen on ``port`` (pass one, e.g. from :func:`free_port`)
+    and should log to :attr:`log_path`.
+
     The port stays the same across :meth:`stop`/:meth:`start`, so outage tests can
     take the broker away and bring it back where clients expect it.
     """
 
-    def __init__(self, workdir: Path, extra_config: str = "", port: int | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        extra_config: str = "",
+        port: int | None = None,
+        *,
+        config_text: str | None = None,
+    ):
         self.binary = find_mosquitto()
         if self.binary is None:
             raise RuntimeError("mosquitto is not installed (make test installs it)")
@@ -36,12 +49,16 @@ class Broker:
         self.port = port or free_port()
         self.config_path = workdir / "mosquitto.conf"
         self.log_path = workdir / "mosquitto.log"
-        self.config_path.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            f"log_dest file {self.log_path}\n" + extra_config
-        )
+        if config_text is None:
+            config_text = (
+                f"listener {self.port} 127.0.0.1\n"
+                "allow_anonymous true\n"
+                "persistence false\n"
+                f"log_dest file {self.log_path}\n"
+            )
+        elif not config_text.endswith("\n"):
+            config_text += "\n"
+        self.config_path.write_text(config_text + extra_config)
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 10.0) -> Broker:
@@ -58,7 +75,7 @@ class Broker:
                     if self.process.stderr
                     else ""
                 )
-                raise RuntimeError(f"mosquitto exited at start: {err.strip()}")
+                raise RuntimeError(f"mosquitto exited at start: {err.strip()}{self._log_tail()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return self
@@ -66,6 +83,23 @@ class Broker:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"mosquitto did not listen on port {self.port} within {timeout}s")
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto reloads its password file, ACL and reloadable options."""
+        if self.process is None or self.process.poll() is not None:
+            raise RuntimeError("mosquitto is not running")
+        self.process.send_signal(signal.SIGHUP)
+
+    def log_text(self) -> str:
+        """What the broker has logged to :attr:`log_path` so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _log_tail(self, lines: int = 20) -> str:
+        tail = self.log_text().splitlines()[-lines:]
+        return ("\nlog:\n" + "\n".join(tail)) if tail else ""
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -68,11 +68,12 @@ def test_bad_usage_exits_2():
     assert lpr_edge("models").returncode == 2
 
 
-@pytest.mark.parametrize("args", [["hq"], ["watchlist", "sign"]])
-def test_parts_not_built_yet_say_so(args):
-    result = lpr_edge(*args)
-    assert result.returncode == 1
-    assert "not built yet" in result.stderr
+def test_hq_tools_report_bad_options_with_exit_2(tmp_path):
+    result = lpr_edge("hq", "--cert-file", str(tmp_path / "missing.pem"), "--key-file", "k")
+    assert result.returncode == 2 and "--cert-file" in result.stderr
+    result = lpr_edge("watchlist", "publish", str(tmp_path / "missing.json"))
+    assert result.returncode == 2 and "missing.json" in result.stderr
+    assert lpr_edge("watchlist", "sign").returncode == 2  # CSV and --key are required
 
 
 def test_run_without_cameras_says_so():

@@ -84,7 +84,7 @@ def test_unknown_section(tmp_path):
         ('[privacy]\npublish_reads = "yes"\n', "'privacy.publish_reads' expected true or false"),
         ('[recognition]\nproviders = "cpu"\n', "'recognition.providers' expected a list"),
         ("[recognition]\nproviders = [1]\n", "'recognition.providers[0]' expected a string"),
-        ('[vehicle]\nid = "car 7/a"\n', "'vehicle.id' expected letters, digits"),
+        ('[vehicle]\nid = "car 7/a"\n', "'vehicle.id' expected 1 to 64 ASCII letters"),
         ('[[cameras]]\nname = "a"\n', "'cameras[0].source' is required"),
         ('[[cameras]]\nname="a"\nsource="x"\n[[cameras]]\nname="a"\nsource="y"\n', "used twice"),
         ('[mqtt]\ntopic_prefix = "lpr/#"\n', "'mqtt.topic_prefix' expected a topic"),

@@ -1,0 +1,255 @@
+"""Where each read goes after the pipeline: watchlist -> hit -> outbox -> MQTT.
+
+:class:`Dispatcher` is the read sink of `run` and `replay`: it matches the read
+against the lists in force, and a match becomes a :class:`~edge.hits.Hit` that is
+committed to the outbox *before* anything else (alert, print, publish), so a hit
+once made survives a crash. A non-hit read goes nowhere: its text is logged at
+DEBUG only, and it is forgotten.
+
+:class:`Delivery` owns the resources behind it (the outbox file, the watchlists, the
+MQTT publisher when ``[mqtt] host`` is set) and opens and closes them together.
+With no host, hits stay in the outbox and are printed on stdout: the embedded
+default `make demo` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from edge import __version__
+from edge.alerts import InCarAlert
+from edge.config import Config, ConfigError, MqttConfig, load_config
+from edge.hits import Hit, best_match, make_hit
+from edge.messages import encode, hit_message
+from edge.mqtt import Topics
+from edge.outbox import Outbox
+from edge.publish import MqttPublisher
+from edge.types import PlateRead
+from edge.watchlist_live import LiveWatchlist
+
+log = logging.getLogger(__name__)
+
+OUTBOX_FILE = "outbox.sqlite"
+
+
+def printable_hit(message: dict) -> dict:
+    """A hit message for a terminal: the image replaced by its size."""
+    image = message.get("plate_image")
+    out = {k: v for k, v in message.items() if k != "plate_image"}
+    out["plate_image_bytes"] = len(image) * 3 // 4 if image else 0
+    return out
+
+
+class Dispatcher:
+    """Read sink: the hits among reads, committed to the outbox."""
+
+    def __init__(
+        self,
+        config: Config,
+        watchlists: LiveWatchlist,
+        outbox: Outbox,
+        *,
+        alert: Callable[[Hit, bytes], None] | None = None,
+        sent: Callable[[], None] | None = None,
+        echo: TextIO | None = None,
+    ):
+        self.config = config
+        self.watchlists = watchlists
+        self.outbox = outbox
+        self.topics = Topics(config.mqtt.topic_prefix, config.vehicle.id)
+        self.alert = alert
+        self.sent = sent or (lambda: None)
+        self.echo = echo
+        self.reads = 0
+        self.hits = 0
+
+    def __call__(self, read: PlateRead) -> Hit | None:
+        self.reads += 1
+        self.watchlists.refresh()
+        match = best_match(
+            read,
+            self.watchlists.lists(),
+            at=read.first_seen,
+            max_distance=self.watchlists.max_distance,
+        )
+        if match is None:
+            # Not a hit: the text stays out of every log at INFO and above (privacy).
+            log.debug("read %s on %s: no watchlist match", read.plate, read.camera)
+            return None
+        hit = make_hit(
+            read,
+            match,
+            self.config.vehicle.id,
+            image_max_bytes=self.config.mqtt.plate_image_max_bytes,
+        )
+        message = hit_message(hit)
+        payload = encode(message)
+        self.outbox.add("hit", hit.event_id, self.topics.hit, payload)
+        self.hits += 1
+        self.sent()
+        if not hit.covert and self.alert:
+            self.alert(hit, payload)
+        if self.echo:
+            self.echo.write(json.dumps(printable_hit(message)) + "\n")
+            self.echo.flush()
+        return hit
+
+
+class Delivery:
+    """Outbox + watchlists + (optional) MQTT publisher, opened and closed together.
+
+    ``cameras`` supplies the cameras' part of the status heartbeat (the live service
+    gives its camera stats; replay has none).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        cameras: Callable[[], dict] | None = None,
+        echo: TextIO | None = None,
+    ):
+        self.config = config
+        self.state_dir = config.resolve_path(config.storage.state_dir)
+        self.cameras = cameras or (lambda: {})
+        self._echo = echo
+        self.outbox: Outbox | None = None
+        self.watchlists: LiveWatchlist | None = None
+        self.publisher: MqttPublisher | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.alert = InCarAlert(config.watchlist.alert_command)
+        self._started = time.monotonic()
+
+    def open(self) -> Delivery:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        storage = self.config.storage
+        self.outbox = Outbox(
+            self.state_dir / OUTBOX_FILE,
+            alarm_pending=storage.outbox_alarm_pending,
+            alarm_age_s=storage.outbox_alarm_hours * 3600,
+        )
+        self.watchlists = LiveWatchlist(self.config, state_dir=self.state_dir)
+        self.watchlists.load()
+        if not self.watchlists.lists():
+            log.warning("no watchlist in force: reads are checked against nothing")
+        pending = self.outbox.stats().pending
+        if self.config.mqtt.host:
+            self.publisher = MqttPublisher(
+                broker_settings(self.config),
+                self.config.vehicle.id,
+                self.outbox,
+                status=self.status,
+                on_watchlist=self.watchlists.apply_push,
+            ).start()
+            if pending:
+                log.info("outbox: %d message(s) from before are sent first", pending)
+        elif pending:
+            log.warning(
+                "outbox: %d message(s) undelivered and no [mqtt] host to send them to", pending
+            )
+        echo = None if self.publisher else (self._echo or sys.stdout)
+        self.dispatcher = Dispatcher(
+            self.config,
+            self.watchlists,
+            self.outbox,
+            alert=self.alert,
+            sent=self.publisher.wake if self.publisher else None,
+            echo=echo,
+        )
+        return self
+
+    def wait_delivered(self, timeout: float) -> bool:
+        """With a broker, wait (up to ``timeout``) for the outbox to empty."""
+        if self.publisher is None or self.outbox is None:
+            return True
+        return self.publisher.wait_delivered(timeout)
+
+    def close(self) -> None:
+        self.alert.join(5.0)
+        if self.publisher:
+            self.publisher.close()
+        if self.outbox:
+            self.outbox.close()
+
+    def __enter__(self) -> Delivery:
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def status(self) -> dict:
+        """The vehicle's health, for the MQTT heartbeat."""
+        return {
+            "software": __version__,
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "cameras": self.cameras(),
+            "outbox": self.outbox.stats().to_json() if self.outbox else None,
+            "watchlist": self.watchlists.status() if self.watchlists else None,
+            "gps": None,
+            "clock_synchronised": None,
+            "disk_free_mb": disk_free_mb(self.state_dir),
+        }
+
+
+def broker_settings(config: Config) -> MqttConfig:
+    """``[mqtt]`` with the TLS files resolved against the config file's folder and
+    checked, so a wrong path is a configuration error naming the key."""
+    tls = config.mqtt.tls
+    if not tls.enabled:
+        return config.mqtt
+    paths, problems = {}, []
+    for key in ("ca_file", "cert_file", "key_file"):
+        value = getattr(tls, key)
+        if value:
+            path = config.resolve_path(value)
+            if not path.is_file():
+                problems.append(f"'mqtt.tls.{key}': {path}: no such file")
+            paths[key] = str(path)
+    if problems:
+        raise ConfigError(problems)
+    return dataclasses.replace(config.mqtt, tls=dataclasses.replace(tls, **paths))
+
+
+def disk_free_mb(path: Path) -> float | None:
+    try:
+        return round(shutil.disk_usage(path).free / 2**20, 1)
+    except OSError:
+        return None
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """`lpr-edge outbox status|flush`: what waits for HQ, and sending it now."""
+    config = load_config(args.config)
+    path = config.resolve_path(config.storage.state_dir) / OUTBOX_FILE
+    if not path.exists():
+        print(f"no outbox at {path} (nothing was ever queued there)", file=sys.stderr)
+        return 0 if args.outbox_command == "status" else 1
+    storage = config.storage
+    with Outbox(
+        path,
+        alarm_pending=storage.outbox_alarm_pending,
+        alarm_age_s=storage.outbox_alarm_hours * 3600,
+    ) as outbox:
+        if args.outbox_command == "status":
+            stats = outbox.stats()
+            report = {"outbox": str(path), "delivered": stats.delivered, **stats.to_json()}
+            print(json.dumps(report))
+            return 0
+        if not config.mqtt.host:
+            print("lpr-edge outbox flush: no [mqtt] host in the configuration", file=sys.stderr)
+            return 2
+        pending = outbox.stats().pending
+        with MqttPublisher(broker_settings(config), config.vehicle.id, outbox) as publisher:
+            delivered = publisher.wait_delivered(args.timeout)
+        left = outbox.stats().pending
+        print(f"{pending - left} message(s) delivered, {left} left", file=sys.stderr)
+        return 0 if delivered else 1

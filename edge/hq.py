@@ -1,0 +1,835 @@
+"""`lpr-edge hq`: HQ's subscriber. Receives hits, vehicle status and audit records from
+every vehicle, validates them, drops duplicates and keeps them in SQLite.
+
+Delivery is at least once from end to end:
+
+* the subscriber holds a persistent MQTT 5 session (a fixed client id, no clean start,
+  a session expiry), so QoS 1 messages sent while HQ is away are queued by the broker
+  and arrive when it returns;
+* a message is acknowledged (PUBACK, sent by hand: paho's manual ack) only once it is
+  committed to SQLite, or judged malformed and recorded as a reject. If the commit
+  fails (a full disk), the message is left unacknowledged and the connection is
+  dropped, so the broker sends it again on the next session resumption; a crash
+  before the commit has the same effect;
+* a message that arrives twice (a vehicle resending after a lost PUBACK, or the broker
+  redelivering) is recognised by its ``event_id`` and stored once.
+
+Validation: a payload must be a UTF-8 JSON object; hits and status are checked against
+the shipped JSON Schemas (``edge/data/*.schema.json``, Draft 2020-12), audit records
+only for a string ``event_id`` (their schema is not fixed yet). The topic is the
+trusted identity (the broker's ACL lets a vehicle publish under its own id only), so a
+``vehicle_id`` in the payload that differs from the topic's is a reject. A reject is
+counted by reason, logged at WARNING with its topic and a short reason (never the
+payload), stored with a size-capped excerpt in ``rejects``, and acknowledged: sending
+it again would not mend it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import contextlib
+import functools
+import json
+import logging
+import os
+import signal
+import socket
+import sqlite3
+import ssl
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from edge.cli import UsageError
+from edge.config import MqttConfig
+from edge.messages import iso_utc
+from edge.mqtt import (
+    Topics,
+    broker_config,
+    connect,
+    new_client,
+    reason_ok,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CLIENT_ID = "lpr-edge-hq"
+DEFAULT_PREFIX = "lpr/v1"
+DEFAULT_DB = "hq-hits.sqlite"
+PASSWORD_ENV = "LPR_EDGE_HQ_PASSWORD"
+#: Message kinds subscribed to, each as ``{prefix}/+/{kind}``.
+KINDS = ("hit", "status", "audit")
+#: Larger payloads are rejected unread: the largest plate image a vehicle may send
+#: (1,000,000 bytes, base64) and the rest of a hit fit well within it.
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+#: Bytes of a rejected payload kept in ``rejects`` (enough to see what it was).
+REJECT_EXCERPT_BYTES = 512
+#: Rows kept in ``rejects``: the oldest go first, so a misbehaving client cannot
+#: fill HQ's disk.
+MAX_REJECT_ROWS = 10_000
+#: Characters of a validation error kept in logs and ``rejects``.
+REASON_CHARS = 200
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS hits (
+    event_id    TEXT PRIMARY KEY,
+    vehicle_id  TEXT NOT NULL,
+    camera      TEXT NOT NULL,
+    plate       TEXT NOT NULL,
+    observed_at TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    "list"      TEXT NOT NULL,
+    priority    INTEGER NOT NULL,
+    "match"     TEXT NOT NULL,
+    covert      INTEGER NOT NULL,
+    payload     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS hits_plate ON hits (plate);
+CREATE INDEX IF NOT EXISTS hits_observed ON hits (observed_at);
+CREATE INDEX IF NOT EXISTS hits_vehicle ON hits (vehicle_id, observed_at);
+CREATE TABLE IF NOT EXISTS vehicle_status (
+    vehicle_id  TEXT PRIMARY KEY,
+    state       TEXT NOT NULL,
+    "at"        TEXT,
+    received_at TEXT NOT NULL,
+    payload     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    event_id    TEXT PRIMARY KEY,
+    vehicle_id  TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    payload     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rejects (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at   TEXT NOT NULL,
+    topic         TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    payload_bytes INTEGER NOT NULL,
+    payload       TEXT NOT NULL
+);
+"""
+
+
+def _now() -> str:
+    return iso_utc(datetime.now(UTC))
+
+
+# --- storage ---------------------------------------------------------------------
+
+
+class HitStore:
+    """HQ's database of hits, the last status of each vehicle, audit records and
+    rejected messages.
+
+    SQLite in WAL mode with ``synchronous=FULL``: a row is on disk when the method
+    that wrote it returns. The owner opens and closes it (or uses it as a context
+    manager); every method is safe to call from any thread (paho's callback thread
+    writes, the owner reads).
+    """
+
+    def __init__(self, path: Path | str, *, max_rejects: int = MAX_REJECT_ROWS):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_rejects = max_rejects
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=10.0
+        )
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error:
+            self._db.close()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> HitStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- writes
+
+    def add_hit(self, message: dict) -> bool:
+        """Store a validated hit message; False (and nothing changes) when its
+        ``event_id`` is already stored."""
+        wl = message["watchlist"]
+        row = (
+            message["event_id"],
+            message["vehicle_id"],
+            message["camera"],
+            message["plate"],
+            message["observed_at"],
+            _now(),
+            wl["list"],
+            wl["priority"],
+            wl["match"],
+            int(bool(wl["covert"])),
+            json.dumps(message, ensure_ascii=False, separators=(",", ":")),
+        )
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO hits (event_id, vehicle_id, camera, plate, observed_at, "
+                'received_at, "list", priority, "match", covert, payload) '
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            return cursor.rowcount == 1
+
+    def set_status(self, message: dict) -> str | None:
+        """Keep a validated status message as its vehicle's last; returns the state it
+        had before (None for a vehicle not seen until now)."""
+        with self._lock, self._db:
+            # One transaction: the previous state read is the one replaced.
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute(
+                "SELECT state FROM vehicle_status WHERE vehicle_id = ?", (message["vehicle_id"],)
+            ).fetchone()
+            self._db.execute(
+                'INSERT INTO vehicle_status (vehicle_id, state, "at", received_at, payload) '
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (vehicle_id) DO UPDATE SET "
+                'state = excluded.state, "at" = excluded."at", '
+                "received_at = excluded.received_at, payload = excluded.payload",
+                (
+                    message["vehicle_id"],
+                    message["state"],
+                    message.get("at"),
+                    _now(),
+                    json.dumps(message, ensure_ascii=False, separators=(",", ":")),
+                ),
+            )
+        return row[0] if row else None
+
+    def add_audit(self, vehicle_id: str, record: dict) -> bool:
+        """Store an audit record; False when its ``event_id`` is already stored."""
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO audit (event_id, vehicle_id, received_at, payload) "
+                "VALUES (?, ?, ?, ?)",
+                (
+                    record["event_id"],
+                    vehicle_id,
+                    _now(),
+                    json.dumps(record, ensure_ascii=False, separators=(",", ":")),
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def add_reject(self, topic: str, reason: str, payload: bytes) -> None:
+        """Record a rejected message: its reason and the first bytes of its payload."""
+        excerpt = payload[:REJECT_EXCERPT_BYTES].decode("utf-8", errors="replace")
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO rejects (received_at, topic, reason, payload_bytes, payload) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (_now(), topic, reason[:REASON_CHARS], len(payload), excerpt),
+            )
+            # Trim now and then rather than on every insert.
+            if cursor.lastrowid and cursor.lastrowid % 100 == 0:
+                self._db.execute(
+                    "DELETE FROM rejects WHERE id <= ?", (cursor.lastrowid - self.max_rejects,)
+                )
+
+    # ----------------------------------------------------------------- reads
+
+    def counts(self) -> dict[str, int]:
+        """Rows in each table."""
+        with self._lock:
+            return {
+                table: self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                for table in ("hits", "vehicle_status", "audit", "rejects")
+            }
+
+    def hits(
+        self,
+        *,
+        vehicle_id: str | None = None,
+        plate: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict]:
+        """Stored hit messages, oldest event first (event ids sort by creation time)."""
+        where, params = [], []
+        if vehicle_id is not None:
+            where.append("vehicle_id = ?")
+            params.append(vehicle_id)
+        if plate is not None:
+            where.append("plate = ?")
+            params.append(plate)
+        sql = "SELECT payload FROM hits"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY event_id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self._lock:
+            rows = self._db.execute(sql, params).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def hit_row(self, event_id: str) -> dict | None:
+        """One hit's row, columns by name (the payload parsed)."""
+        with self._lock:
+            cursor = self._db.execute("SELECT * FROM hits WHERE event_id = ?", (event_id,))
+            row = cursor.fetchone()
+            names = [d[0] for d in cursor.description]
+        if row is None:
+            return None
+        out = dict(zip(names, row, strict=True))
+        out["payload"] = json.loads(out["payload"])
+        return out
+
+    def statuses(self) -> dict[str, dict]:
+        """The last status of each vehicle: vehicle_id -> state, at, received_at, message."""
+        with self._lock:
+            rows = self._db.execute(
+                'SELECT vehicle_id, state, "at", received_at, payload FROM vehicle_status '
+                "ORDER BY vehicle_id"
+            ).fetchall()
+        return {
+            vid: {"state": state, "at": at, "received_at": received, "message": json.loads(p)}
+            for vid, state, at, received, p in rows
+        }
+
+    def audit_records(self) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute("SELECT payload FROM audit ORDER BY event_id").fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def rejects(self) -> list[dict]:
+        """Rejected messages, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT received_at, topic, reason, payload_bytes, payload FROM rejects ORDER BY id"
+            ).fetchall()
+        keys = ("received_at", "topic", "reason", "payload_bytes", "payload")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+# --- validation --------------------------------------------------------------------
+
+
+class Reject(Exception):
+    """A message HQ will not store: ``kind`` is the counter's key, ``detail`` says
+    why in a few words (never the payload)."""
+
+    def __init__(self, kind: str, detail: str = ""):
+        self.kind = kind
+        self.detail = detail
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+
+
+@functools.cache
+def schema_validator(name: str) -> Draft202012Validator:
+    """The validator for a shipped schema (``hit`` or ``status``), compiled once."""
+    text = resources.files("edge").joinpath(f"data/{name}.schema.json").read_text("utf-8")
+    schema = json.loads(text)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _schema_check(name: str, message: dict) -> None:
+    error = best_match(schema_validator(name).iter_errors(message))
+    if error is None:
+        return
+    where = "/".join(str(p) for p in error.absolute_path) or "(top)"
+    # The validator's message quotes the offending value; keep it short (a plate
+    # image is large, and logs are no place for whole payloads).
+    raise Reject("schema", _short(f"{where}: {_short(error.message, REASON_CHARS)}", REASON_CHARS))
+
+
+def parse_object(payload: bytes) -> dict:
+    """The payload as a JSON object, or :class:`Reject`."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise Reject("too-large", f"{len(payload)} bytes")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Reject("not-utf8", f"byte {exc.start}") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Reject("not-json", f"line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise Reject("not-json", "nested too deep") from None
+    if not isinstance(value, dict):
+        raise Reject("not-object", f"a JSON {type(value).__name__}")
+    return value
+
+
+def _same_vehicle(message: dict, vehicle_id: str) -> None:
+    if message.get("vehicle_id") != vehicle_id:
+        claimed = message.get("vehicle_id")
+        raise Reject(
+            "vehicle-mismatch",
+            f"payload says {_short(repr(claimed), 40)}, topic says {vehicle_id!r}",
+        )
+
+
+def validate_hit(message: dict, vehicle_id: str) -> None:
+    _schema_check("hit", message)
+    _same_vehicle(message, vehicle_id)
+    image = message.get("plate_image")
+    if image is not None:
+        try:
+            base64.b64decode(image, validate=True)
+        except (binascii.Error, ValueError):
+            raise Reject("bad-image", "plate_image is not base64") from None
+
+
+def validate_status(message: dict, vehicle_id: str) -> None:
+    _schema_check("status", message)
+    _same_vehicle(message, vehicle_id)
+
+
+def validate_audit(record: dict, vehicle_id: str) -> None:
+    event_id = record.get("event_id")
+    if not isinstance(event_id, str) or not event_id:
+        raise Reject("audit-no-event-id", "no string event_id")
+    if "vehicle_id" in record:
+        _same_vehicle(record, vehicle_id)
+
+
+def image_bytes(message: dict) -> int:
+    """Byte length of a hit's plate image (0 when it has none)."""
+    image = message.get("plate_image")
+    if not image:
+        return 0
+    try:
+        return len(base64.b64decode(image))
+    except (binascii.Error, ValueError):
+        return 0
+
+
+def hit_summary_json(message: dict) -> dict:
+    """A hit for printing: the message with ``plate_image`` replaced by its length
+    in bytes as ``plate_image_bytes``."""
+    out = {k: v for k, v in message.items() if k != "plate_image"}
+    out["plate_image_bytes"] = image_bytes(message)
+    return out
+
+
+def format_hit(message: dict) -> str:
+    """One human line: ``2026-11-23T08:00:01.125Z car-7 front-left AB1234
+    stolen-vehicle P1 exact (entry 17)``; a match on a different listed plate names it
+    (``fuzzy (entry 17: AB1284)``) and a covert entry says so at the end."""
+    wl = message["watchlist"]
+    entry = wl.get("entry_id") or "-"
+    if wl.get("entry_plate") and wl["entry_plate"] != message["plate"]:
+        entry = f"{entry}: {wl['entry_plate']}"
+    line = (
+        f"{message['observed_at']} {message['vehicle_id']} {message['camera']} "
+        f"{message['plate']} {wl['list'] or '-'} P{wl['priority']} {wl['match']} (entry {entry})"
+    )
+    return line + " covert" if wl.get("covert") else line
+
+
+# --- the subscriber ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Counters:
+    received: int = 0
+    hits: int = 0
+    statuses: int = 0
+    audit: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    store_errors: int = 0
+    connects: int = 0
+
+
+HitCallback = Callable[[dict], None]
+#: ``on_status(message, previous_state)``: a vehicle's status changed state (or was
+#: seen for the first time, ``previous_state`` None).
+StatusCallback = Callable[[dict, str | None], None]
+
+
+class HqSubscriber:
+    """Receives every vehicle's hits, status and audit records into a
+    :class:`HitStore` (owned by the caller, open while this runs).
+
+    ``on_hit`` is called on paho's thread for each new hit (never a duplicate),
+    after it is stored; ``on_status`` when a vehicle's state changes. An exception in
+    either is logged and changes nothing else.
+    """
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        store: HitStore,
+        *,
+        client_id: str = DEFAULT_CLIENT_ID,
+        prefix: str | None = None,
+        on_hit: HitCallback | None = None,
+        on_status: StatusCallback | None = None,
+    ):
+        if not config.host:
+            raise ValueError("no broker host")
+        self.config = config
+        self.store = store
+        self.client_id = client_id
+        self.prefix = prefix if prefix is not None else config.topic_prefix
+        self.on_hit = on_hit
+        self.on_status = on_status
+        self._lock = threading.Lock()
+        self._counters = _Counters()
+        self._rejected: Counter[str] = Counter()
+        self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self._subscribe_mid: int | None = None
+        self._closing = False
+        self._started = False
+        #: Whether the broker still had our session at the last connect.
+        self.session_present: bool | None = None
+        self._client = new_client(config, client_id)
+        self._client.manual_ack_set(True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> HqSubscriber:
+        connect(self._client, self.config, persistent=True)
+        self._client.loop_start()
+        self._started = True
+        log.info(
+            "HQ: connecting to %s:%d as %r (persistent session)",
+            self.config.host,
+            self.config.port,
+            self.client_id,
+        )
+        return self
+
+    def close(self) -> None:
+        """Disconnect (the broker keeps the session and queues for it) and stop the
+        network thread; no callback runs after this returns."""
+        self._closing = True
+        if not self._started:
+            return
+        self._started = False
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._connected.clear()
+        self._subscribed.clear()
+
+    def __enter__(self) -> HqSubscriber:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        """Wait until connected and subscribed to every topic; False on timeout."""
+        return self._subscribed.wait(timeout)
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Poll ``predicate`` until it is true; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            c = self._counters
+            return {
+                "connected": self.connected,
+                "connects": c.connects,
+                "received": c.received,
+                "stored": c.hits + c.statuses + c.audit,
+                "hits": c.hits,
+                "statuses": c.statuses,
+                "audit": c.audit,
+                "duplicates": c.duplicates,
+                "ignored": c.ignored,
+                "rejected": dict(sorted(self._rejected.items())),
+                "store_errors": c.store_errors,
+            }
+
+    # ----------------------------------------------------------------- paho thread
+
+    def _subscriptions(self) -> list[tuple[str, SubscribeOptions]]:
+        # Retained messages (each vehicle's last status) only with a new subscription:
+        # a resumed session gets what it missed from its queue instead.
+        options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+        return [(Topics.all_vehicles(self.prefix, kind), options) for kind in KINDS]
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not reason_ok(reason_code):
+            log.error("HQ: broker %s refused the connection: %s", self.config.host, reason_code)
+            return
+        self.session_present = bool(flags.session_present)
+        with self._lock:
+            self._counters.connects += 1
+        self._connected.set()
+        log.info(
+            "HQ: connected to %s:%d (session %s)",
+            self.config.host,
+            self.config.port,
+            "resumed" if self.session_present else "new",
+        )
+        # Always (re)subscribe: a broker restarted without persistence has forgotten
+        # the session, and subscribing again to the same filters changes nothing.
+        result, mid = client.subscribe(self._subscriptions())
+        if result != paho.MQTT_ERR_SUCCESS:
+            log.error("HQ: subscribe failed: %s", paho.error_string(result))
+        self._subscribe_mid = mid
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if mid != self._subscribe_mid:
+            return
+        failed = [
+            topic
+            for (topic, _qos), code in zip(self._subscriptions(), reason_codes, strict=False)
+            if not reason_ok(code)
+        ]
+        if failed:
+            log.error("HQ: broker refused the subscription to %s", ", ".join(failed))
+            return
+        if any(getattr(code, "value", 1) < 1 for code in reason_codes):
+            log.warning("HQ: broker granted QoS 0 only; messages may be lost")
+        log.info("HQ: subscribed to %s", ", ".join(t for t, _ in self._subscriptions()))
+        self._subscribed.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        was = self._connected.is_set()
+        self._connected.clear()
+        self._subscribed.clear()
+        if was and not self._closing:
+            log.warning("HQ: lost the broker (%s); reconnecting", reason_code)
+
+    def _on_message(self, client, userdata, message) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            topic = repr(getattr(message, "_topic", b"?"))
+        payload = bytes(message.payload)
+        try:
+            stored = self.handle(topic, payload)
+        except Exception as exc:
+            # A fault of ours, not of the storage: sending the message again would
+            # fail again and stall everything behind it, so it is kept as a reject.
+            log.exception("HQ: handling a message on %s failed", topic)
+            self._reject(topic, Reject("internal-error", type(exc).__name__), payload)
+            stored = True
+        if stored:
+            client.ack(message.mid, message.qos)
+            return
+        # Not acknowledged: the broker sends it again when the session resumes. Drop
+        # the connection to resume it now (paho reconnects with its back-off).
+        with self._lock:
+            self._counters.store_errors += 1
+        sock = client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    # ----------------------------------------------------------------- processing
+
+    def handle(self, topic: str, payload: bytes) -> bool:
+        """Validate and store one message. True when it is dealt with (stored, a
+        duplicate, ignored or rejected) and may be acknowledged; False when storing
+        it failed and the broker should send it again."""
+        with self._lock:
+            self._counters.received += 1
+        try:
+            vehicle_id, kind = self._parse_topic(topic)
+            if kind == "status" and not payload:
+                # An empty retained message clears a vehicle's status topic (an
+                # administrator retiring a car): nothing to store.
+                log.info("HQ: status of %s cleared on the broker", vehicle_id)
+                with self._lock:
+                    self._counters.ignored += 1
+                return True
+            message = parse_object(payload)
+            if kind == "hit":
+                validate_hit(message, vehicle_id)
+            elif kind == "status":
+                validate_status(message, vehicle_id)
+            else:
+                validate_audit(message, vehicle_id)
+        except Reject as reject:
+            self._reject(topic, reject, payload)
+            return True
+        try:
+            if kind == "hit":
+                self._store_hit(message)
+            elif kind == "status":
+                self._store_status(message)
+            else:
+                self._store_audit(vehicle_id, message)
+        except (sqlite3.Error, OSError) as exc:
+            log.error("HQ: storing a %s from %s failed (%s); left for redelivery", kind, topic, exc)
+            return False
+        return True
+
+    def _parse_topic(self, topic: str) -> tuple[str, str]:
+        head = self.prefix + "/"
+        parts = topic[len(head) :].split("/") if topic.startswith(head) else []
+        if len(parts) != 2 or not parts[0] or parts[1] not in KINDS:
+            raise Reject("bad-topic", _short(topic, 120))
+        return parts[0], parts[1]
+
+    def _reject(self, topic: str, reject: Reject, payload: bytes) -> None:
+        with self._lock:
+            self._rejected[reject.kind] += 1
+        log.warning("HQ: rejected a message on %s: %s", _short(topic, 120), reject)
+        try:
+            self.store.add_reject(topic, str(reject), payload)
+        except (sqlite3.Error, OSError) as exc:
+            log.error("HQ: recording a rejected message failed: %s", exc)
+
+    def _store_hit(self, message: dict) -> None:
+        if not self.store.add_hit(message):
+            with self._lock:
+                self._counters.duplicates += 1
+            log.debug("HQ: duplicate hit %s", message["event_id"])
+            return
+        with self._lock:
+            self._counters.hits += 1
+        log.info(
+            "HQ: hit %s from %s (%s)",
+            message["event_id"],
+            message["vehicle_id"],
+            message["watchlist"]["list"],
+        )
+        if self.on_hit:
+            try:
+                self.on_hit(message)
+            except Exception:
+                log.exception("HQ: the hit callback failed for %s", message["event_id"])
+
+    def _store_status(self, message: dict) -> None:
+        previous = self.store.set_status(message)
+        with self._lock:
+            self._counters.statuses += 1
+        if previous != message["state"]:
+            log.info("HQ: %s is %s", message["vehicle_id"], message["state"])
+            if self.on_status:
+                try:
+                    self.on_status(message, previous)
+                except Exception:
+                    log.exception("HQ: the status callback failed")
+
+    def _store_audit(self, vehicle_id: str, record: dict) -> None:
+        if self.store.add_audit(vehicle_id, record):
+            with self._lock:
+                self._counters.audit += 1
+        else:
+            with self._lock:
+                self._counters.duplicates += 1
+
+
+# --- command line -------------------------------------------------------------------
+
+
+def _mqtt_config(args: argparse.Namespace) -> MqttConfig:
+    try:
+        return broker_config(args, client_id=DEFAULT_CLIENT_ID, password_env=PASSWORD_ENV)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_hq(args: argparse.Namespace) -> int:
+    config = _mqtt_config(args)
+    duration = getattr(args, "duration", None)
+    if duration is not None and duration <= 0:
+        raise UsageError(f"--duration {duration}: expected a positive number of seconds")
+    as_json = bool(getattr(args, "json", False))
+    db = Path(getattr(args, "db", None) or DEFAULT_DB)
+    stop = threading.Event()
+
+    def write(line: str, stream) -> None:
+        try:
+            print(line, file=stream, flush=True)
+        except BrokenPipeError:
+            # The reader went away: stop (the hits are stored all the same).
+            # Later writes (and the interpreter's final flush) go nowhere.
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
+            stop.set()
+
+    def on_hit(message: dict) -> None:
+        if as_json:
+            line = json.dumps(hit_summary_json(message), ensure_ascii=False, separators=(",", ":"))
+        else:
+            line = format_hit(message)
+        write(line, sys.stdout)
+
+    def on_status(message: dict, previous: str | None) -> None:
+        if not as_json:
+            at = message.get("at") or _now()
+            write(f"{at} {message['vehicle_id']} {message['state']}", sys.stderr)
+
+    try:
+        store = HitStore(db)
+    except (sqlite3.Error, OSError) as exc:
+        raise UsageError(f"--db {db}: cannot open: {exc}") from None
+    with store:
+        try:
+            subscriber = HqSubscriber(
+                config,
+                store,
+                client_id=config.client_id,
+                prefix=config.topic_prefix,
+                on_hit=on_hit,
+                on_status=on_status,
+            )
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise UsageError(f"TLS set-up failed: {exc}") from None
+
+        def on_signal(signum, _frame):
+            # The first signal stops cleanly; a second one acts as if we had not
+            # caught it (an operator's repeated Ctrl-C must always work).
+            signal.signal(signum, previous[signum])
+            stop.set()
+
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+            for sig in previous:
+                signal.signal(sig, on_signal)
+        try:
+            with subscriber:
+                stop.wait(duration)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        stats = subscriber.stats()
+    stats["db"] = str(db)
+    print(json.dumps(stats), file=sys.stderr, flush=True)
+    return 0
