@@ -319,9 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         "flush", help="send what waits to the [mqtt] broker now (exit 1 if some is left)"
     )
     sub_config(op)
-    op.add_argument(
-        "--timeout", type=float, default=60.0, metavar="SECONDS", help="default: 60"
-    )
+    op.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="default: 60")
     op.set_defaults(handler=_lazy("edge.dispatch", "cmd_outbox"))
 
     p = add("models", "fetch, verify and list the model files")
