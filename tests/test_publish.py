@@ -203,3 +203,75 @@ def test_pushed_watchlists_reach_the_handler_from_both_topics(tmp_path: Path):
 def test_no_host_is_a_clear_error(tmp_path: Path):
     with Outbox(tmp_path / "o.sqlite") as outbox, pytest.raises(ValueError, match="host"):
         MqttPublisher(MqttConfig(), "car-1", outbox)
+
+
+def test_pushed_lists_over_mqtt_applied_or_rejected_and_the_list_in_force_stays(tmp_path):
+    """The vehicle's real path: broker -> publisher -> LiveWatchlist.apply_push."""
+    from edge.config import load_config
+    from edge.watchlist import WatchlistEntry
+    from edge.watchlist_live import LiveWatchlist
+    from edge.watchlist_push import generate_keypair, public_key_base64, sign_document
+
+    key, public = generate_keypair()
+    rogue, _ = generate_keypair()
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(
+        f'[vehicle]\nid = "car-1"\n[watchlist]\npublic_keys = ["{public_key_base64(public)}"]\n'
+        '[storage]\nstate_dir = "state"\n'
+    )
+    config = load_config(cfg)
+    broker = Broker(tmp_path).start()
+    watchlists = LiveWatchlist(config, state_dir=tmp_path / "state")
+    watchlists.load()
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    publisher = MqttPublisher(
+        mqtt(broker.port), "car-1", outbox, on_watchlist=watchlists.apply_push
+    ).start()
+    hq = new_client(mqtt(broker.port), "hq")
+    hq.connect("127.0.0.1", broker.port)
+    hq.loop_start()
+
+    def push(topic: str, payload: bytes) -> None:
+        hq.publish(topic, payload, qos=1, retain=True).wait_for_publish(5)
+
+    def wait(predicate) -> bool:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not predicate():
+            time.sleep(0.05)
+        return predicate()
+
+    def rejection() -> str | None:
+        last = watchlists.status()["last_rejection"]
+        return last and last["code"]
+
+    try:
+        v5 = sign_document([WatchlistEntry("AB1234", entry_id="a")], 5, key)
+        push("lpr/v1/watchlist", v5)
+        assert wait(lambda: watchlists.pushed is not None)
+        assert watchlists.status()["pushed"]["version"] == 5
+        # Signed by a key the car does not trust.
+        push("lpr/v1/watchlist", sign_document([WatchlistEntry("EVIL1")], 6, rogue))
+        assert wait(lambda: rejection() == "unknown_key")
+        # Tampered after signing.
+        tampered = sign_document([WatchlistEntry("XY1")], 7, key).replace(b"XY1", b"XY2")
+        push("lpr/v1/car-1/watchlist", tampered)
+        assert wait(lambda: rejection() == "bad_signature")
+        # Older than the list in force; then not JSON at all.
+        push("lpr/v1/watchlist", sign_document([WatchlistEntry("OLD1")], 4, key))
+        assert wait(lambda: rejection() == "stale")
+        push("lpr/v1/car-1/watchlist", b"not json")
+        assert wait(lambda: rejection() == "malformed")
+        assert watchlists.pushed.version == 5
+        assert [e.plate for e in watchlists.pushed.watchlist.entries()] == ["AB1234"]
+        # A newer one is applied, and kept for the next start.
+        push("lpr/v1/car-1/watchlist", sign_document([WatchlistEntry("NEW9")], 8, key))
+        assert wait(lambda: watchlists.pushed.version == 8)
+        restarted = LiveWatchlist(config, state_dir=tmp_path / "state")
+        restarted.load()
+        assert restarted.pushed.version == 8
+    finally:
+        publisher.close()
+        hq.disconnect()
+        hq.loop_stop()
+        outbox.close()
+        broker.stop()
