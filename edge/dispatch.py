@@ -28,8 +28,8 @@ from typing import TextIO
 from edge import __version__
 from edge.alerts import InCarAlert
 from edge.config import Config, ConfigError, MqttConfig, load_config
-from edge.hits import Hit, best_match, make_hit
-from edge.messages import encode, hit_message
+from edge.hits import CONTEXT_IMAGE_MAX_BYTES, Hit, best_match, make_hit
+from edge.messages import encode, hit_message, without_images
 from edge.mqtt import Topics
 from edge.outbox import Outbox
 from edge.publish import MqttPublisher
@@ -39,14 +39,6 @@ from edge.watchlist_live import LiveWatchlist
 log = logging.getLogger(__name__)
 
 OUTBOX_FILE = "outbox.sqlite"
-
-
-def printable_hit(message: dict) -> dict:
-    """A hit message for a terminal: the image replaced by its size."""
-    image = message.get("plate_image")
-    out = {k: v for k, v in message.items() if k != "plate_image"}
-    out["plate_image_bytes"] = len(image) * 3 // 4 if image else 0
-    return out
 
 
 class Dispatcher:
@@ -90,6 +82,9 @@ class Dispatcher:
             match,
             self.config.vehicle.id,
             image_max_bytes=self.config.mqtt.plate_image_max_bytes,
+            context_max_bytes=(
+                CONTEXT_IMAGE_MAX_BYTES if self.config.privacy.context_image == "blurred" else 0
+            ),
         )
         message = hit_message(hit)
         payload = encode(message)
@@ -99,7 +94,7 @@ class Dispatcher:
         if not hit.covert and self.alert:
             self.alert(hit, payload)
         if self.echo:
-            self.echo.write(json.dumps(printable_hit(message)) + "\n")
+            self.echo.write(json.dumps(without_images(message)) + "\n")
             self.echo.flush()
         return hit
 

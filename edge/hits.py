@@ -20,6 +20,15 @@ from edge.watchlist import Watchlist, WatchlistMatch
 _JPEG_QUALITIES = (90, 75, 60, 45)
 # A crop is never shrunk below this width: past it the image no longer shows the plate.
 _MIN_IMAGE_WIDTH = 48
+#: Largest context image sent with a hit (bytes of JPEG).
+CONTEXT_IMAGE_MAX_BYTES = 150_000
+# Context images are made at most this wide: enough to place the car, no more.
+_CONTEXT_WIDTH = 1280
+# Around the plate, this much of its width (each side) and height stays sharp.
+_SHARP_MARGIN_X, _SHARP_MARGIN_Y = 0.3, 0.5
+# Blur: the frame is averaged down by this factor, then smoothed back up, so no
+# text, face or other plate survives in it.
+_PIXELATE = 24
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -33,6 +42,8 @@ class Hit:
     position: Position | None = None
     #: The plate crop as JPEG bytes within the configured cap, or None.
     plate_jpeg: bytes | None = None
+    #: The whole frame blurred except the plate (``[privacy] context_image``), or None.
+    context_jpeg: bytes | None = None
 
     @property
     def event_id(self) -> str:
@@ -69,9 +80,33 @@ def make_hit(
     *,
     position: Position | None = None,
     image_max_bytes: int = 0,
+    context_max_bytes: int = 0,
 ) -> Hit:
     jpeg = plate_jpeg(read.crop, image_max_bytes) if read.crop is not None else None
-    return Hit(read, match, vehicle_id, position, jpeg)
+    context = None
+    if read.context is not None and context_max_bytes > 0:
+        context = plate_jpeg(blurred_context(read.context, read.box), context_max_bytes)
+    return Hit(read, match, vehicle_id, position, jpeg, context)
+
+
+def blurred_context(frame: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """The frame, reduced to at most ``_CONTEXT_WIDTH`` wide and blurred beyond
+    recognition everywhere except the plate ``box`` and a small margin around it:
+    where the car was, without the bystanders, buildings and other plates."""
+    h, w = frame.shape[:2]
+    scale = min(1.0, _CONTEXT_WIDTH / w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    image = cv2.resize(frame, size, interpolation=cv2.INTER_AREA) if scale < 1 else frame
+    small = (max(1, size[0] // _PIXELATE), max(1, size[1] // _PIXELATE))
+    coarse = cv2.resize(image, small, interpolation=cv2.INTER_AREA)
+    out = cv2.resize(coarse, size, interpolation=cv2.INTER_LINEAR)
+    out = cv2.GaussianBlur(out, (0, 0), _PIXELATE / 2)
+    x1, y1, x2, y2 = (v * scale for v in box)
+    mx, my = (x2 - x1) * _SHARP_MARGIN_X, (y2 - y1) * _SHARP_MARGIN_Y
+    left, top = max(0, int(x1 - mx)), max(0, int(y1 - my))
+    right, bottom = min(size[0], int(np.ceil(x2 + mx))), min(size[1], int(np.ceil(y2 + my)))
+    out[top:bottom, left:right] = image[top:bottom, left:right]
+    return out
 
 
 def plate_jpeg(crop: np.ndarray, max_bytes: int) -> bytes | None:

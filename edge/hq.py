@@ -56,7 +56,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.cli import UsageError
 from edge.config import MqttConfig
-from edge.messages import iso_utc
+from edge.messages import IMAGE_KEYS, iso_utc, without_images
 from edge.mqtt import (
     Topics,
     broker_config,
@@ -392,12 +392,13 @@ def _same_vehicle(message: dict, vehicle_id: str) -> None:
 def validate_hit(message: dict, vehicle_id: str) -> None:
     _schema_check("hit", message)
     _same_vehicle(message, vehicle_id)
-    image = message.get("plate_image")
-    if image is not None:
-        try:
-            base64.b64decode(image, validate=True)
-        except (binascii.Error, ValueError):
-            raise Reject("bad-image", "plate_image is not base64") from None
+    for key in IMAGE_KEYS:
+        image = message.get(key)
+        if image is not None:
+            try:
+                base64.b64decode(image, validate=True)
+            except (binascii.Error, ValueError):
+                raise Reject("bad-image", f"{key} is not base64") from None
 
 
 def validate_status(message: dict, vehicle_id: str) -> None:
@@ -413,23 +414,10 @@ def validate_audit(record: dict, vehicle_id: str) -> None:
         _same_vehicle(record, vehicle_id)
 
 
-def image_bytes(message: dict) -> int:
-    """Byte length of a hit's plate image (0 when it has none)."""
-    image = message.get("plate_image")
-    if not image:
-        return 0
-    try:
-        return len(base64.b64decode(image))
-    except (binascii.Error, ValueError):
-        return 0
-
-
 def hit_summary_json(message: dict) -> dict:
-    """A hit for printing: the message with ``plate_image`` replaced by its length
-    in bytes as ``plate_image_bytes``."""
-    out = {k: v for k, v in message.items() if k != "plate_image"}
-    out["plate_image_bytes"] = image_bytes(message)
-    return out
+    """A hit for printing: each image replaced by its length in bytes
+    (``plate_image_bytes``, ``context_image_bytes``)."""
+    return without_images(message)
 
 
 def format_hit(message: dict) -> str:

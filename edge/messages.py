@@ -107,7 +107,29 @@ def hit_message(hit: Hit) -> dict:
         "plate_image": base64.b64encode(hit.plate_jpeg).decode("ascii") if hit.plate_jpeg else None,
         "source": source,
         "linked_event_id": read.linked_event_id,
+        "context_image": (
+            base64.b64encode(hit.context_jpeg).decode("ascii") if hit.context_jpeg else None
+        ),
     }
+
+
+#: Keys of a hit holding base64 JPEG images.
+IMAGE_KEYS = ("plate_image", "context_image")
+
+
+def without_images(message: dict) -> dict:
+    """A hit for printing: each image replaced by its size, as ``<key>_bytes``."""
+    out = {k: v for k, v in message.items() if k not in IMAGE_KEYS}
+    for key in IMAGE_KEYS:
+        image = message.get(key)
+        out[f"{key}_bytes"] = base64_size(image) if isinstance(image, str) else 0
+    return out
+
+
+def base64_size(text: str) -> int:
+    """Bytes that base64 ``text`` decodes to (without decoding it)."""
+    stripped = text.rstrip("=")
+    return len(stripped) * 3 // 4
 
 
 def encode(message: dict) -> bytes:

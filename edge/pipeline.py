@@ -57,8 +57,11 @@ def latency_summary(latencies_ms) -> dict[str, float | None]:
 class FramePipeline:
     """Shared recognition core plus one :class:`PlateTracker` per camera."""
 
-    def __init__(self, recognizer: PlateRecognizer, tracking: TrackingConfig):
+    def __init__(
+        self, recognizer: PlateRecognizer, tracking: TrackingConfig, *, keep_context: bool = False
+    ):
         self.recognizer = recognizer
+        self.keep_context = keep_context
         self.tracking = tracking
         self._trackers: dict[str, PlateTracker] = {}
         self.times: dict[str, StageTimes] = {}
@@ -74,7 +77,11 @@ class FramePipeline:
             self._trackers[name].restart(source)
         else:
             self._trackers[name] = PlateTracker(
-                name, source, self.tracking, self.recognizer.plate_format
+                name,
+                source,
+                self.tracking,
+                self.recognizer.plate_format,
+                keep_context=self.keep_context,
             )
             self.times[name] = StageTimes()
         self._last_scan.pop(name, None)

@@ -178,7 +178,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
             # Opened once the models are known good, so a failed start leaves an
             # earlier output file as it was.
             out = _open_out(args.out)
-            pipeline = FramePipeline(recognizer, config.tracking)
+            pipeline = FramePipeline(
+                recognizer,
+                config.tracking,
+                keep_context=config.privacy.context_image == "blurred",
+            )
             for path in args.files:
                 result = replay_file(
                     pipeline,

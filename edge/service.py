@@ -95,7 +95,9 @@ class LiveService:
         # Called by the delivery thread when no read came for a while (the watchlist
         # file check runs there, so a changed file is loaded before the next read).
         self.idle = idle
-        self.pipeline = FramePipeline(recognizer, config.tracking)
+        self.pipeline = FramePipeline(
+            recognizer, config.tracking, keep_context=config.privacy.context_image == "blurred"
+        )
         self.sink = sink
         if cameras is None:
             cameras = [Camera(c) for c in config.cameras if c.enabled]

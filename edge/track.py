@@ -144,6 +144,8 @@ class Track:
     best_score: float = -1.0
     best_box: Box | None = None
     best_crop: np.ndarray | None = None
+    #: The whole frame of the best reading, kept only for context images.
+    best_frame: np.ndarray | None = None
     emitted: str | None = None
     #: Timestamp of the first reading (None until the plate was read).
     first_read: float | None = None
@@ -179,8 +181,12 @@ class PlateTracker:
         plate_format: PlateFormat | None = None,
         *,
         clock=time.monotonic,
+        keep_context: bool = False,
     ):
         self.camera = camera
+        # Keep the best reading's whole frame (for a blurred context image of a hit):
+        # a reference, not a copy, and only while the track lives.
+        self.keep_context = keep_context
         self.source = source
         self.config = config
         self.plate_format = plate_format
@@ -278,6 +284,8 @@ class PlateTracker:
             track.best_box = tuple(float(v) for v in box)
             x1, y1, x2, y2 = expand_box(box, frame.image.shape, CROP_MARGIN, CROP_MARGIN)
             track.best_crop = frame.image[y1:y2, x1:x2].copy()
+            if self.keep_context:
+                track.best_frame = frame.image
 
     def collect(
         self, now: float | None = None, *, final: bool = False, after_frame: bool = False
@@ -400,6 +408,7 @@ class PlateTracker:
             last_frame=track.last.frame_number,
             box=track.best_box or tuple(float(v) for v in track.box),
             crop=track.best_crop,
+            context=track.best_frame,
             last_capture_mono=track.last.capture_mono,
             emitted_mono=self._clock(),
         )

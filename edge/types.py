@@ -159,6 +159,8 @@ class PlateRead:
     #: The read of the same plate by another camera in the same time window, if any
     #: (a car seen by the front and the rear camera gives two linked reads).
     linked_event_id: str | None = None
+    #: The whole frame ``box`` is in, when context images are configured (else None).
+    context: np.ndarray | None = None
 
     @property
     def latency_ms(self) -> float:
