@@ -322,6 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="default: 60")
     op.set_defaults(handler=_lazy("edge.dispatch", "cmd_outbox"))
 
+    p = add(
+        "purge",
+        "apply the [privacy] retention now: delete expired hits and reads for good",
+    )
+    config_arg(p)
+    p.set_defaults(handler=_lazy("edge.retention", "cmd_purge"))
+
     p = add("models", "fetch, verify and list the model files")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     mp = msub.add_parser(

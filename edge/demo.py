@@ -16,8 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.dispatch import OUTBOX_FILE
 from edge.outbox import Outbox
+from edge.state import OUTBOX_FILE
 from edge.synth import random_hk_plate, render_scene
 from edge.synthclip import ClipSpec, ClipTruth, render_clip
 

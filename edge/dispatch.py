@@ -29,16 +29,16 @@ from edge import __version__
 from edge.alerts import InCarAlert
 from edge.config import Config, ConfigError, MqttConfig, load_config
 from edge.hits import CONTEXT_IMAGE_MAX_BYTES, Hit, best_match, make_hit
-from edge.messages import encode, hit_message, without_images
+from edge.messages import encode, hit_message, read_message, without_images
 from edge.mqtt import Topics
 from edge.outbox import Outbox
 from edge.publish import MqttPublisher
+from edge.readlog import ReadLog
+from edge.state import OUTBOX_FILE, VehicleState
 from edge.types import PlateRead
 from edge.watchlist_live import LiveWatchlist
 
 log = logging.getLogger(__name__)
-
-OUTBOX_FILE = "outbox.sqlite"
 
 
 class Dispatcher:
@@ -53,8 +53,10 @@ class Dispatcher:
         alert: Callable[[Hit, bytes], None] | None = None,
         sent: Callable[[], None] | None = None,
         echo: TextIO | None = None,
+        readlog: ReadLog | None = None,
     ):
         self.config = config
+        self.readlog = readlog
         self.watchlists = watchlists
         self.outbox = outbox
         self.topics = Topics(config.mqtt.topic_prefix, config.vehicle.id)
@@ -74,8 +76,15 @@ class Dispatcher:
             max_distance=self.watchlists.max_distance,
         )
         if match is None:
-            # Not a hit: the text stays out of every log at INFO and above (privacy).
+            # Not a hit: the text stays out of every log at INFO and above (privacy),
+            # and the read is kept or sent only where [privacy] says so.
             log.debug("read %s on %s: no watchlist match", read.plate, read.camera)
+            if self.readlog is not None:
+                self.readlog.add(read)
+            if self.config.privacy.publish_reads:
+                message = read_message(read, self.config.vehicle.id)
+                self.outbox.add("read", read.event_id, self.topics.read, encode(message))
+                self.sent()
             return None
         hit = make_hit(
             read,
@@ -117,6 +126,7 @@ class Delivery:
         self.state_dir = config.resolve_path(config.storage.state_dir)
         self.cameras = cameras or (lambda: {})
         self._echo = echo
+        self.state = VehicleState(config)
         self.outbox: Outbox | None = None
         self.watchlists: LiveWatchlist | None = None
         self.publisher: MqttPublisher | None = None
@@ -125,13 +135,10 @@ class Delivery:
         self._started = time.monotonic()
 
     def open(self) -> Delivery:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        storage = self.config.storage
-        self.outbox = Outbox(
-            self.state_dir / OUTBOX_FILE,
-            alarm_pending=storage.outbox_alarm_pending,
-            alarm_age_s=storage.outbox_alarm_hours * 3600,
-        )
+        self.state.open()
+        self.outbox = self.state.outbox
+        # What expired while the service was down goes before anything else happens.
+        self.state.retention.run()
         self.watchlists = LiveWatchlist(self.config, state_dir=self.state_dir)
         self.watchlists.load()
         if not self.watchlists.lists():
@@ -159,8 +166,15 @@ class Delivery:
             alert=self.alert,
             sent=self.publisher.wake if self.publisher else None,
             echo=echo,
+            readlog=self.state.readlog if self.config.privacy.keep_reads_seconds > 0 else None,
         )
         return self
+
+    def idle(self) -> None:
+        """Background upkeep, called when no read is waiting: a changed watchlist file
+        is loaded, retention applied."""
+        self.watchlists.refresh()
+        self.state.retention.tick()
 
     def wait_delivered(self, timeout: float) -> bool:
         """With a broker, wait (up to ``timeout``) for the outbox to empty."""
@@ -172,8 +186,9 @@ class Delivery:
         self.alert.join(5.0)
         if self.publisher:
             self.publisher.close()
-        if self.outbox:
-            self.outbox.close()
+        if self.state.retention:
+            self.state.retention.run()
+        self.state.close()
 
     def __enter__(self) -> Delivery:
         return self.open()
@@ -228,12 +243,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     if not path.exists():
         print(f"no outbox at {path} (nothing was ever queued there)", file=sys.stderr)
         return 0 if args.outbox_command == "status" else 1
-    storage = config.storage
-    with Outbox(
-        path,
-        alarm_pending=storage.outbox_alarm_pending,
-        alarm_age_s=storage.outbox_alarm_hours * 3600,
-    ) as outbox:
+    with VehicleState(config) as state:
+        outbox = state.outbox
         if args.outbox_command == "status":
             stats = outbox.stats()
             report = {"outbox": str(path), "delivered": stats.delivered, **stats.to_json()}

@@ -51,6 +51,7 @@ def read_record(read: PlateRead) -> dict:
     }
 
 
+READ_SCHEMA = "lpr.read/1"
 HIT_SCHEMA = "lpr.hit/1"
 STATUS_SCHEMA = "lpr.status/1"
 
@@ -130,6 +131,13 @@ def base64_size(text: str) -> int:
     """Bytes that base64 ``text`` decodes to (without decoding it)."""
     stripped = text.rstrip("=")
     return len(stripped) * 3 // 4
+
+
+def read_message(read: PlateRead, vehicle_id: str) -> dict:
+    """A non-hit read as published with ``[privacy] publish_reads`` (no image)."""
+    record = read_record(read)
+    del record["type"]
+    return {"schema": READ_SCHEMA, "vehicle_id": vehicle_id, **record}
 
 
 def encode(message: dict) -> bytes:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,15 +158,26 @@ class Outbox:
             ).fetchone()
         return bool(row and row[0] is not None)
 
-    def purge_delivered(self, older_than: float) -> int:
-        """Delete messages delivered before ``older_than`` (Unix time); never an
-        undelivered one. Returns how many went."""
+    def purge_delivered(self, older_than: float, *, kinds: Sequence[str] | None = None) -> int:
+        """Delete messages (of ``kinds``, or all) delivered before ``older_than`` (Unix
+        time); never an undelivered one. Returns how many went."""
+        sql = "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?"
+        params: list = [older_than]
+        if kinds is not None:
+            sql += f" AND kind IN ({','.join('?' * len(kinds))})"
+            params += list(kinds)
         with self._lock:
-            cursor = self._db.execute(
-                "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?",
-                (older_than,),
-            )
-            return cursor.rowcount
+            return self._db.execute(sql, params).rowcount
+
+    def compact(self, *, vacuum: bool = False) -> None:
+        """Make deletions final on disk: fold the write-ahead log into the database and
+        truncate it (deleted rows' old copies live on in the WAL until then), and with
+        ``vacuum`` rebuild the file so it also shrinks."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if vacuum:
+                self._db.execute("VACUUM")
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def stats(self, now: float | None = None) -> OutboxStats:
         now = time.time() if now is None else now

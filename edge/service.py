@@ -257,7 +257,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return service.camera_status() if service else {}
 
     with open_recognizer(config) as recognizer, Delivery(config, cameras=cameras_status) as out:
-        service = LiveService(config, recognizer, out.dispatcher, idle=out.watchlists.refresh)
+        service = LiveService(config, recognizer, out.dispatcher, idle=out.idle)
 
         def on_signal(signum, _frame):
             # The first signal stops cleanly; a second one acts as if we had not

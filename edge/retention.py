@@ -1,0 +1,124 @@
+"""Retention: what the car keeps, and for how long (``[privacy]``).
+
+* Delivered hits (and delivered audit copies) stay in the outbox for
+  ``hit_retention_days`` after HQ acknowledged them, then go.
+* Non-hit reads: published ones (``publish_reads``) leave the outbox once delivered
+  and ``keep_reads_seconds`` old; the local read log (only when
+  ``keep_reads_seconds`` > 0) keeps them that long. With 0, anything left from an
+  earlier setting is deleted at the next pass.
+* Undelivered messages are never deleted: a hit is not lost to retention.
+
+Applied continuously (every ``RETENTION_INTERVAL_S`` by the running service, at the
+start and end of a replay) and on demand by `lpr-edge purge`. Deleting means gone
+from the files: rows are overwritten (``secure_delete``), the write-ahead log is
+truncated, and `purge` also vacuums.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from edge.config import PrivacyConfig, load_config
+from edge.outbox import Outbox
+from edge.readlog import ReadLog
+
+log = logging.getLogger(__name__)
+
+#: Seconds between retention passes in the running service.
+RETENTION_INTERVAL_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeCounts:
+    hits: int = 0
+    published_reads: int = 0
+    logged_reads: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.hits + self.published_reads + self.logged_reads
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def apply_retention(
+    privacy: PrivacyConfig,
+    outbox: Outbox,
+    readlog: ReadLog | None = None,
+    *,
+    now: float | None = None,
+    vacuum: bool = False,
+) -> PurgeCounts:
+    """Delete what is past its retention; returns what went."""
+    now = time.time() if now is None else now
+    hit_cut = now - privacy.hit_retention_days * 86400.0
+    read_cut = now - privacy.keep_reads_seconds
+    counts = PurgeCounts(
+        hits=outbox.purge_delivered(hit_cut, kinds=("hit", "audit")),
+        published_reads=outbox.purge_delivered(read_cut, kinds=("read",)),
+        logged_reads=readlog.purge(read_cut) if readlog else 0,
+    )
+    if counts.total or vacuum:
+        outbox.compact(vacuum=vacuum)
+    if vacuum and readlog:
+        readlog.vacuum()
+    return counts
+
+
+class Retention:
+    """Runs :func:`apply_retention` every ``interval`` seconds when :meth:`tick`ed;
+    ``on_purge`` hears of every pass that deleted something (the audit trail)."""
+
+    def __init__(
+        self,
+        privacy: PrivacyConfig,
+        outbox: Outbox,
+        readlog: ReadLog | None = None,
+        *,
+        interval: float = RETENTION_INTERVAL_S,
+        on_purge: Callable[[PurgeCounts], None] | None = None,
+    ):
+        self.privacy = privacy
+        self.outbox = outbox
+        self.readlog = readlog
+        self.interval = interval
+        self.on_purge = on_purge
+        self._next = 0.0
+
+    def tick(self, now_mono: float | None = None) -> PurgeCounts | None:
+        now_mono = time.monotonic() if now_mono is None else now_mono
+        if now_mono < self._next:
+            return None
+        self._next = now_mono + self.interval
+        return self.run()
+
+    def run(self, *, vacuum: bool = False) -> PurgeCounts:
+        counts = apply_retention(self.privacy, self.outbox, self.readlog, vacuum=vacuum)
+        if counts.total:
+            log.info(
+                "retention: deleted %d delivered hit/audit message(s), %d published and "
+                "%d logged non-hit read(s)",
+                counts.hits,
+                counts.published_reads,
+                counts.logged_reads,
+            )
+        if self.on_purge and (counts.total or vacuum):
+            self.on_purge(counts)
+        return counts
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    """`lpr-edge purge`: apply retention now and compact the files."""
+    from edge.state import open_state
+
+    config = load_config(args.config)
+    with open_state(config) as state:
+        counts = state.retention.run(vacuum=True)
+    print(json.dumps({"purged": counts.to_json(), "state_dir": str(state.state_dir)}))
+    return 0

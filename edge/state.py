@@ -1,0 +1,58 @@
+"""The state directory (``[storage] state_dir``) and the files the car keeps in it.
+
+:class:`VehicleState` opens and closes them together: the outbox (hits and audit
+records for HQ), the local read log (only with ``[privacy] keep_reads_seconds`` > 0,
+or while one from an earlier setting still has to be emptied) and retention over
+both. Anything that touches these files (the service, replay, `outbox`, `purge`)
+goes through it, so each file has one owner per process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge.config import Config
+from edge.outbox import Outbox
+from edge.readlog import READLOG_FILE, ReadLog
+from edge.retention import Retention
+
+OUTBOX_FILE = "outbox.sqlite"
+
+
+class VehicleState:
+    def __init__(self, config: Config):
+        self.config = config
+        self.state_dir: Path = config.resolve_path(config.storage.state_dir)
+        self.outbox: Outbox | None = None
+        self.readlog: ReadLog | None = None
+        self.retention: Retention | None = None
+
+    def open(self) -> VehicleState:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        storage, privacy = self.config.storage, self.config.privacy
+        self.outbox = Outbox(
+            self.state_dir / OUTBOX_FILE,
+            alarm_pending=storage.outbox_alarm_pending,
+            alarm_age_s=storage.outbox_alarm_hours * 3600,
+        )
+        readlog_path = self.state_dir / READLOG_FILE
+        if privacy.keep_reads_seconds > 0 or readlog_path.exists():
+            self.readlog = ReadLog(readlog_path)
+        self.retention = Retention(privacy, self.outbox, self.readlog)
+        return self
+
+    def close(self) -> None:
+        for resource in (self.readlog, self.outbox):
+            if resource is not None:
+                resource.close()
+
+    def __enter__(self) -> VehicleState:
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_state(config: Config) -> VehicleState:
+    """``with open_state(config) as state:`` the state directory's files."""
+    return VehicleState(config)
