@@ -329,6 +329,16 @@ def build_parser() -> argparse.ArgumentParser:
     config_arg(p)
     p.set_defaults(handler=_lazy("edge.retention", "cmd_purge"))
 
+    p = add("audit", "the audit trail: check that it is intact")
+    config_arg(p)
+    asub = p.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    ap = asub.add_parser(
+        "verify", help="check the audit log's hash chain (exit 1 naming each broken line)"
+    )
+    sub_config(ap)
+    ap.add_argument("--file", metavar="AUDIT.jsonl", help="default: the state directory's log")
+    ap.set_defaults(handler=_lazy("edge.audit", "cmd_audit_verify"))
+
     p = add("models", "fetch, verify and list the model files")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     mp = msub.add_parser(

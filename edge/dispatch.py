@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -27,6 +28,7 @@ from typing import TextIO
 
 from edge import __version__
 from edge.alerts import InCarAlert
+from edge.audit import CONFIG_CHANGED, SERVICE_START, config_hash
 from edge.config import Config, ConfigError, MqttConfig, load_config
 from edge.hits import CONTEXT_IMAGE_MAX_BYTES, Hit, best_match, make_hit
 from edge.messages import encode, hit_message, read_message, without_images
@@ -39,6 +41,9 @@ from edge.types import PlateRead
 from edge.watchlist_live import LiveWatchlist
 
 log = logging.getLogger(__name__)
+
+# The config hash of the last start, to notice (and audit) a changed configuration.
+CONFIG_HASH_FILE = "config.sha256"
 
 
 class Dispatcher:
@@ -139,7 +144,12 @@ class Delivery:
         self.outbox = self.state.outbox
         # What expired while the service was down goes before anything else happens.
         self.state.retention.run()
-        self.watchlists = LiveWatchlist(self.config, state_dir=self.state_dir)
+        audit = self.state.audit
+        self.watchlists = LiveWatchlist(
+            self.config,
+            state_dir=self.state_dir,
+            on_event=lambda action, details: audit.record(action, **details),
+        )
         self.watchlists.load()
         if not self.watchlists.lists():
             log.warning("no watchlist in force: reads are checked against nothing")
@@ -152,6 +162,7 @@ class Delivery:
                 status=self.status,
                 on_watchlist=self.watchlists.apply_push,
             ).start()
+            self.state.queued = self.publisher.wake
             if pending:
                 log.info("outbox: %d message(s) from before are sent first", pending)
         elif pending:
@@ -169,6 +180,22 @@ class Delivery:
             readlog=self.state.readlog if self.config.privacy.keep_reads_seconds > 0 else None,
         )
         return self
+
+    def audit_start(self, action: str = SERVICE_START, **details) -> None:
+        """Record a start in the audit trail with the config's hash, and a
+        ``config.changed`` first when the configuration differs from the last start."""
+        digest = config_hash(self.config)
+        marker = self.state_dir / CONFIG_HASH_FILE
+        try:
+            previous = marker.read_text().strip()
+        except OSError:
+            previous = None
+        if previous and previous != digest:
+            self.state.audit.record(CONFIG_CHANGED, old_hash=previous, new_hash=digest)
+        marker.write_text(digest + "\n")
+        self.state.audit.record(
+            action, config_hash=digest, version=__version__, pid=os.getpid(), **details
+        )
 
     def idle(self) -> None:
         """Background upkeep, called when no read is waiting: a changed watchlist file

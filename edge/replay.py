@@ -178,6 +178,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             # Opened once the models are known good, so a failed start leaves an
             # earlier output file as it was.
             out = _open_out(args.out)
+            delivery.audit_start(
+                "replay.start", files=[Path(f).name for f in args.files], camera=camera
+            )
             pipeline = FramePipeline(
                 recognizer,
                 config.tracking,
@@ -201,6 +204,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     print(f"lpr-edge replay: {path}: {result.error}", file=sys.stderr)
             latencies = list(pipeline.latencies_ms)
             hits = delivery.dispatcher.hits
+            delivery.state.audit.record("replay.end", reads=delivery.dispatcher.reads, hits=hits)
             if not delivery.wait_delivered(args.wait_delivery):
                 undelivered = delivery.outbox.stats().pending
                 print(

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from edge.audit import SERVICE_STOP
 from edge.capture import Camera, CameraStats, redact
 from edge.config import Config, load_config
 from edge.dispatch import Delivery
@@ -268,9 +269,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         for sig in previous:
             signal.signal(sig, on_signal)
+        out.audit_start(cameras=[c.name for c in enabled])
+        reason = "error"
         try:
             log.info("running %d camera(s): %s", len(enabled), ", ".join(c.name for c in enabled))
             stats = service.run(duration=args.duration)
+            reason = "signal" if service.stop_event.is_set() else "ended"
             # Hits are safe in the outbox either way; a short wait lets this run's
             # reach HQ now rather than at the next start.
             if not out.wait_delivered(SHUTDOWN_DELIVERY_S):
@@ -278,6 +282,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            out.state.audit.record(
+                SERVICE_STOP, reason=reason, reads=out.dispatcher.reads, hits=out.dispatcher.hits
+            )
     result = stats.to_json()
     result["hits"] = out.dispatcher.hits
     print(json.dumps(result), flush=True)

@@ -1,20 +1,24 @@
 """The state directory (``[storage] state_dir``) and the files the car keeps in it.
 
 :class:`VehicleState` opens and closes them together: the outbox (hits and audit
-records for HQ), the local read log (only with ``[privacy] keep_reads_seconds`` > 0,
-or while one from an earlier setting still has to be emptied) and retention over
-both. Anything that touches these files (the service, replay, `outbox`, `purge`)
+records for HQ), the audit log (each record also queued in the outbox for HQ), the
+local read log (only with ``[privacy] keep_reads_seconds`` > 0, or while one from an
+earlier setting still has to be emptied) and retention over both (each purge
+audited). Anything that touches these files (the service, replay, `outbox`, `purge`)
 goes through it, so each file has one owner per process.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+from edge.audit import AUDIT_FILE, PURGE, AuditLog
 from edge.config import Config
+from edge.mqtt import Topics
 from edge.outbox import Outbox
 from edge.readlog import READLOG_FILE, ReadLog
-from edge.retention import Retention
+from edge.retention import PurgeCounts, Retention
 
 OUTBOX_FILE = "outbox.sqlite"
 
@@ -26,6 +30,9 @@ class VehicleState:
         self.outbox: Outbox | None = None
         self.readlog: ReadLog | None = None
         self.retention: Retention | None = None
+        self.audit: AuditLog | None = None
+        #: Called after a record is queued for HQ (the publisher's wake-up).
+        self.queued: Callable[[], None] = lambda: None
 
     def open(self) -> VehicleState:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -38,11 +45,23 @@ class VehicleState:
         readlog_path = self.state_dir / READLOG_FILE
         if privacy.keep_reads_seconds > 0 or readlog_path.exists():
             self.readlog = ReadLog(readlog_path)
-        self.retention = Retention(privacy, self.outbox, self.readlog)
+        topic = Topics(self.config.mqtt.topic_prefix, self.config.vehicle.id).audit
+
+        def to_hq(record: dict, payload: bytes) -> None:
+            self.outbox.add("audit", record["event_id"], topic, payload)
+            self.queued()
+
+        self.audit = AuditLog(
+            self.state_dir / AUDIT_FILE, self.config.vehicle.id, sink=to_hq
+        ).open()
+        self.retention = Retention(privacy, self.outbox, self.readlog, on_purge=self._purged)
         return self
 
+    def _purged(self, counts: PurgeCounts) -> None:
+        self.audit.record(PURGE, **counts.to_json())
+
     def close(self) -> None:
-        for resource in (self.readlog, self.outbox):
+        for resource in (self.audit, self.readlog, self.outbox):
             if resource is not None:
                 resource.close()
 

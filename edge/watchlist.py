@@ -667,6 +667,30 @@ def _fmt_time(value: datetime | None) -> str:
     return value.isoformat(timespec="seconds") if value else "-"
 
 
+def _audit_query(config, plate: str, path: Path, at: datetime, matches) -> None:
+    """Every manual query is in the audit trail before it is answered."""
+    import getpass
+
+    from edge.audit import WATCHLIST_QUERY
+    from edge.cli import UsageError
+    from edge.state import VehicleState
+
+    try:
+        with VehicleState(config) as state:
+            state.audit.record(
+                WATCHLIST_QUERY,
+                plate=plate,
+                user=getpass.getuser(),
+                watchlist=str(path),
+                at=at.isoformat(),
+                matches=[m.entry.entry_id for m in matches],
+            )
+    except OSError as exc:
+        raise UsageError(
+            f"cannot record the query in the audit trail ({exc}); not answered"
+        ) from None
+
+
 def cmd_watchlist_check(args: argparse.Namespace) -> int:
     """`lpr-edge watchlist check PLATE`: every matching entry and why."""
     from edge.cli import UsageError
@@ -696,6 +720,7 @@ def cmd_watchlist_check(args: argparse.Namespace) -> int:
     except WatchlistError as exc:
         raise UsageError(str(exc)) from None
     matches = watchlist.explain(plate, at, max_distance=max_distance)
+    _audit_query(config, plate, path, at, matches)
     print(
         f"{plate}: {len(matches) or 'no'} match{'es' if len(matches) != 1 else ''} in "
         f"{path} ({len(watchlist)} entries) at {_fmt_time(at)}, max distance {max_distance}"

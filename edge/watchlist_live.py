@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,7 +60,13 @@ class Rejection:
 class LiveWatchlist:
     """The lists in force; :meth:`refresh` and :meth:`apply_push` replace them."""
 
-    def __init__(self, config: Config, *, state_dir: Path | None = None):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        state_dir: Path | None = None,
+        on_event: Callable[[str, dict], None] | None = None,
+    ):
         self.config = config
         self.vehicle_id = config.vehicle.id
         self.max_distance = config.watchlist.max_distance
@@ -76,6 +83,8 @@ class LiveWatchlist:
         # Pushes arrive on one worker thread and file checks on the delivery thread:
         # the lock keeps one update at a time; matching never takes it.
         self._update = threading.Lock()
+        # Every list applied or refused is reported (to the audit trail).
+        self.on_event = on_event or (lambda action, details: None)
 
     # ----------------------------------------------------------------- reading
 
@@ -127,6 +136,10 @@ class LiveWatchlist:
             self._file_stamp = stamp
             self.file_error = None
         log.info("watchlist: %s loaded, %d entries", self.path, len(self.file_list))
+        self.on_event(
+            "watchlist.applied",
+            {"source": "file", "path": str(self.path), "version": version, "entries": len(entries)},
+        )
         return True
 
     def _file_failed(self, message: str, stamp: tuple[int, int, int] | None) -> bool:
@@ -139,6 +152,15 @@ class LiveWatchlist:
             log.error("watchlist: %s (%s)", message, kept)
         self.file_error = message
         self.last_rejection = Rejection("file", "invalid_file", message, datetime.now(UTC))
+        self.on_event(
+            "watchlist.rejected",
+            {
+                "source": "file",
+                "path": str(self.path),
+                "code": "invalid_file",
+                "message": message[:500],
+            },
+        )
         return False
 
     def apply_push(self, topic: str, payload: bytes) -> bool:
@@ -154,6 +176,10 @@ class LiveWatchlist:
                     return False  # the retained copy of the list already in force
                 self.last_rejection = Rejection(topic, exc.code, str(exc), datetime.now(UTC))
                 log.error("watchlist: update on %s rejected (%s): %s", topic, exc.code, exc)
+                self.on_event(
+                    "watchlist.rejected",
+                    {"source": topic, "code": exc.code, "message": str(exc)[:500]},
+                )
                 return False
             if self.store is not None:
                 self.store.save(payload)
@@ -164,6 +190,17 @@ class LiveWatchlist:
             topic,
             len(pushed.watchlist),
             pushed.key_id,
+        )
+        self.on_event(
+            "watchlist.applied",
+            {
+                "source": topic,
+                "version": pushed.version,
+                "entries": len(pushed.watchlist),
+                "signed_by": pushed.key_id,
+                "issued_at": iso_utc(pushed.issued_at),
+                "vehicle_id": pushed.vehicle_id,
+            },
         )
         return True
 
