@@ -8,13 +8,16 @@ STAMP  := $(VENV)/.installed
 MODELS := models/.fetched
 DEMO_DIR ?= demo-out
 
-.PHONY: help demo test lint format models venv system-deps clean
+.PHONY: help demo test lint format models venv system-deps clean install uninstall
 
 help:
 	@echo "make demo   - set up, fetch models, run the pipeline on generated stills and a clip"
 	@echo "make test   - set up, fetch models, make sure Mosquitto and ffmpeg are present, run pytest"
 	@echo "make lint   - ruff"
 	@echo "make models - fetch and verify the model files"
+	@echo "make install   - (root) install the systemd service: /opt/lpr-edge, /etc/lpr-edge, /var/lib/lpr-edge"
+	@echo "                 WHEELS=DIR offline from prepared wheels; DESTDIR=DIR stage only"
+	@echo "make uninstall - (root) remove it, keeping configuration and data unless PURGE=1"
 
 venv: $(STAMP)
 
@@ -67,6 +70,15 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format edge tests
 	$(BIN)/ruff check --fix edge tests
+
+# The vehicle install: its own virtual environment under /opt/lpr-edge, independent of
+# $(VENV). Settings pass through: WHEELS, DESTDIR, PREFIX, SKIP_VENV, START, PURGE.
+install:
+	WHEELS="$(WHEELS)" DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" SKIP_VENV="$(SKIP_VENV)" \
+	  START="$(START)" PYTHON="$(PYTHON)" bash systemd/install.sh
+
+uninstall:
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" PURGE="$(PURGE)" bash systemd/uninstall.sh
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache build *.egg-info

@@ -93,7 +93,8 @@ class SystemdNotifier:
         if unset_environment:
             for name in (NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID):
                 os.environ.pop(name, None)
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler may notify while the main thread is sending.
+        self._lock = threading.RLock()
         self._sock: socket.socket | None = None
         self._warned = False
         self._stopping_sent = False
@@ -114,11 +115,11 @@ class SystemdNotifier:
         message = "\n".join(assignments).encode("utf-8", "replace")
         with self._lock:
             try:
-                if self._sock is None:
-                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                sock = self._sock
+                if sock is None:
+                    sock = self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                     sock.settimeout(SEND_TIMEOUT_S)
-                    self._sock = sock
-                self._sock.sendto(message, self._address)
+                sock.sendto(message, self._address)
                 return True
             except OSError as exc:
                 self._drop_socket()
@@ -244,6 +245,9 @@ class Watchdog:
         self._fresh: set[str] = set()
         self._last_progress = dict.fromkeys(self.sources, clock())
         self._last_ping: float | None = None
+        # When pings became expected (the first maybe_ping): silence is counted from
+        # there, not from start-up.
+        self._armed_at: float | None = None
         self._stalled: tuple[str, ...] = ()
         self._last_status_at: float | None = None
         self._last_status: str | None = None
@@ -269,14 +273,19 @@ class Watchdog:
         if self.interval is None:
             return False
         now = self._clock() if now is None else now
+        if self._armed_at is None:
+            self._armed_at = now
         if self._last_ping is not None and now - self._last_ping < self.interval / 2:
             return False
         with self._lock:
             silent = tuple(s for s in self.sources if s not in self._fresh)
             if silent:
-                if silent != self._stalled:
+                since = self._last_ping if self._last_ping is not None else self._armed_at
+                waited = max(now - max(since, self._last_progress[s]) for s in silent)
+                # Logged once per stall, and only once it is longer than a ping period
+                # (not for the first turn of the loop, before any work was done).
+                if silent != self._stalled and waited >= self.interval / 2:
                     self._stalled = silent
-                    waited = max(now - self._last_progress[s] for s in silent)
                     log.warning(
                         "watchdog: no progress from %s for %.1f s; keep-alives withheld "
                         "(systemd restarts the service %.0f s after the last one)",
@@ -286,13 +295,24 @@ class Watchdog:
                     )
                 return False
             if self._stalled:
-                log.warning("watchdog: %s making progress again", ", ".join(self._stalled))
+                log.info("watchdog: %s making progress again", ", ".join(self._stalled))
                 self._stalled = ()
             self._fresh.clear()
         self._last_ping = now
         self.pings += 1
         self.notifier.watchdog()
         return True
+
+    def ready(self, status: str | None = None) -> bool:
+        """``READY=1`` (with the first ``STATUS=``, which counts as the latest)."""
+        if status is not None:
+            self._last_status_at = self._clock()
+            self._last_status = one_line(status)
+        return self.notifier.ready(status)
+
+    def stopping(self, status: str | None = None) -> bool:
+        """``STOPPING=1`` (once), optionally with a last ``STATUS=``."""
+        return self.notifier.stopping(status)
 
     def maybe_status(self, summary: str | Callable[[], str], now: float | None = None) -> bool:
         """Send ``STATUS=`` with ``summary`` (a string, or a function called only when

@@ -28,11 +28,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edge.audit import SERVICE_STOP
-from edge.capture import Camera, CameraStats, redact
+from edge.capture import Camera, CameraStats, SourceState, redact
 from edge.config import Config, load_config
 from edge.dispatch import Delivery
 from edge.pipeline import FramePipeline, latency_summary
 from edge.recognize import PlateRecognizer, open_recognizer
+from edge.sdnotify import SystemdNotifier, Watchdog, status_line
 from edge.types import Frame, PlateRead
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ DRAIN_TIMEOUT_S = 5.0
 MAX_CONSECUTIVE_FAILURES = 50
 # At a clean stop, how long to wait for the broker to take what is in the outbox.
 SHUTDOWN_DELIVERY_S = 5.0
+# Before READY=1, how long to wait for the cameras to open (or fail and go on retrying).
+READY_CAMERA_WAIT_S = 10.0
 
 ReadSink = Callable[[PlateRead], None]
 
@@ -91,6 +94,8 @@ class LiveService:
         *,
         cameras: Sequence[Camera] | None = None,
         idle: Callable[[], None] | None = None,
+        watchdog: Watchdog | None = None,
+        status: Callable[[], str] | None = None,
     ):
         self.config = config
         # Called by the delivery thread when no read came for a while (the watchlist
@@ -112,6 +117,10 @@ class LiveService:
         # the queue and ends.
         self._drained = threading.Event()
         self._failures = 0
+        # systemd: READY=1 once the cameras are up, WATCHDOG=1 while frames get
+        # processed, STATUS= from ``status``, STOPPING=1 when the loop ends.
+        self.watchdog = watchdog
+        self.status = status or (lambda: status_line(self.camera_status()))
 
     def run(self, duration: float | None = None) -> RunStats:
         """Process until :meth:`stop` (or ``duration`` seconds, or every camera ended)."""
@@ -123,8 +132,11 @@ class LiveService:
         try:
             for camera in self.cameras:
                 camera.start()
+            self._notify_ready()
             self._loop(began, duration)
         finally:
+            if self.watchdog:
+                self.watchdog.stopping("stopping: delivering the last reads")
             try:
                 final_reads = self.pipeline.finish()
             except Exception:
@@ -172,9 +184,24 @@ class LiveService:
             }
         return out
 
+    def _notify_ready(self) -> None:
+        if self.watchdog is None:
+            return
+        deadline = time.monotonic() + READY_CAMERA_WAIT_S
+        for camera in self.cameras:
+            camera.wait_state(
+                SourceState.CONNECTED,
+                SourceState.RECONNECTING,
+                SourceState.FAILED,
+                timeout=max(0.0, deadline - time.monotonic()),
+            )
+        self.watchdog.ready(status=self.status())
+
     def _loop(self, began: float, duration: float | None) -> None:
         turn = 0
         while not self.stop_event.is_set():
+            if self.watchdog:
+                self.watchdog.tick(self.status)
             if duration is not None and time.monotonic() - began >= duration:
                 break
             worked = False
@@ -206,6 +233,8 @@ class LiveService:
             else:
                 reads = self.pipeline.process(frame)
             self._failures = 0
+            if self.watchdog:
+                self.watchdog.progress("loop")
         except Exception:
             self._failures += 1
             log.exception("camera %s: processing a frame failed", camera.name)
@@ -229,6 +258,8 @@ class LiveService:
 
     def _deliver(self) -> None:
         while True:
+            if self.watchdog:
+                self.watchdog.progress("deliver")
             try:
                 read = self._reads.get(timeout=0.2)
             except queue.Empty:
@@ -253,12 +284,35 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("lpr-edge run: no enabled camera in the configuration", file=sys.stderr)
         return 2
     service: LiveService | None = None
+    notifier = SystemdNotifier(unset_environment=True)
+    watchdog = Watchdog(notifier, sources=("loop", "deliver"))
 
     def cameras_status() -> dict:
         return service.camera_status() if service else {}
 
     with open_recognizer(config) as recognizer, Delivery(config, cameras=cameras_status) as out:
-        service = LiveService(config, recognizer, out.dispatcher, idle=out.idle)
+
+        def summary() -> str:
+            return status_line(
+                service.camera_status(),
+                reads=service.pipeline.reads,
+                hits=out.dispatcher.hits,
+                outbox=out.outbox.stats().pending,
+                broker=(
+                    ("connected" if out.publisher.connected else "offline")
+                    if out.publisher
+                    else None
+                ),
+            )
+
+        service = LiveService(
+            config,
+            recognizer,
+            out.dispatcher,
+            idle=out.idle,
+            watchdog=watchdog,
+            status=summary,
+        )
 
         def on_signal(signum, _frame):
             # The first signal stops cleanly; a second one acts as if we had not
