@@ -339,6 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--file", metavar="AUDIT.jsonl", help="default: the state directory's log")
     ap.set_defaults(handler=_lazy("edge.audit", "cmd_audit_verify"))
 
+    p = add("status", "health of the running service: cameras, outbox, watchlists, GPS, disk")
+    config_arg(p)
+    p.add_argument("--json", action="store_true", help="the status as one JSON object")
+    p.set_defaults(handler=_lazy("edge.health", "cmd_status"))
+
     p = add("models", "fetch, verify and list the model files")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     mp = msub.add_parser(

@@ -177,6 +177,9 @@ class StorageConfig:
     outbox_alarm_pending: int = field(default=10000, metadata=_range(1, None))
     #: Age in hours of the oldest undelivered message that raises the alarm.
     outbox_alarm_hours: float = field(default=24.0, metadata=_range(0.01, 87600))
+    #: Free space (MB) the state directory's disk must keep: below it, non-hit data
+    #: and then delivered hits are deleted early; undelivered hits never.
+    min_free_mb: int = field(default=500, metadata=_range(0, None))
 
 
 @dataclass(frozen=True, slots=True)

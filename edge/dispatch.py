@@ -28,14 +28,16 @@ from typing import TextIO
 
 from edge import __version__
 from edge.alerts import InCarAlert
-from edge.audit import CONFIG_CHANGED, SERVICE_START, config_hash
+from edge.audit import CONFIG_CHANGED, PURGE, SERVICE_START, config_hash
 from edge.config import Config, ConfigError, MqttConfig, load_config
+from edge.health import STATUS_FILE, STATUS_FILE_INTERVAL_S, write_status_file
 from edge.hits import CONTEXT_IMAGE_MAX_BYTES, Hit, best_match, make_hit
 from edge.messages import encode, hit_message, read_message, without_images
 from edge.mqtt import Topics
 from edge.outbox import Outbox
 from edge.publish import MqttPublisher
 from edge.readlog import ReadLog
+from edge.retention import make_room
 from edge.state import OUTBOX_FILE, VehicleState
 from edge.types import PlateRead
 from edge.watchlist_live import LiveWatchlist
@@ -138,6 +140,8 @@ class Delivery:
         self.dispatcher: Dispatcher | None = None
         self.alert = InCarAlert(config.watchlist.alert_command)
         self._started = time.monotonic()
+        self._next_status = 0.0
+        self.disk_low = False
 
     def open(self) -> Delivery:
         self.state.open()
@@ -199,9 +203,28 @@ class Delivery:
 
     def idle(self) -> None:
         """Background upkeep, called when no read is waiting: a changed watchlist file
-        is loaded, retention applied."""
+        is loaded, retention applied, the status file written and the disk watched."""
         self.watchlists.refresh()
         self.state.retention.tick()
+        now = time.monotonic()
+        if now >= self._next_status:
+            self._next_status = now + STATUS_FILE_INTERVAL_S
+            self._watch_disk()
+            write_status_file(self.state_dir / STATUS_FILE, self.status())
+
+    def _watch_disk(self) -> None:
+        state = self.state
+        counts = make_room(
+            self.config.privacy,
+            state.outbox,
+            state.readlog,
+            lambda: disk_free_mb(self.state_dir),
+            self.config.storage.min_free_mb,
+        )
+        if counts is not None:
+            state.audit.record(PURGE, reason="disk_low", **counts.to_json())
+        free = disk_free_mb(self.state_dir)
+        self.disk_low = free is not None and free < self.config.storage.min_free_mb
 
     def wait_delivered(self, timeout: float) -> bool:
         """With a broker, wait (up to ``timeout``) for the outbox to empty."""
@@ -211,6 +234,12 @@ class Delivery:
 
     def close(self) -> None:
         self.alert.join(5.0)
+        if self._next_status:  # a service that wrote a status says it stopped
+            status = {**self.status(), "state": "stopped"}
+            try:
+                write_status_file(self.state_dir / STATUS_FILE, status)
+            except OSError:
+                log.exception("writing the final status failed")
         if self.publisher:
             self.publisher.close()
         if self.state.retention:
@@ -234,6 +263,8 @@ class Delivery:
             "gps": None,
             "clock_synchronised": None,
             "disk_free_mb": disk_free_mb(self.state_dir),
+            "disk_low": self.disk_low,
+            "broker": self.publisher.stats.to_json() if self.publisher else None,
         }
 
 

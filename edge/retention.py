@@ -113,6 +113,35 @@ class Retention:
         return counts
 
 
+def make_room(
+    privacy: PrivacyConfig,
+    outbox: Outbox,
+    readlog: ReadLog | None,
+    free_mb: Callable[[], float | None],
+    min_free_mb: float,
+) -> PurgeCounts | None:
+    """Disk nearly full: delete what may go early, least valuable first (kept and
+    published non-hit reads, then hits HQ already has), until ``min_free_mb`` is free
+    again. Undelivered hits are never touched. None when there was room."""
+    free = free_mb()
+    if free is None or free >= min_free_mb:
+        return None
+    log.warning("disk: %.0f MB free (keep %d MB): deleting non-hit data first", free, min_free_mb)
+    now = time.time()
+    counts = PurgeCounts(
+        published_reads=outbox.purge_delivered(now, kinds=("read",)),
+        logged_reads=readlog.purge(now) if readlog else 0,
+    )
+    outbox.compact(vacuum=True)
+    free = free_mb()
+    if free is not None and free < min_free_mb:
+        hits = outbox.purge_delivered(now, kinds=("hit", "audit"))
+        outbox.compact(vacuum=True)
+        counts = PurgeCounts(hits, counts.published_reads, counts.logged_reads)
+        log.warning("disk: deleted %d delivered hit/audit message(s) early", hits)
+    return counts
+
+
 def cmd_purge(args: argparse.Namespace) -> int:
     """`lpr-edge purge`: apply retention now and compact the files."""
     from edge.state import open_state

@@ -191,6 +191,17 @@ def test_run_processes_two_live_streams_through_a_restart(models, live_clip, tmp
         assert seen, f"{name} read none of {plates}"
     assert stats["reads"] >= 2
     assert stats["latency_ms"]["p95"] is not None
+    # The health it wrote for `lpr-edge status`, last of all that it stopped.
+    status = lpr_edge("status", "--config", str(config), "--json")
+    assert status.returncode == 1, status.stderr  # not running any more
+    health = json.loads(status.stdout)
+    assert health["state"] == "stopped" and not health["running"]
+    assert set(health["cameras"]) == {"front-left", "rear-right"}
+    # No broker here: the service's start and stop audit records wait for one.
+    assert health["outbox"]["pending"] >= 1 and health["disk_free_mb"] > 0
+    assert health["broker"] is None
+    human = lpr_edge("status", "--config", str(config))
+    assert "camera front-left" in human.stdout and "stopped at" in human.stdout
 
 
 def test_sigterm_stops_cleanly_and_delivers_what_was_read(models, live_clip, tmp_path):

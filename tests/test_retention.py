@@ -122,3 +122,28 @@ def test_a_replay_with_no_hit_sends_only_status_and_keeps_no_plate(tmp_path: Pat
     finally:
         listener.close()
         broker.stop()
+
+
+def test_a_full_disk_deletes_non_hit_data_first_and_never_an_undelivered_hit(tmp_path: Path):
+    from edge.retention import make_room
+
+    privacy = PrivacyConfig()
+    free = {"mb": 100.0}
+    with Outbox(tmp_path / "outbox.sqlite") as outbox, ReadLog(tmp_path / "reads.sqlite") as log:
+        log.add(make_read("RD1111"))
+        outbox.add("hit", "sent", "t", b'{"plate":"SENT11"}')
+        outbox.mark_delivered(outbox.get("sent").seq)
+        outbox.add("hit", "waiting", "t", b'{"plate":"WAIT22"}')
+        assert make_room(privacy, outbox, log, lambda: 900.0, 500) is None  # room enough
+
+        def freed_by_reads():
+            # Deleting the reads was enough.
+            return free["mb"] if log.count() else 600.0
+
+        counts = make_room(privacy, outbox, log, freed_by_reads, 500)
+        assert (counts.logged_reads, counts.hits) == (1, 0)
+        assert outbox.get("sent") is not None
+        counts = make_room(privacy, outbox, log, lambda: 100.0, 500)  # still full
+        assert counts.hits == 1 and outbox.get("sent") is None
+        assert outbox.get("waiting") is not None
+    assert files_containing(tmp_path, "WAIT22")
