@@ -285,7 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     wp.add_argument(
         "file", metavar="FILE", help="signed document from 'watchlist sign' ('-': stdin)"
     )
-    add_broker_arguments(wp, client_id="lpr-edge-hq-publish", password_env="LPR_EDGE_HQ_PASSWORD")
+    add_broker_arguments(
+        wp, client_id="lpr-edge-hq-publish", password_env="LPR_EDGE_HQ_PUBLISH_PASSWORD"
+    )
 
     p = add("hq", "HQ subscriber: receive, validate and store hits from vehicles")
     add_broker_arguments(p, client_id="lpr-edge-hq", password_env="LPR_EDGE_HQ_PASSWORD")

@@ -141,6 +141,8 @@ class Delivery:
         self.alert = InCarAlert(config.watchlist.alert_command)
         self._started = time.monotonic()
         self._next_status = 0.0
+        #: True when another process (the service) sends this outbox.
+        self.handed_over = False
         self.disk_low = False
 
     def open(self) -> Delivery:
@@ -158,7 +160,11 @@ class Delivery:
         if not self.watchlists.lists():
             log.warning("no watchlist in force: reads are checked against nothing")
         pending = self.outbox.stats().pending
-        if self.config.mqtt.host:
+        sending = bool(self.config.mqtt.host) and self.state.claim_sender()
+        if self.config.mqtt.host and not sending:
+            log.info("outbox: another lpr-edge process sends it; it will send these hits too")
+            self.handed_over = True
+        if sending:
             self.publisher = MqttPublisher(
                 broker_settings(self.config),
                 self.config.vehicle.id,
@@ -173,7 +179,7 @@ class Delivery:
             log.warning(
                 "outbox: %d message(s) undelivered and no [mqtt] host to send them to", pending
             )
-        echo = None if self.publisher else (self._echo or sys.stdout)
+        echo = None if self.config.mqtt.host else (self._echo or sys.stdout)
         self.dispatcher = Dispatcher(
             self.config,
             self.watchlists,
@@ -227,10 +233,18 @@ class Delivery:
         self.disk_low = free is not None and free < self.config.storage.min_free_mb
 
     def wait_delivered(self, timeout: float) -> bool:
-        """With a broker, wait (up to ``timeout``) for the outbox to empty."""
-        if self.publisher is None or self.outbox is None:
+        """With a broker, wait (up to ``timeout``) for the outbox to empty, whether
+        this process sends it or the service does."""
+        if self.publisher is not None:
+            return self.publisher.wait_delivered(timeout)
+        if not self.handed_over:
             return True
-        return self.publisher.wait_delivered(timeout)
+        deadline = time.monotonic() + timeout
+        while self.outbox.stats().pending:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+        return True
 
     def close(self) -> None:
         self.alert.join(5.0)
@@ -311,6 +325,13 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         if not config.mqtt.host:
             print("lpr-edge outbox flush: no [mqtt] host in the configuration", file=sys.stderr)
             return 2
+        if not state.claim_sender():
+            print(
+                "lpr-edge outbox flush: the service is running and sends the outbox itself "
+                "(see 'lpr-edge status')",
+                file=sys.stderr,
+            )
+            return 1
         pending = outbox.stats().pending
         with MqttPublisher(broker_settings(config), config.vehicle.id, outbox) as publisher:
             delivered = publisher.wait_delivered(args.timeout)

@@ -10,6 +10,8 @@ goes through it, so each file has one owner per process.
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from edge.readlog import READLOG_FILE, ReadLog
 from edge.retention import PurgeCounts, Retention
 
 OUTBOX_FILE = "outbox.sqlite"
+# Held by the one process that sends this outbox to the broker (see claim_sender).
+SENDER_LOCK = "sender.lock"
 
 
 class VehicleState:
@@ -33,6 +37,7 @@ class VehicleState:
         self.audit: AuditLog | None = None
         #: Called after a record is queued for HQ (the publisher's wake-up).
         self.queued: Callable[[], None] = lambda: None
+        self._sender_lock: int | None = None
 
     def open(self) -> VehicleState:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -60,7 +65,23 @@ class VehicleState:
     def _purged(self, counts: PurgeCounts) -> None:
         self.audit.record(PURGE, **counts.to_json())
 
+    def claim_sender(self) -> bool:
+        """Become the one process that sends this outbox to the broker. False when
+        another holds it (the running service): it then sends what this process adds,
+        and two connections under one vehicle id would only push each other off."""
+        fd = os.open(self.state_dir / SENDER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._sender_lock = fd
+        return True
+
     def close(self) -> None:
+        if self._sender_lock is not None:
+            os.close(self._sender_lock)  # releases the lock
+            self._sender_lock = None
         for resource in (self.audit, self.readlog, self.outbox):
             if resource is not None:
                 resource.close()

@@ -736,6 +736,8 @@ def cmd_watchlist_verify(args: argparse.Namespace) -> int:
 
 #: How long `watchlist publish` waits for the broker to accept the document.
 PUBLISH_TIMEOUT_S = 30.0
+#: Where `watchlist publish` takes the broker password from when not given.
+PASSWORD_ENV = "LPR_EDGE_HQ_PUBLISH_PASSWORD"
 
 
 def cmd_watchlist_publish(args: argparse.Namespace) -> int:
@@ -773,17 +775,26 @@ def cmd_watchlist_publish(args: argparse.Namespace) -> int:
         outcome["connect"] = reason_code
         connected.set()
 
+    def on_connect_fail(client, userdata):
+        # TCP or TLS failed (paho logs the cause): no point retrying for 30 s.
+        outcome["failed"] = (
+            "connection failed (network, or TLS: check --ca-file, --cert-file and --key-file)"
+        )
+        connected.set()
+
     def on_publish(client, userdata, mid, reason_code, properties):
         outcome["publish"] = reason_code
 
     client = new_client(config, config.client_id)
     client.on_connect = on_connect
+    client.on_connect_fail = on_connect_fail
     client.on_publish = on_publish
     connect(client, config)
     client.loop_start()
     try:
-        if not connected.wait(PUBLISH_TIMEOUT_S) or not reason_ok(outcome["connect"]):
-            why = outcome.get("connect", "no answer")
+        answered = connected.wait(PUBLISH_TIMEOUT_S)
+        if not answered or "failed" in outcome or not reason_ok(outcome["connect"]):
+            why = outcome.get("failed") or outcome.get("connect", "no answer")
             print(
                 f"lpr-edge watchlist publish: cannot connect to {config.host}:{config.port}: {why}",
                 file=sys.stderr,
@@ -806,7 +817,3 @@ def cmd_watchlist_publish(args: argparse.Namespace) -> int:
         f"{_target(vehicle)} on {topic}, retained"
     )
     return 0
-
-
-#: Where `watchlist publish` takes the broker password from when not given.
-PASSWORD_ENV = "LPR_EDGE_HQ_PASSWORD"

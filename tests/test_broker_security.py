@@ -48,13 +48,19 @@ import pytest
 
 from edge.config import PROJECT_ROOT, MqttConfig, TlsConfig
 from edge.hits import make_hit
-from edge.hq import PASSWORD_ENV, HitStore, HqSubscriber
+from edge.hq import HitStore, HqSubscriber
 from edge.messages import encode, hit_message
 from edge.mqtt import Topics, connect, new_client, reason_ok
 from edge.outbox import Outbox
 from edge.publish import MqttPublisher
 from edge.watchlist import Watchlist, WatchlistEntry
-from edge.watchlist_push import generate_keypair, key_id, sign_document, verify_document
+from edge.watchlist_push import (
+    PASSWORD_ENV,
+    generate_keypair,
+    key_id,
+    sign_document,
+    verify_document,
+)
 from tests.mosquitto import Broker, find_mosquitto, free_port
 from tests.pki import TestPki
 from tests.test_hits import make_read

@@ -25,6 +25,7 @@ PLATES = ("KT4821", "PX507", "AB88", "HN2468", "TV135")
 # Slow enough, played in real time, that the broker can be stopped between hits.
 CLIP = ClipSpec(size=(960, 540), fps=15, plates=PLATES, seed=5)
 TIMEOUT = 60.0
+EDGE = (sys.executable, "-m", "edge")
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +213,36 @@ def test_hits_in_the_outbox_survive_sigkill_and_are_sent_after_restart(tmp_path:
     finally:
         hq.close()
         broker.stop()
+
+
+def test_one_sender_per_outbox_and_publish_fails_fast_without_a_broker(tmp_path: Path):
+    """A second process on the same state directory leaves sending to the first (two
+    connections under one vehicle id push each other off)."""
+    from edge.config import load_config
+    from edge.dispatch import Delivery
+
+    port = free_port()  # nothing listens there
+    config = load_config(edge_config(tmp_path, port, {"e1": "KT4821"}))
+    with Delivery(config) as service:
+        assert service.publisher is not None
+        flush = subprocess.run(
+            [*EDGE, "outbox", "flush", "--config", str(config.source_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert flush.returncode == 1 and "sends the outbox itself" in flush.stderr
+        with Delivery(config) as second:
+            assert second.publisher is None and second.handed_over
+    doc = tmp_path / "doc.json"
+    doc.write_text('{"schema": "lpr.watchlist/1", "signature": {}}')
+    began = time.monotonic()
+    where = ["--host", "127.0.0.1", "--port", str(port)]
+    publish = subprocess.run(
+        [*EDGE, "watchlist", "publish", str(doc), *where],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert publish.returncode == 1 and "connection failed" in publish.stderr
+    assert time.monotonic() - began < 20
