@@ -23,6 +23,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -30,6 +31,7 @@ from edge import __version__
 from edge.alerts import InCarAlert
 from edge.audit import CONFIG_CHANGED, PURGE, SERVICE_START, config_hash
 from edge.config import Config, ConfigError, MqttConfig, load_config
+from edge.gps import GpsReceiver, PositionFix, PositionTrack, clock_synchronised
 from edge.health import STATUS_FILE, STATUS_FILE_INTERVAL_S, write_status_file
 from edge.hits import CONTEXT_IMAGE_MAX_BYTES, Hit, best_match, make_hit
 from edge.messages import encode, hit_message, read_message, without_images
@@ -61,9 +63,11 @@ class Dispatcher:
         sent: Callable[[], None] | None = None,
         echo: TextIO | None = None,
         readlog: ReadLog | None = None,
+        positions: Callable[[datetime], PositionFix | None] | None = None,
     ):
         self.config = config
         self.readlog = readlog
+        self.positions = positions or (lambda moment: None)
         self.watchlists = watchlists
         self.outbox = outbox
         self.topics = Topics(config.mqtt.topic_prefix, config.vehicle.id)
@@ -97,6 +101,7 @@ class Dispatcher:
             read,
             match,
             self.config.vehicle.id,
+            position=self.positions(read.first_seen),
             image_max_bytes=self.config.mqtt.plate_image_max_bytes,
             context_max_bytes=(
                 CONTEXT_IMAGE_MAX_BYTES if self.config.privacy.context_image == "blurred" else 0
@@ -128,7 +133,10 @@ class Delivery:
         *,
         cameras: Callable[[], dict] | None = None,
         echo: TextIO | None = None,
+        gps: GpsReceiver | PositionTrack | None = None,
     ):
+        #: Where positions come from: the live receiver, or a replay's track.
+        self.gps = gps
         self.config = config
         self.state_dir = config.resolve_path(config.storage.state_dir)
         self.cameras = cameras or (lambda: {})
@@ -188,6 +196,7 @@ class Delivery:
             sent=self.publisher.wake if self.publisher else None,
             echo=echo,
             readlog=self.state.readlog if self.config.privacy.keep_reads_seconds > 0 else None,
+            positions=self.gps.position_at if self.gps else None,
         )
         return self
 
@@ -274,8 +283,8 @@ class Delivery:
             "cameras": self.cameras(),
             "outbox": self.outbox.stats().to_json() if self.outbox else None,
             "watchlist": self.watchlists.status() if self.watchlists else None,
-            "gps": None,
-            "clock_synchronised": None,
+            "gps": self.gps.status() if isinstance(self.gps, GpsReceiver) else None,
+            "clock_synchronised": clock_synchronised(),
             "disk_free_mb": disk_free_mb(self.state_dir),
             "disk_low": self.disk_low,
             "broker": self.publisher.stats.to_json() if self.publisher else None,

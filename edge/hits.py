@@ -13,7 +13,8 @@ from datetime import datetime
 import cv2
 import numpy as np
 
-from edge.types import PlateRead, Position
+from edge.gps import PositionFix
+from edge.types import PlateRead
 from edge.watchlist import Watchlist, WatchlistMatch
 
 # JPEG qualities tried, best first, before the crop is made smaller to fit the cap.
@@ -38,8 +39,8 @@ class Hit:
     read: PlateRead
     match: WatchlistMatch
     vehicle_id: str
-    #: The car's position at the read, or None without a usable GPS fix.
-    position: Position | None = None
+    #: The GPS fix nearest the read (with its age), or None without one.
+    position: PositionFix | None = None
     #: The plate crop as JPEG bytes within the configured cap, or None.
     plate_jpeg: bytes | None = None
     #: The whole frame blurred except the plate (``[privacy] context_image``), or None.
@@ -78,7 +79,7 @@ def make_hit(
     match: WatchlistMatch,
     vehicle_id: str,
     *,
-    position: Position | None = None,
+    position: PositionFix | None = None,
     image_max_bytes: int = 0,
     context_max_bytes: int = 0,
 ) -> Hit:

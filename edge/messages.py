@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from edge.types import PlateRead
 
 if TYPE_CHECKING:  # edge.hits -> edge.watchlist imports parse_utc from here
+    from edge.gps import PositionFix
     from edge.hits import Hit
 
 
@@ -28,7 +29,24 @@ def parse_utc(text: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def read_record(read: PlateRead) -> dict:
+def position_record(fix: PositionFix | None) -> dict | None:
+    """A GPS fix as carried by reads and hits: where, when, and how old it was at the
+    read (``stale`` when older than ``[gps] max_fix_age_seconds``)."""
+    if fix is None:
+        return None
+    p = fix.position
+    return {
+        "lat": round(p.lat, 7),
+        "lon": round(p.lon, 7),
+        "heading": None if p.heading is None else round(p.heading, 1),
+        "speed_kmh": None if p.speed_kmh is None else round(p.speed_kmh, 1),
+        "fix_time": iso_utc(p.fix_time),
+        "age_s": round(fix.age_s, 2),
+        "stale": fix.stale,
+    }
+
+
+def read_record(read: PlateRead, fix: PositionFix | None = None) -> dict:
     """A read as one JSON object (one line of ``lpr-edge replay --out``)."""
     return {
         "type": "read",
@@ -48,6 +66,7 @@ def read_record(read: PlateRead) -> dict:
         "box": [round(v, 1) for v in read.box],
         "source": read.source,
         "linked_event_id": read.linked_event_id,
+        "position": position_record(fix),
     }
 
 
@@ -72,16 +91,9 @@ def hit_message(hit: Hit) -> dict:
             "first_frame": read.first_frame,
             "last_frame": read.last_frame,
         }
-    position = None
-    if hit.position is not None:
-        p = hit.position
-        position = {
-            "lat": round(p.lat, 7),
-            "lon": round(p.lon, 7),
-            "heading": None if p.heading is None else round(p.heading, 1),
-            "speed_kmh": None if p.speed_kmh is None else round(p.speed_kmh, 1),
-            "fix_time": iso_utc(p.fix_time),
-        }
+    # A stale fix is not where the car was: the hit says "no position" instead.
+    fix = hit.position
+    position = position_record(fix) if fix is not None and not fix.stale else None
     return {
         "schema": HIT_SCHEMA,
         "event_id": read.event_id,

@@ -31,6 +31,7 @@ from edge.capture import SourceError, VideoFile
 from edge.cli import UsageError
 from edge.config import Config, load_config
 from edge.dispatch import Delivery
+from edge.gps import GpsFileError, PositionTrack
 from edge.messages import parse_utc, read_record
 from edge.pipeline import FramePipeline, latency_summary
 from edge.recognize import open_recognizer
@@ -158,8 +159,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     camera = camera_name(config, args.camera)
     start = parse_start(args.start) if args.start else None
+    track = None
     if args.gps:
-        raise UsageError("--gps is not built yet: position tracks arrive with the deployment issue")
+        try:
+            track = PositionTrack.load(args.gps, max_fix_age_s=config.gps.max_fix_age_seconds)
+        except GpsFileError as exc:
+            raise UsageError(f"--gps: {exc}") from None
     progress = sys.stderr if sys.stderr.isatty() else None
     results: list[FileResult] = []
     latencies: list[float] = []
@@ -167,14 +172,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     def write(read: PlateRead) -> None:
         target = out or sys.stdout
-        target.write(json.dumps(read_record(read)) + "\n")
+        fix = track.position_at(read.first_seen) if track else None
+        target.write(json.dumps(read_record(read, fix)) + "\n")
         target.flush()
         delivery.dispatcher(read)
 
     out = None
     undelivered = 0
     try:
-        with open_recognizer(config) as recognizer, Delivery(config) as delivery:
+        with open_recognizer(config) as recognizer, Delivery(config, gps=track) as delivery:
             # Opened once the models are known good, so a failed start leaves an
             # earlier output file as it was.
             out = _open_out(args.out)

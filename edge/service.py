@@ -31,6 +31,7 @@ from edge.audit import SERVICE_STOP
 from edge.capture import Camera, CameraStats, SourceState, redact
 from edge.config import Config, load_config
 from edge.dispatch import Delivery
+from edge.gps import GpsReceiver
 from edge.pipeline import FramePipeline, latency_summary
 from edge.recognize import PlateRecognizer, open_recognizer
 from edge.sdnotify import SystemdNotifier, Watchdog, status_line
@@ -290,7 +291,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     def cameras_status() -> dict:
         return service.camera_status() if service else {}
 
-    with open_recognizer(config) as recognizer, Delivery(config, cameras=cameras_status) as out:
+    with (
+        open_recognizer(config) as recognizer,
+        GpsReceiver(config.gps) as gps,
+        Delivery(config, cameras=cameras_status, gps=gps) as out,
+    ):
 
         def summary() -> str:
             return status_line(

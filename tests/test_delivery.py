@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -246,3 +247,93 @@ def test_one_sender_per_outbox_and_publish_fails_fast_without_a_broker(tmp_path:
     )
     assert publish.returncode == 1 and "connection failed" in publish.stderr
     assert time.monotonic() - began < 20
+
+
+def gpx_drive(start: datetime, seconds: int) -> str:
+    """A drive due north at 36 km/h (10 m/s) from 22.3 N 114.17 E, one point every 2 s."""
+    points = []
+    for t in range(0, seconds + 1, 2):
+        lat = 22.3 + t * 10 / 111_195  # metres to degrees of latitude
+        moment = (start + timedelta(seconds=t)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        points.append(f'<trkpt lat="{lat:.7f}" lon="114.17"><time>{moment}</time></trkpt>')
+    return (
+        '<?xml version="1.0"?><gpx version="1.1" xmlns="http://www.topografix.com/GPX/1/1">'
+        f"<trk><trkseg>{''.join(points)}</trkseg></trk></gpx>"
+    )
+
+
+def test_replay_with_a_gps_track_puts_every_read_and_hit_where_the_car_was(
+    tmp_path: Path, clip: Path
+):
+    start = datetime(2026, 11, 23, 8, 0, 0, tzinfo=UTC)
+    track = tmp_path / "drive.gpx"
+    track.write_text(gpx_drive(start, 120))
+    config = edge_config(tmp_path, 1, {"e1": "KT4821"})
+    config.write_text(config.read_text().replace('host = "127.0.0.1"', 'host = ""'))
+    out = tmp_path / "reads.jsonl"
+    args = ["--start", "2026-11-23T08:00:00Z", "--gps", str(track), "--out", str(out)]
+    proc = subprocess.run(
+        [*EDGE, "replay", "--config", str(config), *args, str(clip)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    reads = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(reads) >= 4
+    for read in reads:
+        seen = datetime.fromisoformat(read["first_seen"].replace("Z", "+00:00"))
+        t = (seen - start).total_seconds()
+        position = read["position"]
+        # Interpolated along the drive: 10 m/s north, heading 0, 36 km/h.
+        assert position["lat"] == pytest.approx(22.3 + t * 10 / 111_195, abs=2e-6)
+        assert position["lon"] == pytest.approx(114.17)
+        assert position["speed_kmh"] == pytest.approx(36.0, abs=0.5)
+        assert not position["stale"]
+    hits = [json.loads(line) for line in proc.stdout.splitlines() if '"lpr.hit/1"' in line]
+    assert [h["plate"] for h in hits] == ["KT4821"]
+    assert hits[0]["position"]["lat"] > 22.3
+
+    bad = tmp_path / "bad.gpx"
+    bad.write_text("<gpx><trk><trkseg>")
+    proc = subprocess.run(
+        [*EDGE, "replay", "--config", str(config), "--gps", str(bad), str(clip)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "bad.gpx" in proc.stderr
+
+
+def test_the_live_service_puts_the_gpsd_fix_on_its_hits(tmp_path: Path, clip: Path):
+    from tests.fakegpsd import FakeGpsd, tpv
+
+    (tmp_path / "watchlist.csv").write_text("plate,list\nKT4821,stolen-vehicle\n")
+    config = tmp_path / "edge.toml"
+    with FakeGpsd() as gpsd:
+        config.write_text(
+            '[vehicle]\nid = "car-1"\n[watchlist]\npath = "watchlist.csv"\n'
+            '[storage]\nstate_dir = "state"\n'
+            f'[gps]\nsource = "gpsd"\nport = {gpsd.port}\nmax_fix_age_seconds = 5\n'
+            f'[[cameras]]\nname = "front-left"\nsource = "{clip}"\n'
+        )
+        proc = subprocess.Popen(
+            [*EDGE, "run", "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert gpsd.wait_watching(timeout=60)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            gpsd.send(tpv(datetime.now(UTC), 22.28, 114.16, track=90.0, speed=5.0))
+            time.sleep(0.2)
+        stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr[-3000:]
+    hits = [json.loads(line) for line in stdout.splitlines() if '"lpr.hit/1"' in line]
+    assert [h["plate"] for h in hits] == ["KT4821"]
+    position = hits[0]["position"]
+    assert (position["lat"], position["lon"], position["heading"]) == (22.28, 114.16, 90.0)
+    assert position["speed_kmh"] == pytest.approx(18.0) and position["age_s"] < 1.0
+    status = json.loads((tmp_path / "state" / "status.json").read_text())
+    assert status["gps"]["source"] == "gpsd" and status["gps"]["lat"] == 22.28

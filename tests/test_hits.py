@@ -17,6 +17,7 @@ import pytest
 from edge.alerts import InCarAlert
 from edge.config import load_config
 from edge.dispatch import Dispatcher
+from edge.gps import PositionFix
 from edge.hits import best_match, make_hit, plate_jpeg
 from edge.ids import new_event_id
 from edge.messages import hit_message, without_images
@@ -89,11 +90,15 @@ def test_hit_message_follows_the_published_schema():
     match = Watchlist([entry("AB12?4", list="stolen-vehicle", reason="stolen 2026-11-01")]).match(
         "AB1234", at=T0
     )
-    position = Position(22.3193, 114.1694, T0, heading=87.5, speed_kmh=42.0)
+    position = PositionFix(Position(22.3193, 114.1694, T0, 87.5, 42.0), age_s=0.4, stale=False)
     hit = make_hit(read, match, "car-7", position=position, image_max_bytes=20000)
     message = hit_message(hit)
     jsonschema.Draft202012Validator(HIT_SCHEMA).validate(message)
     assert message["observed_at"] == "2026-11-23T08:00:00.125Z"
+    assert message["position"]["lat"] == 22.3193 and message["position"]["age_s"] == 0.4
+    # A stale fix is not used as the car's position.
+    stale = PositionFix(position.position, age_s=30.0, stale=True)
+    assert hit_message(make_hit(read, match, "car-7", position=stale))["position"] is None
     assert message["watchlist"]["match"] == "wildcard"
     assert message["source"] == {"file": "front.mp4", "first_frame": 12, "last_frame": 40}
     assert base64.b64decode(message["plate_image"])[:2] == b"\xff\xd8"  # a JPEG
