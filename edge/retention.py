@@ -8,8 +8,9 @@
   earlier setting is deleted at the next pass.
 * Undelivered messages are never deleted: a hit is not lost to retention.
 
-Applied continuously (every ``RETENTION_INTERVAL_S`` by the running service, at the
-start and end of a replay) and on demand by `lpr-edge purge`. Deleting means gone
+Applied continuously (every ``RETENTION_INTERVAL_S`` by the running service, which
+also vacuums its databases daily; at the start and end of a replay) and on demand by
+`lpr-edge purge`. Deleting means gone
 from the files: rows are overwritten (``secure_delete``), the write-ahead log is
 truncated, and `purge` also vacuums.
 """
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between retention passes in the running service.
 RETENTION_INTERVAL_S = 60.0
+#: Seconds between the running service's VACUUMs of its databases (files shrink).
+VACUUM_INTERVAL_S = 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +93,19 @@ class Retention:
         self.interval = interval
         self.on_purge = on_purge
         self._next = 0.0
+        self._next_vacuum: float | None = None
 
     def tick(self, now_mono: float | None = None) -> PurgeCounts | None:
         now_mono = time.monotonic() if now_mono is None else now_mono
         if now_mono < self._next:
             return None
         self._next = now_mono + self.interval
-        return self.run()
+        if self._next_vacuum is None:  # not at start: a restart loop must stay cheap
+            self._next_vacuum = now_mono + VACUUM_INTERVAL_S
+        vacuum = now_mono >= self._next_vacuum
+        if vacuum:
+            self._next_vacuum = now_mono + VACUUM_INTERVAL_S
+        return self.run(vacuum=vacuum)
 
     def run(self, *, vacuum: bool = False) -> PurgeCounts:
         counts = apply_retention(self.privacy, self.outbox, self.readlog, vacuum=vacuum)

@@ -147,3 +147,17 @@ def test_a_full_disk_deletes_non_hit_data_first_and_never_an_undelivered_hit(tmp
         assert counts.hits == 1 and outbox.get("sent") is None
         assert outbox.get("waiting") is not None
     assert files_containing(tmp_path, "WAIT22")
+
+
+def test_the_service_schedule_applies_retention_every_minute_and_vacuums_daily(tmp_path):
+    from edge.retention import RETENTION_INTERVAL_S, VACUUM_INTERVAL_S, Retention
+
+    passes = []
+    with Outbox(tmp_path / "o.sqlite") as outbox:
+        schedule = Retention(PrivacyConfig(), outbox, on_purge=passes.append)
+        assert schedule.tick(1000.0) is not None  # the first tick runs at once
+        assert schedule.tick(1000.0 + RETENTION_INTERVAL_S / 2) is None
+        assert schedule.tick(1000.0 + RETENTION_INTERVAL_S) is not None
+        assert passes == []  # nothing deleted and no vacuum: nothing to audit
+        schedule.tick(1000.0 + VACUUM_INTERVAL_S + 1)
+        assert len(passes) == 1  # the daily vacuum is audited even with nothing deleted
