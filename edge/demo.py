@@ -88,7 +88,7 @@ def report_reads(folder: Path) -> int:
     outbox = folder / "state" / OUTBOX_FILE
     if outbox.exists():
         with Outbox(outbox) as box:
-            hits = [json.loads(m.payload) for m in box.pending(1000)]
+            hits = [json.loads(m.payload) for m in box.pending(1000) if m.kind == "hit"]
         print(f"{len(hits)} watchlist hit(s) kept in {outbox} (no broker in the demo):")
         for hit in hits:
             w = hit["watchlist"]
