@@ -34,34 +34,10 @@ SKIP_VENV=${SKIP_VENV:-0}
 START=${START:-0}
 MODELS_FROM=${MODELS_FROM-$SRC/models}
 
-SERVICE=lpr-edge
-SERVICE_USER=lpr-edge
+SCRIPT=install
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 GROUPS_NEEDED=(video dialout)
-CONF_DIR=/etc/lpr-edge
-STATE_DIR=/var/lib/lpr-edge
-UNIT_DIR=/etc/systemd/system
-BIN_LINK=/usr/local/bin/lpr-edge
-
-say() { printf 'lpr-edge install: %s\n' "$*"; }
-die() {
-	printf 'lpr-edge install: error: %s\n' "$*" >&2
-	exit 1
-}
-
-# Commands that change the system outside the file tree (accounts, ownership, systemd):
-# run for real, or only printed when staging under DESTDIR.
-system() {
-	if [[ -n $DESTDIR ]]; then
-		printf 'would run:'
-		printf ' %q' "$@"
-		printf '\n'
-	else
-		printf '+'
-		printf ' %q' "$@"
-		printf '\n'
-		"$@"
-	fi
-}
 
 usage() {
 	sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'

@@ -18,30 +18,9 @@ PREFIX=${PREFIX:-/opt/lpr-edge}
 PREFIX=${PREFIX%/}
 PURGE=${PURGE:-0}
 
-SERVICE=lpr-edge
-SERVICE_USER=lpr-edge
-CONF_DIR=/etc/lpr-edge
-STATE_DIR=/var/lib/lpr-edge
-UNIT_DIR=/etc/systemd/system
-BIN_LINK=/usr/local/bin/lpr-edge
-
-say() { printf 'lpr-edge uninstall: %s\n' "$*"; }
-die() {
-	printf 'lpr-edge uninstall: error: %s\n' "$*" >&2
-	exit 1
-}
-system() {
-	if [[ -n $DESTDIR ]]; then
-		printf 'would run:'
-		printf ' %q' "$@"
-		printf '\n'
-	else
-		printf '+'
-		printf ' %q' "$@"
-		printf '\n'
-		"$@"
-	fi
-}
+SCRIPT=uninstall
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 case ${1:-} in
 -h | --help)
