@@ -95,3 +95,80 @@ def test_padded_batches_read_the_same_and_closed_engine_refuses():
     eng.close()
     with pytest.raises(RuntimeError, match="closed"):
         eng.read(crops)
+
+
+def test_folded_model_computes_the_same_probabilities(engine):
+    with PPOCRRecognizer(model_path(MODEL), threads=1, simplify=False) as plain:
+        crops = [plate("AB123CD"), plate("7"), plate("KL-4410")]
+        for folded_p, plain_p in zip(
+            engine.probabilities(crops), plain.probabilities(crops), strict=True
+        ):
+            np.testing.assert_allclose(folded_p, plain_p, atol=1e-4)
+        assert [r.text for r in engine.read(crops)] == [r.text for r in plain.read(crops)]
+
+
+def test_fold_rewrites_the_model_and_keeps_padded_convs_exact():
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge.ocr.ppocr import fold_affine_ops
+
+    rng = np.random.default_rng(1)
+
+    def const(name, value):
+        return helper.make_node(
+            "Constant", [], [name], value=numpy_helper.from_array(np.asarray(value, np.float32))
+        )
+
+    nodes = [
+        const("w1", rng.normal(size=(4, 3, 3, 3))),
+        const("b1", rng.normal(size=4)),
+        const("a", [1.7]),
+        const("b", [-0.3]),
+        const("three", [3.0]),
+        const("zero", 0.0),
+        const("six", 6.0),
+        const("six1", [6.0]),
+        const("c", [0.8]),
+        const("d", [0.25]),
+        const("w2", rng.normal(size=(4, 4, 1, 1))),
+        const("w3", rng.normal(size=(2, 4, 3, 3))),
+        helper.make_node("Conv", ["x", "w1", "b1"], ["y1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["a", "y1"], ["m1"]),
+        helper.make_node("Add", ["m1", "b"], ["s1"]),
+        helper.make_node("Add", ["s1", "three"], ["h0"]),
+        helper.make_node("Clip", ["h0", "zero", "six"], ["h1"]),
+        helper.make_node("Mul", ["s1", "h1"], ["h2"]),
+        helper.make_node("Div", ["h2", "six1"], ["hs"]),
+        helper.make_node("Mul", ["c", "hs"], ["m2"]),
+        helper.make_node("Add", ["m2", "d"], ["s2"]),
+        helper.make_node("Conv", ["s2", "w2"], ["y2"]),  # 1x1, no padding: folded
+        helper.make_node("Mul", ["c", "y2"], ["m3"]),
+        helper.make_node("Add", ["m3", "d"], ["s3"]),
+        helper.make_node("Add", ["s3", "s3"], ["s4"]),  # not a scalar affine: kept
+        helper.make_node("Mul", ["c", "s4"], ["m4"]),
+        helper.make_node("Add", ["m4", "d"], ["s5"]),
+        helper.make_node("Conv", ["s5", "w3"], ["out"], pads=[1, 1, 1, 1]),  # padded: kept
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 12])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 2, 8, 12])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+    model.ir_version = 8
+    original = model.SerializeToString()
+    rewrites = fold_affine_ops(model)
+    onnx.checker.check_model(model)
+    ops = [n.op_type for n in model.graph.node if n.op_type != "Constant"]
+    # y1 affine, hard-swish, s2 affine into conv 2, y2 affine into conv 2's output.
+    assert rewrites == 4
+    assert ops == ["Conv", "HardSigmoid", "Mul", "Conv", "Add", "Mul", "Add", "Conv"]
+    x = rng.normal(size=(1, 3, 8, 12)).astype(np.float32)
+    run = [
+        ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        for m in (original, model.SerializeToString())
+    ]
+    np.testing.assert_allclose(run[1], run[0], rtol=1e-5, atol=1e-5)

