@@ -110,6 +110,52 @@ def _now_utc() -> datetime:
     return datetime.now(UTC)
 
 
+def set_os_thread_name(name: str) -> None:
+    """Name the calling thread for the OS (Linux keeps 15 bytes); a no-op elsewhere."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_name = 15
+        libc.prctl(pr_set_name, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+@dataclass(slots=True)
+class DecodeTimes:
+    """Time a reader spends getting frames, summed over frames (seconds).
+
+    ``grab_s`` is ``VideoCapture.grab()``: demuxing and decoding (for a live stream or
+    device it also holds the wait for the next frame to arrive); ``retrieve_s`` is
+    ``VideoCapture.retrieve()``: conversion of the decoded picture to a BGR array.
+    Only the thread reading the source writes it; readers elsewhere see a recent sum.
+    """
+
+    frames: int = 0
+    grab_s: float = 0.0
+    retrieve_s: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        return self.grab_s + self.retrieve_s
+
+
+def _read_timed(cap: cv2.VideoCapture, times: DecodeTimes) -> tuple[bool, np.ndarray | None]:
+    """``cap.read()`` (which is grab then retrieve) with each half timed into ``times``."""
+    t0 = time.perf_counter()
+    ok = cap.grab()
+    t1 = time.perf_counter()
+    times.grab_s += t1 - t0
+    if not ok:
+        return False, None
+    ok, image = cap.retrieve()
+    times.retrieve_s += time.perf_counter() - t1
+    if ok and image is not None:
+        times.frames += 1
+    return ok, image
+
+
 # --- recorded files ----------------------------------------------------------------
 
 
@@ -151,6 +197,9 @@ class VideoFile:
         self._last_ms: float | None = None
         self._pending: tuple[np.ndarray, float] | None = (first, self._media_ms(0))
         self._t0: float | None = None
+        #: Decoding time of the frames after the first (which opening decoded); a
+        #: :class:`Camera` swaps in its own so the sum spans every reopening.
+        self.decode_times = DecodeTimes()
 
     @property
     def duration_s(self) -> float:
@@ -170,7 +219,7 @@ class VideoFile:
             image, media_ms = self._pending
             self._pending = None
         else:
-            ok, image = self._cap.read()
+            ok, image = _read_timed(self._cap, self.decode_times)
             if not ok or image is None:
                 self._finish()
                 raise StopIteration
@@ -205,8 +254,12 @@ class VideoFile:
         while self.frames_read < due:
             if self._pending is not None:
                 self._pending = None
-            elif not self._cap.grab():
-                return False
+            else:
+                started = time.perf_counter()
+                grabbed = self._cap.grab()
+                self.decode_times.grab_s += time.perf_counter() - started
+                if not grabbed:
+                    return False
             self.frames_read += 1
             self.frames_skipped += 1
         # The grabbed frames were never decoded to images, so their container times
@@ -368,6 +421,9 @@ class Camera:
         self._state = SourceState.CONNECTING
         self._since = clock()
         self._arrivals: deque[float] = deque(maxlen=256)
+        #: Time the capture thread spends reading frames from the source, over every
+        #: (re)opening; for a stream or device it includes waiting for frames.
+        self.decode_times = DecodeTimes()
 
     # -- public API --
 
@@ -461,6 +517,8 @@ class Camera:
     # -- capture thread --
 
     def _run(self) -> None:
+        # Named like the Python thread, so `top -H` and /proc tell the cameras apart.
+        set_os_thread_name(f"camera-{self.name}")
         failures = 0  # consecutive, since the last frame read
         ever_opened = False
         warned_truncated = False
@@ -522,10 +580,11 @@ class Camera:
     def _open(self, resume_at: float | None) -> _Reader:
         try:
             if self.kind == "file":
-                return _FileReader(VideoFile(self.source, self.name), resume_at)
-            if self.kind == "network":
-                return _StreamReader(self._open_network(), self.config.stall_seconds)
-            return _StreamReader(_open_device(self.source), self.config.stall_seconds)
+                video = VideoFile(self.source, self.name)
+                video.decode_times = self.decode_times
+                return _FileReader(video, resume_at)
+            cap = self._open_network() if self.kind == "network" else _open_device(self.source)
+            return _StreamReader(cap, self.config.stall_seconds, self.decode_times)
         except cv2.error as exc:
             raise SourceError(f"{redact(self.source)}: {exc}") from exc
 
@@ -646,9 +705,12 @@ class _Reader:
 
 
 class _StreamReader(_Reader):
-    def __init__(self, cap: cv2.VideoCapture, stall_seconds: float):
+    def __init__(
+        self, cap: cv2.VideoCapture, stall_seconds: float, decode_times: DecodeTimes | None = None
+    ):
         self.cap = cap
         self.stall_seconds = stall_seconds
+        self.decode_times = DecodeTimes() if decode_times is None else decode_times
 
     def pump(self, camera: Camera, failures: int) -> tuple[str, int]:
         clock = camera._clock
@@ -656,7 +718,7 @@ class _StreamReader(_Reader):
         stalled = False
         while not camera._stop.is_set():
             started = clock()
-            ok, image = self.cap.read()
+            ok, image = _read_timed(self.cap, self.decode_times)
             now = clock()
             # FFmpeg's read timeout aborts the stream, yet the read that timed out can
             # still return a frame flushed from the decoder; only later reads fail.

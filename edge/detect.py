@@ -11,8 +11,10 @@ detection-only model whose input height and width are free (multiples of 32): a
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import cv2
@@ -271,6 +273,32 @@ def _prune(graph) -> None:
 # --- detectors --------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class DetectorTimes:
+    """Where a detector's time goes, summed over calls (seconds): a few
+    ``time.perf_counter`` reads per network run, cheap enough to stay always on.
+
+    Shared by every caller of the detector (both cameras); a caller wanting its own
+    share takes a :meth:`snapshot` before and after its call.
+    """
+
+    #: Network runs (a whole frame, or one search region).
+    runs: int = 0
+    #: Resize and letterbox into the input tensor (and the dtype cast).
+    preprocess_s: float = 0.0
+    #: ``InferenceSession.run``.
+    infer_s: float = 0.0
+    #: Decoding the raw outputs, mapping boxes back, region-edge filtering and NMS.
+    postprocess_s: float = 0.0
+
+    def snapshot(self) -> tuple[int, float, float, float]:
+        return self.runs, self.preprocess_s, self.infer_s, self.postprocess_s
+
+    def reset(self) -> None:
+        for f in fields(self):
+            setattr(self, f.name, type(getattr(self, f.name))())
+
+
 class BaseDetector(ABC):
     """Finds plate boxes in whole images."""
 
@@ -329,6 +357,7 @@ class YoloPlateDetector(BaseDetector):
         self.score_threshold = float(score_threshold)
         self.iou_threshold = float(iou_threshold)
         self.max_detections = int(max_detections)
+        self.times = DetectorTimes()
         self._session = create_session(Path(model_path), threads=threads, providers=providers)
         model_input = self._session.get_inputs()[0]
         self._input_name = model_input.name
@@ -386,6 +415,7 @@ class YoloPlateDetector(BaseDetector):
             boxes, scores = self._candidates(crop, fit_input_shape(crop.shape[:2], side))
             if not len(scores):
                 continue
+            started = time.perf_counter()
             # A plate cut by the region's edge (not the frame's) is only part of a plate
             # and would read as a shorter one; the next whole-frame scan sees it whole.
             cut = np.zeros(len(scores), bool)
@@ -400,11 +430,14 @@ class YoloPlateDetector(BaseDetector):
             if np.any(~cut):
                 all_boxes.append(boxes[~cut] + np.array([x1, y1, x1, y1], np.float32))
                 all_scores.append(scores[~cut])
+            self.times.postprocess_s += time.perf_counter() - started
         if not all_scores:
             return Detections.empty()
+        started = time.perf_counter()
         boxes = np.concatenate(all_boxes)
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, image.shape[1])
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, image.shape[0])
+        self.times.postprocess_s += time.perf_counter() - started
         return self._select(boxes, np.concatenate(all_scores))
 
     def _candidates(
@@ -416,26 +449,37 @@ class YoloPlateDetector(BaseDetector):
         if image.dtype != np.uint8:
             raise ValueError(f"expected a uint8 image, got {image.dtype}")
         image_hw = (image.shape[0], image.shape[1])
+        times = self.times
+        t0 = time.perf_counter()
         tensor, scale, pad = letterbox(image, input_hw)
-        outputs = self._session.run(
-            self._output_names, {self._input_name: tensor.astype(self._dtype, copy=False)}
-        )
+        tensor = tensor.astype(self._dtype, copy=False)
+        t1 = time.perf_counter()
+        outputs = self._session.run(self._output_names, {self._input_name: tensor})
+        t2 = time.perf_counter()
         if self._dynamic_outputs:
             boxes, scores = decode_distances(outputs[0], outputs[1], input_hw, self.score_threshold)
         else:
             boxes, scores = decode_yolo(outputs[0], self.score_threshold)
-        if not len(scores):
-            return boxes, scores
-        return unletterbox(boxes, scale, pad, image_hw), scores
+        if len(scores):
+            boxes = unletterbox(boxes, scale, pad, image_hw)
+        t3 = time.perf_counter()
+        times.runs += 1
+        times.preprocess_s += t1 - t0
+        times.infer_s += t2 - t1
+        times.postprocess_s += t3 - t2
+        return boxes, scores
 
     def _select(self, boxes: np.ndarray, scores: np.ndarray) -> Detections:
         if not len(scores):
             return Detections.empty()
+        started = time.perf_counter()
         keep = nms(boxes, scores, self.iou_threshold)[: self.max_detections]
         boxes, scores = boxes[keep], scores[keep]
         # Boxes wholly in the padding collapse to zero size once clipped.
         real = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        return Detections(np.ascontiguousarray(boxes[real]), np.ascontiguousarray(scores[real]))
+        found = Detections(np.ascontiguousarray(boxes[real]), np.ascontiguousarray(scores[real]))
+        self.times.postprocess_s += time.perf_counter() - started
+        return found
 
     def close(self) -> None:
         self._session = None

@@ -26,11 +26,19 @@ LATENCY_WINDOW = 4096
 
 @dataclass(slots=True)
 class StageTimes:
-    """Time spent per stage, summed over processed frames (milliseconds)."""
+    """Time spent per stage, summed over processed frames (milliseconds).
+
+    ``busy_ms`` is the whole of :meth:`FramePipeline.process`; it splits into
+    ``detect_ms`` + ``ocr_ms`` + ``track_ms``. ``detect_ms`` in turn holds the
+    detector's ``preprocess_ms`` (resize/letterbox), ``infer_ms`` (onnxruntime) and
+    ``postprocess_ms`` (output decoding, NMS), the rest being search planning and
+    Python glue (:attr:`detect_other_ms`).
+    """
 
     frames: int = 0
     detect_ms: float = 0.0
     ocr_ms: float = 0.0
+    #: Association, vote bookkeeping, ending tracks and linking/deduplicating reads.
     track_ms: float = 0.0
     ocr_crops: int = 0
     #: Frames searched whole, searched only around live tracks, and not searched
@@ -38,6 +46,23 @@ class StageTimes:
     scans: int = 0
     region_searches: int = 0
     unsearched: int = 0
+    busy_ms: float = 0.0
+    preprocess_ms: float = 0.0
+    infer_ms: float = 0.0
+    postprocess_ms: float = 0.0
+    #: Detector network runs (one per whole-frame search or search region).
+    detector_runs: int = 0
+
+    @property
+    def detect_other_ms(self) -> float:
+        return max(0.0, self.detect_ms - self.preprocess_ms - self.infer_ms - self.postprocess_ms)
+
+    def add(self, other: StageTimes) -> StageTimes:
+        """A new StageTimes holding the sums of this one's and ``other``'s fields."""
+        out = StageTimes()
+        for name in StageTimes.__slots__:
+            setattr(out, name, getattr(self, name) + getattr(other, name))
+        return out
 
 
 def percentile(values, q: float) -> float | None:
@@ -90,9 +115,19 @@ class FramePipeline:
         """Run one frame through every stage; the reads it completed, if any."""
         tracker = self._trackers[frame.camera]
         times = self.times[frame.camera]
+        # The detector is shared by the cameras: this frame's share of its sub-stage
+        # times is the change over this call.
+        detector_times = getattr(self.recognizer.detector, "times", None)
+        before = detector_times.snapshot() if detector_times is not None else None
         start = time.perf_counter()
         detections = self._detect(frame, tracker, times)
         detected = time.perf_counter()
+        if before is not None:
+            runs, pre, infer, post = detector_times.snapshot()
+            times.detector_runs += runs - before[0]
+            times.preprocess_ms += (pre - before[1]) * 1e3
+            times.infer_ms += (infer - before[2]) * 1e3
+            times.postprocess_ms += (post - before[3]) * 1e3
         tracks = tracker.associate(frame, detections)
         # Only tracks whose read is not yet decided are worth an OCR pass, and only
         # plates big enough and wholly in the picture: a distant plate, or one cut by
@@ -116,14 +151,15 @@ class FramePipeline:
                     tracks[i], frame, detections.xyxy[i], text, float(detections.scores[i])
                 )
         read = time.perf_counter()
-        reads = tracker.collect(frame.timestamp, after_frame=True)
+        emitted = self._emitted(tracker.collect(frame.timestamp, after_frame=True))
         done = time.perf_counter()
         times.frames += 1
+        times.busy_ms += (done - start) * 1e3
         times.detect_ms += (detected - start) * 1e3
         times.ocr_ms += (read - associated) * 1e3
         times.track_ms += ((associated - detected) + (done - read)) * 1e3
         times.ocr_crops += len(todo)
-        return self._emitted(reads)
+        return emitted
 
     def _detect(self, frame: Frame, tracker: PlateTracker, times: StageTimes) -> Detections:
         """The whole frame when a scan is due, else only around the live tracks."""

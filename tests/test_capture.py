@@ -136,6 +136,11 @@ def test_video_file_reads_every_frame_in_order(clips):
     assert all(f.captured_utc.utcoffset().total_seconds() == 0 for f in frames)
     assert all(b.captured_mono >= a.captured_mono for a, b in pairwise(frames))
     assert video.ended and not video.truncated and video.frames_read == 75
+    # Every frame after the first (decoded on opening) was timed.
+    times = video.decode_times
+    assert times.frames == 74
+    assert times.grab_s > 0 and times.retrieve_s > 0
+    assert times.total_s == times.grab_s + times.retrieve_s
 
 
 def test_video_file_reads_mjpeg_avi(clips):
@@ -238,6 +243,8 @@ def test_camera_plays_a_file_at_its_frame_rate_and_ends(clips):
     assert stats.frames_in == 25
     assert stats.frames_in == stats.frames_dropped + stats.frames_processed
     assert stats.reconnects == 0
+    # The capture thread timed its decoding (all frames but the one opening decoded).
+    assert camera.decode_times.frames == 24 and camera.decode_times.total_s > 0
     assert frames and frames[0].camera == "rear"
     seqs = [f.seq for f in frames]
     assert seqs == sorted(set(seqs)) and seqs[-1] <= 24

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -257,3 +258,20 @@ def test_region_search_finds_the_plate_inside_and_nothing_elsewhere():
         # Two overlapping regions around the same plate give it once.
         shifted = (around[0] + 20, around[1] + 10, around[2] + 20, around[3] + 10)
         assert len(det.detect_regions(image, [around, shifted], 256)) == 1
+
+
+def test_detector_times_its_stages(detector):
+    times = detector.times
+    times.reset()
+    assert times.snapshot() == (0, 0.0, 0.0, 0.0)
+    image, _ = render_scene(["AB1234"], rng=np.random.default_rng(7))
+    began = time.perf_counter()
+    assert len(detector.detect(image)) >= 1
+    detector.detect(image)
+    wall = time.perf_counter() - began
+    runs, pre, infer, post = times.snapshot()
+    assert runs == 2
+    assert pre > 0 and infer > 0 and post > 0
+    assert pre + infer + post <= wall
+    times.reset()
+    assert times.runs == 0 and times.infer_s == 0.0

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.bench.video import score_reads
+from edge.bench.video import STAGES, format_report, profile_json, score_reads
+from edge.capture import VideoFile
 from edge.config import load_config
-from edge.pipeline import FramePipeline
+from edge.pipeline import FramePipeline, StageTimes
 from edge.recognize import open_recognizer
 from edge.replay import replay_file
 from edge.synthclip import ClipSpec, ClipTruth, render_clip
@@ -261,3 +262,89 @@ def test_bench_scores_reads_against_legible_passes(replay_clip):
     reads = [read(plates[0]), read(plates[0]), read(plates[1]), read("ZZ999")]
     score = score_reads(truth, reads)
     assert (score.passes, score.exact, score.wrong, score.duplicates) == (3, 2, 1, 1)
+
+
+def test_pipeline_profile_adds_up_over_a_few_frames(models, replay_clip):
+    path, _truth = replay_clip
+    config = load_config(None)
+    with open_recognizer(config) as recognizer, VideoFile(path, "front-left") as video:
+        recognizer.detector.times.reset()
+        pipeline = FramePipeline(recognizer, config.tracking)
+        pipeline.add_camera("front-left", str(path))
+        began = time.perf_counter()
+        for frame, _ in zip(video, range(12), strict=False):
+            pipeline.process(frame)
+        wall_ms = (time.perf_counter() - began) * 1e3
+        detector_runs = recognizer.detector.times.runs
+    times = pipeline.times["front-left"]
+    assert times.frames == 12
+    # The first frame is always searched whole: the detector ran and was timed.
+    assert times.scans >= 1 and times.detector_runs == detector_runs >= 1
+    assert times.infer_ms > 0 and times.preprocess_ms > 0 and times.postprocess_ms > 0
+    detector_parts = times.preprocess_ms + times.infer_ms + times.postprocess_ms
+    assert detector_parts <= times.detect_ms + 1e-6
+    stages = times.detect_ms + times.ocr_ms + times.track_ms
+    assert stages == pytest.approx(times.busy_ms, rel=1e-6)
+    assert times.busy_ms <= wall_ms
+    assert times.detect_other_ms >= 0
+
+    profile = profile_json(times, wall_ms / 1e3)
+    assert set(profile["stages"]) == {name for name, _field in STAGES}
+    assert sum(s["percent"] for s in profile["stages"].values()) == pytest.approx(100, abs=0.5)
+    assert 0 < profile["busy_percent_of_wall"] <= 100
+    assert profile["stages"]["detector"]["ms_per_frame"] > 0
+    # Two cameras' times add field by field (the bench's total column).
+    both = times.add(times)
+    assert both.frames == 24 and both.infer_ms == pytest.approx(2 * times.infer_ms)
+    assert StageTimes().add(times).busy_ms == times.busy_ms
+
+
+def test_bench_report_shows_the_profile_and_memory():
+    times = StageTimes(
+        frames=10,
+        busy_ms=100.0,
+        detect_ms=90.0,
+        preprocess_ms=10.0,
+        infer_ms=70.0,
+        postprocess_ms=5.0,
+        ocr_ms=6.0,
+        track_ms=4.0,
+        detector_runs=12,
+    )
+    profile = profile_json(times, 2.0)
+    assert profile["stages"]["detector"] == {"ms_per_frame": 7.0, "percent": 70.0}
+    assert profile["stages"]["detect_other"] == {"ms_per_frame": 0.5, "percent": 5.0}
+    assert profile["busy_percent_of_wall"] == 5.0
+    decode = {
+        "frames": 20,
+        "ms_per_frame": 9.0,
+        "grab_ms_per_frame": 6.0,
+        "retrieve_ms_per_frame": 3.0,
+        "percent_of_wall": 9.0,
+    }
+    cam = {
+        "frames_in": 20,
+        "frames_processed": 10,
+        "frames_dropped": 10,
+        "fps_processed": 5.0,
+        "reads": {"passes": 1, "read_exactly": 1, "wrong_reads": 0, "duplicate_reads": 0},
+        "profile": profile,
+        "decode": decode,
+    }
+    report = {
+        "clip": {"size": [1920, 1080], "fps": 30, "seconds": 2},
+        "live": {
+            "cameras": {"front-left": cam},
+            "latency_ms": {"p50": 90.0, "p95": 120.0},
+            "total": {
+                "profile": profile,
+                "decode": decode,
+                "publish": {"reads": 1, "ms_per_read": 0.01, "sink": "list"},
+            },
+        },
+        "memory": {"peak_rss_mb": 512.0, "rss_mb": 400.0},
+    }
+    text = format_report(report)
+    assert "detector" in text and "7.00 (70.0%)" in text
+    assert "decode (capture)" in text and "9.00" in text
+    assert "peak RSS 512.0 MiB" in text

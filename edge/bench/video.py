@@ -9,6 +9,13 @@ and measures:
 * **replay**: one clip through `lpr-edge replay`'s path, every frame: fps and the
   exact-read rate against the ground truth, duplicate and wrong reads.
 
+Each part also reports a profile: milliseconds per processed frame and share of the
+processing thread's busy time for resize/letterbox, detector inference, output
+decoding + NMS, the rest of detection (search planning), tracking and OCR; decoding
+(on the capture threads, in parallel: ms per decoded frame); the read sink (on the
+delivery thread; here a list append, no watchlist or outbox); the CPU cores the
+process kept busy; and memory (peak and current RSS).
+
 Clips are cached under the state directory's ``bench/`` folder by their spec, so
 repeated runs measure processing, not rendering.
 """
@@ -17,11 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.capture import Camera
+from edge.capture import Camera, DecodeTimes
 from edge.cli import UsageError
 from edge.config import CameraConfig, Config, load_config
 from edge.pipeline import FramePipeline, StageTimes
@@ -82,8 +92,22 @@ def clip_for(cache: Path, spec: ClipSpec) -> tuple[Path, ClipTruth]:
     return path, render_clip(path, spec)
 
 
-def profile_json(times: StageTimes) -> dict:
-    total = times.detect_ms + times.ocr_ms + times.track_ms
+#: Processing-thread stages of the profile, in pipeline order: (name, StageTimes field).
+STAGES = (
+    ("resize_letterbox", "preprocess_ms"),
+    ("detector", "infer_ms"),
+    ("decode_nms", "postprocess_ms"),
+    ("detect_other", "detect_other_ms"),
+    ("tracking", "track_ms"),
+    ("ocr", "ocr_ms"),
+)
+
+
+def profile_json(times: StageTimes, wall_s: float | None = None) -> dict:
+    """Per-stage ms per processed frame and percent of the processing thread's busy
+    time. ``wall_s``, when given, adds how much of that wall time the thread was busy
+    with this camera's frames."""
+    total = times.busy_ms or times.detect_ms + times.ocr_ms + times.track_ms
     n = max(times.frames, 1)
 
     def share(ms: float) -> dict:
@@ -92,16 +116,200 @@ def profile_json(times: StageTimes) -> dict:
             "percent": round(100 * ms / total, 1) if total else 0,
         }
 
-    return {
+    out = {
         "frames": times.frames,
+        "busy_ms_per_frame": round(total / n, 2),
+        "stages": {name: share(getattr(times, field)) for name, field in STAGES},
         "detect": share(times.detect_ms),
         "ocr": share(times.ocr_ms),
         "track": share(times.track_ms),
+        "detector_runs_per_frame": round(times.detector_runs / n, 2),
         "ocr_crops_per_frame": round(times.ocr_crops / n, 2),
         "searched_whole": times.scans,
         "searched_around_tracks": times.region_searches,
         "not_searched": times.unsearched,
     }
+    if wall_s:
+        out["busy_percent_of_wall"] = round(100 * total / 1e3 / wall_s, 1)
+    return out
+
+
+def decode_json(times: DecodeTimes, wall_s: float) -> dict:
+    """Capture-thread time per decoded frame (decoded frames include those dropped
+    later) and the share of the run's wall time the thread spent decoding."""
+    n = max(times.frames, 1)
+    return {
+        "frames": times.frames,
+        "ms_per_frame": round(times.total_s * 1e3 / n, 2),
+        "grab_ms_per_frame": round(times.grab_s * 1e3 / n, 2),
+        "retrieve_ms_per_frame": round(times.retrieve_s * 1e3 / n, 2),
+        "percent_of_wall": round(100 * times.total_s / wall_s, 1) if wall_s else 0,
+    }
+
+
+def _sum_decode(times: list[DecodeTimes]) -> DecodeTimes:
+    return DecodeTimes(
+        frames=sum(t.frames for t in times),
+        grab_s=sum(t.grab_s for t in times),
+        retrieve_s=sum(t.retrieve_s for t in times),
+    )
+
+
+# --- memory and CPU ---------------------------------------------------------------
+
+
+def _status_kb(key: str) -> int | None:
+    """A ``kB`` line of /proc/self/status (VmRSS, VmHWM), or None off Linux."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Restart the kernel's peak-RSS mark (VmHWM) at the current RSS; False where the
+    kernel does not allow it (then a part's peak includes what came before)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _mb(kb: int | None) -> float | None:
+    return None if kb is None else round(kb / 1024, 1)
+
+
+def process_memory() -> dict:
+    """Peak RSS over the process's life (getrusage) and current RSS (VmRSS), in MiB."""
+    return {
+        "peak_rss_mb": _mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
+        "rss_mb": _mb(_status_kb("VmRSS")),
+    }
+
+
+def thread_ids() -> set[int]:
+    try:
+        return {int(t) for t in os.listdir("/proc/self/task")}
+    except OSError:
+        return set()
+
+
+def _thread_cpu() -> dict[int, tuple[str, int]]:
+    """Every thread's name and CPU time (user + system, clock ticks) from /proc."""
+    out = {}
+    for tid in thread_ids():
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue  # ended meanwhile
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        rest = stat[stat.rindex(")") + 2 :].split()
+        out[tid] = (name, int(rest[11]) + int(rest[12]))
+    return out
+
+
+class ThreadCpu:
+    """CPU time per kind of thread over a part, from /proc/self/task sampled a few
+    times a second, so threads that end before the part does (capture threads,
+    FFmpeg's decoder threads) still count, to within one interval."""
+
+    INTERVAL_S = 0.25
+
+    def __init__(self, model_threads: set[int]):
+        self.model_threads = model_threads
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="bench-cpu", daemon=True)
+
+    def start(self) -> None:
+        self._first = _thread_cpu()
+        self._last = dict(self._first)
+        self._thread.start()
+
+    def stop(self) -> dict[str, float]:
+        """CPU seconds per group of threads."""
+        self._stop.set()
+        self._thread.join()
+        self._last.update(_thread_cpu())
+        tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        groups: dict[str, float] = {}
+        for tid, (name, ticks) in self._last.items():
+            used = (ticks - self._first.get(tid, (name, 0))[1]) / tick
+            group = self._group(tid, name)
+            if group is not None:
+                groups[group] = groups.get(group, 0.0) + used
+        return groups
+
+    def _group(self, tid: int, name: str) -> str | None:
+        if tid == self._thread.native_id:
+            return None  # this sampler
+        if tid == os.getpid():
+            return "processing"
+        if name.startswith("camera-"):
+            return "capture"
+        if name.startswith("av:"):
+            return "ffmpeg_decoders"
+        if tid in self.model_threads:
+            return "onnxruntime_pool"
+        return "other"
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.INTERVAL_S):
+            self._last.update(_thread_cpu())
+
+
+class PartMeter:
+    """Wall time, process CPU time (per kind of thread) and peak RSS of one part of the
+    benchmark. ``model_threads``: the threads opening the models started (onnxruntime's
+    pools)."""
+
+    def __init__(self, model_threads: set[int] = frozenset()):
+        self._threads = ThreadCpu(set(model_threads))
+
+    def __enter__(self) -> PartMeter:
+        self.peak_reset = _reset_peak_rss()
+        self._cpu = _cpu_seconds()
+        self._threads.start()
+        self._wall = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall_s = time.perf_counter() - self._wall
+        self.cpu_s = _cpu_seconds() - self._cpu
+        self.by_thread = self._threads.stop()
+        self.peak_kb = _status_kb("VmHWM")
+        self.rss_kb = _status_kb("VmRSS")
+
+    def to_json(self) -> dict:
+        wall = self.wall_s or 1.0
+        return {
+            "wall_s": round(self.wall_s, 2),
+            "cpu_s": round(self.cpu_s, 2),
+            # Busy cores over the part (all threads: capture, processing, onnxruntime's
+            # pool), against os.cpu_count().
+            "cpu_cores_busy": round(self.cpu_s / wall, 2),
+            "cpu_count": os.cpu_count(),
+            "cores_by_thread": {
+                name: round(used / wall, 2) for name, used in sorted(self.by_thread.items())
+            },
+            "peak_rss_mb": _mb(self.peak_kb),
+            "peak_rss_is_this_part_only": self.peak_reset,
+            "rss_mb_at_end": _mb(self.rss_kb),
+        }
+
+
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+# --- the two parts ------------------------------------------------------------------
 
 
 def run_live(config: Config, clips: list[tuple[Path, ClipTruth]]) -> dict:
@@ -111,12 +319,16 @@ def run_live(config: Config, clips: list[tuple[Path, ClipTruth]]) -> dict:
     ]
     reads: dict[str, list[PlateRead]] = {name: [] for name in CAMERAS}
     lock = threading.Lock()
+    sink_s = [0.0]
 
     def sink(read: PlateRead) -> None:
+        started = time.perf_counter()
         with lock:
             reads[read.camera].append(read)
+        sink_s[0] += time.perf_counter() - started
 
-    with open_recognizer(config) as recognizer:
+    before = thread_ids()
+    with open_recognizer(config) as recognizer, PartMeter(thread_ids() - before) as meter:
         service = LiveService(config, recognizer, sink, cameras=cameras)
         # Bounded even if a clip cannot be played (a failed camera never ends).
         longest = max(truth.seconds for _path, truth in clips)
@@ -125,17 +337,43 @@ def run_live(config: Config, clips: list[tuple[Path, ClipTruth]]) -> dict:
     out = stats.to_json()
     for name, (_path, truth) in zip(CAMERAS, clips, strict=True):
         out["cameras"][name]["reads"] = score_reads(truth, reads[name]).to_json()
-        out["cameras"][name]["profile"] = profile_json(times[name])
+        out["cameras"][name]["profile"] = profile_json(times[name], stats.seconds)
+    decode = {c.name: c.decode_times for c in cameras}
+    for name, cam in out["cameras"].items():
+        cam["decode"] = decode_json(decode[name], stats.seconds)
+    total = StageTimes()
+    for name in CAMERAS:
+        total = total.add(times[name])
+    n_reads = sum(len(r) for r in reads.values())
+    out["total"] = {
+        "profile": profile_json(total, stats.seconds),
+        "decode": decode_json(_sum_decode(list(decode.values())), stats.seconds),
+        "publish": {
+            "reads": n_reads,
+            "ms_per_read": round(sink_s[0] * 1e3 / n_reads, 3) if n_reads else 0.0,
+            "sink": "bench: list append on the delivery thread (no watchlist, no outbox)",
+        },
+    }
+    out["process"] = meter.to_json()
     return out
 
 
 def run_replay(config: Config, clip: tuple[Path, ClipTruth]) -> dict:
     path, truth = clip
     reads: list[PlateRead] = []
-    with open_recognizer(config) as recognizer:
+    before = thread_ids()
+    with open_recognizer(config) as recognizer, PartMeter(thread_ids() - before) as meter:
         pipeline = FramePipeline(recognizer, config.tracking)
         result = replay_file(pipeline, path, CAMERAS[0], on_read=reads.append)
         times = pipeline.times[CAMERAS[0]]
+    profile = profile_json(times, result.seconds)
+    # Replay decodes in the processing thread: what the pipeline did not use of the
+    # loop's time is mostly decoding.
+    outside = max(0.0, result.seconds * 1e3 - times.busy_ms)
+    profile["outside_pipeline"] = {
+        "ms_per_frame": round(outside / max(times.frames, 1), 2),
+        "what": "decoding and the replay loop, in the same thread",
+    }
     return {
         "frames": result.frames,
         "fps": round(result.frames / result.seconds, 2) if result.seconds else 0.0,
@@ -143,7 +381,8 @@ def run_replay(config: Config, clip: tuple[Path, ClipTruth]) -> dict:
         if result.seconds
         else 0.0,
         "reads": score_reads(truth, reads).to_json(),
-        "profile": profile_json(times),
+        "profile": profile,
+        "process": meter.to_json(),
     }
 
 
@@ -165,6 +404,7 @@ def cmd_bench_video(args: argparse.Namespace) -> int:
         report["live"] = run_live(config, clips)
     if args.mode in ("replay", "both"):
         report["replay"] = run_replay(config, clips[0])
+    report["memory"] = process_memory()
     if args.json:
         print(json.dumps(report))
     else:
@@ -194,8 +434,20 @@ def format_report(report: dict) -> str:
             )
         lat = live["latency_ms"]
         lines.append(f"  read latency ms: p50 {lat['p50']}  p95 {lat['p95']}")
+        columns = [(name, cam["profile"], cam["decode"]) for name, cam in live["cameras"].items()]
+        if "total" in live:
+            columns.append(("total", live["total"]["profile"], live["total"]["decode"]))
+        lines += _profile_table(columns)
+        if "total" in live:
+            pub = live["total"]["publish"]
+            lines.append(
+                f"  publish: {pub['ms_per_read']} ms per read over {pub['reads']} reads "
+                f"({pub['sink']})"
+            )
         for name, cam in live["cameras"].items():
-            lines.append(f"  profile {name}: {_profile_line(cam['profile'])}")
+            lines.append(f"  searches {name}: {_search_line(cam['profile'])}")
+        if "process" in live:
+            lines.append(f"  process: {_process_line(live['process'])}")
     replay = report.get("replay")
     if replay:
         r = replay["reads"]
@@ -207,17 +459,74 @@ def format_report(report: dict) -> str:
             f"read exactly {r['read_exactly']} ({r['exact_rate']:.3f}), wrong {r['wrong_reads']}, "
             f"duplicates {r['duplicate_reads']}"
         )
-        lines.append(f"  profile: {_profile_line(replay['profile'])}")
+        profile = replay["profile"]
+        lines += _profile_table([("replay", profile, None)])
+        if "outside_pipeline" in profile:
+            other = profile["outside_pipeline"]
+            lines.append(
+                f"  outside the pipeline: {other['ms_per_frame']} ms/frame ({other['what']})"
+            )
+        lines.append(f"  searches: {_search_line(profile)}")
+        if "process" in replay:
+            lines.append(f"  process: {_process_line(replay['process'])}")
+    memory = report.get("memory")
+    if memory:
+        lines.append("")
+        lines.append(
+            f"memory: peak RSS {memory['peak_rss_mb']} MiB (whole process), "
+            f"RSS at the end {memory['rss_mb']} MiB"
+        )
     return "\n".join(lines)
 
 
-def _profile_line(p: dict) -> str:
-    return (
-        ", ".join(
-            f"{stage} {p[stage]['ms_per_frame']} ms ({p[stage]['percent']}%)"
-            for stage in ("detect", "ocr", "track")
+def _profile_table(columns: list[tuple[str, dict, dict | None]]) -> list[str]:
+    """Stages down, one column per camera: ms per processed frame and percent of busy time."""
+    width = 17
+    lines = ["  profile, ms per processed frame (% of the processing thread's busy time):"]
+    lines.append(f"  {'stage':<18}" + "".join(f"{name:>{width}}" for name, _p, _d in columns))
+
+    def row(label: str, cells: list[str]) -> None:
+        lines.append(f"  {label:<18}" + "".join(f"{c:>{width}}" for c in cells))
+
+    for stage, _field in STAGES:
+        cells = []
+        for _name, p, _d in columns:
+            s = p.get("stages", {}).get(stage)
+            cells.append(f"{s['ms_per_frame']:.2f} ({s['percent']:4.1f}%)" if s else "-")
+        row(stage, cells)
+    row("busy", [f"{p.get('busy_ms_per_frame', 0):.2f}" for _n, p, _d in columns])
+    if any("busy_percent_of_wall" in p for _n, p, _d in columns):
+        row("busy % of wall", [f"{p.get('busy_percent_of_wall', '-')}" for _n, p, _d in columns])
+    if any(d for _n, _p, d in columns):
+        row(
+            "decode (capture)",
+            [f"{d['ms_per_frame']:.2f}" if d else "-" for _n, _p, d in columns],
         )
-        + f"; {p['ocr_crops_per_frame']} OCR crops/frame; frames searched whole "
+        row(
+            "  grab / retrieve",
+            [
+                f"{d['grab_ms_per_frame']:.1f} / {d['retrieve_ms_per_frame']:.1f}" if d else "-"
+                for _n, _p, d in columns
+            ],
+        )
+        row("  % of wall", [f"{d['percent_of_wall']}" if d else "-" for _n, _p, d in columns])
+    return lines
+
+
+def _search_line(p: dict) -> str:
+    return (
+        f"{p.get('detector_runs_per_frame', '-')} detector runs/frame, "
+        f"{p['ocr_crops_per_frame']} OCR crops/frame; frames searched whole "
         f"{p['searched_whole']}, around tracks {p['searched_around_tracks']}, "
         f"not searched {p['not_searched']}"
+    )
+
+
+def _process_line(p: dict) -> str:
+    peak = p["peak_rss_mb"]
+    scope = "this part" if p["peak_rss_is_this_part_only"] else "so far"
+    threads = ", ".join(f"{k} {v}" for k, v in p.get("cores_by_thread", {}).items())
+    return (
+        f"{p['cpu_cores_busy']} of {p['cpu_count']} CPU cores busy over {p['wall_s']} s "
+        f"({threads}); peak RSS {peak} MiB ({scope}), {p['rss_mb_at_end']} MiB at the end"
     )
