@@ -90,7 +90,7 @@ from typing import Any
 
 from edge.config import Config, load_config, to_dict
 from edge.ids import new_event_id
-from edge.messages import iso_utc
+from edge.messages import now_iso
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ class AuditLog:
             "seq": self._seq + 1,
             "event_id": new_event_id(),
             "vehicle_id": self.vehicle_id,
-            "at": iso_utc(datetime.now(UTC)),
+            "at": now_iso(),
             "action": action,
             "details": details,
             "prev": self._prev,

@@ -42,6 +42,7 @@ from edge.readlog import ReadLog
 from edge.retention import make_room
 from edge.state import OUTBOX_FILE, VehicleState
 from edge.types import PlateRead
+from edge.waits import poll_until
 from edge.watchlist_live import LiveWatchlist
 
 log = logging.getLogger(__name__)
@@ -248,12 +249,7 @@ class Delivery:
             return self.publisher.wait_delivered(timeout)
         if not self.handed_over:
             return True
-        deadline = time.monotonic() + timeout
-        while self.outbox.stats().pending:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.2)
-        return True
+        return poll_until(lambda: not self.outbox.stats().pending, timeout, interval=0.2)
 
     def close(self) -> None:
         self.alert.join(5.0)

@@ -15,11 +15,10 @@ import os
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from edge.config import load_config
-from edge.messages import iso_utc
+from edge.messages import now_iso
 
 STATUS_FILE = "status.json"
 STATUS_FILE_INTERVAL_S = 5.0
@@ -27,7 +26,7 @@ STALE_AFTER_S = 30.0
 
 
 def write_status_file(path: Path, status: dict) -> None:
-    record = {"written_at": iso_utc_now(), "written_unix": time.time(), **status}
+    record = {"written_at": now_iso(), "written_unix": time.time(), **status}
     fd, tmp = tempfile.mkstemp(prefix=".status.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -36,10 +35,6 @@ def write_status_file(path: Path, status: dict) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def iso_utc_now() -> str:
-    return iso_utc(datetime.now(UTC))
 
 
 def summary_lines(status: dict, age_s: float) -> list[str]:

@@ -40,11 +40,9 @@ import sqlite3
 import ssl
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -56,7 +54,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.cli import UsageError
 from edge.config import MqttConfig
-from edge.messages import IMAGE_KEYS, iso_utc, without_images
+from edge.messages import IMAGE_KEYS, now_iso, without_images
 from edge.mqtt import (
     Topics,
     broker_config,
@@ -64,6 +62,7 @@ from edge.mqtt import (
     new_client,
     reason_ok,
 )
+from edge.waits import poll_until
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +124,6 @@ CREATE TABLE IF NOT EXISTS rejects (
 """
 
 
-def _now() -> str:
-    return iso_utc(datetime.now(UTC))
-
-
 # --- storage ---------------------------------------------------------------------
 
 
@@ -180,7 +175,7 @@ class HitStore:
             message["camera"],
             message["plate"],
             message["observed_at"],
-            _now(),
+            now_iso(),
             wl["list"],
             wl["priority"],
             wl["match"],
@@ -214,7 +209,7 @@ class HitStore:
                     message["vehicle_id"],
                     message["state"],
                     message.get("at"),
-                    _now(),
+                    now_iso(),
                     json.dumps(message, ensure_ascii=False, separators=(",", ":")),
                 ),
             )
@@ -229,7 +224,7 @@ class HitStore:
                 (
                     record["event_id"],
                     vehicle_id,
-                    _now(),
+                    now_iso(),
                     json.dumps(record, ensure_ascii=False, separators=(",", ":")),
                 ),
             )
@@ -242,7 +237,7 @@ class HitStore:
             cursor = self._db.execute(
                 "INSERT INTO rejects (received_at, topic, reason, payload_bytes, payload) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (_now(), topic, reason[:REASON_CHARS], len(payload), excerpt),
+                (now_iso(), topic, reason[:REASON_CHARS], len(payload), excerpt),
             )
             # Trim now and then rather than on every insert.
             if cursor.lastrowid and cursor.lastrowid % 100 == 0:
@@ -542,12 +537,7 @@ class HqSubscriber:
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Poll ``predicate`` until it is true; False on timeout."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.02)
-        return True
+        return poll_until(predicate, timeout)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -780,7 +770,7 @@ def cmd_hq(args: argparse.Namespace) -> int:
 
     def on_status(message: dict, previous: str | None) -> None:
         if not as_json:
-            at = message.get("at") or _now()
+            at = message.get("at") or now_iso()
             write(f"{at} {message['vehicle_id']} {message['state']}", sys.stderr)
 
     try:

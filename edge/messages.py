@@ -22,6 +22,11 @@ def iso_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def now_iso() -> str:
+    """The current time as :func:`iso_utc` writes it."""
+    return iso_utc(datetime.now(UTC))
+
+
 def parse_utc(text: str) -> datetime:
     """An ISO-8601 date or date-time as an aware UTC datetime; without a zone it is
     taken as UTC. ValueError when it is not one."""

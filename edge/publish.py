@@ -26,14 +26,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import paho.mqtt.client as paho
 
 from edge.config import MqttConfig
-from edge.messages import STATUS_SCHEMA, encode, iso_utc
+from edge.messages import STATUS_SCHEMA, encode, now_iso
 from edge.mqtt import Topics, connect, new_client, reason_ok
 from edge.outbox import Outbox
+from edge.waits import poll_until
 
 log = logging.getLogger(__name__)
 
@@ -157,13 +157,12 @@ class MqttPublisher:
 
     def wait_delivered(self, timeout: float) -> bool:
         """Wait until the outbox has nothing undelivered; False on timeout."""
-        deadline = time.monotonic() + timeout
-        while self.outbox.stats().pending:
-            if time.monotonic() >= deadline:
-                return False
+
+        def empty() -> bool:
             self._wake.set()
-            time.sleep(0.05)
-        return True
+            return not self.outbox.stats().pending
+
+        return poll_until(empty, timeout, interval=0.05)
 
     # ----------------------------------------------------------------- paho thread
 
@@ -266,7 +265,7 @@ class MqttPublisher:
             "schema": STATUS_SCHEMA,
             "vehicle_id": self.vehicle_id,
             "state": "online",
-            "at": iso_utc_now(),
+            "at": now_iso(),
             **status,
         }
         self._client.publish(self.topics.status, encode(message), qos=1, retain=True)
@@ -285,9 +284,5 @@ class MqttPublisher:
     def _offline(self, at: bool = False) -> bytes:
         message = {"schema": STATUS_SCHEMA, "vehicle_id": self.vehicle_id, "state": "offline"}
         if at:
-            message["at"] = iso_utc_now()
+            message["at"] = now_iso()
         return encode(message)
-
-
-def iso_utc_now() -> str:
-    return iso_utc(datetime.now(UTC))

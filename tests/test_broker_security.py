@@ -53,6 +53,7 @@ from edge.messages import encode, hit_message
 from edge.mqtt import Topics, connect, new_client, reason_ok
 from edge.outbox import Outbox
 from edge.publish import MqttPublisher
+from edge.waits import poll_until
 from edge.watchlist import Watchlist, WatchlistEntry
 from edge.watchlist_push import (
     PASSWORD_ENV,
@@ -751,12 +752,7 @@ def test_revoked_vehicle_is_disconnected_and_kept_out(hq):
 
 
 def wait_for(predicate, timeout: float = TIMEOUT) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-    return True
+    return poll_until(predicate, timeout)
 
 
 def stolen_vehicle_hit(vehicle_id: str) -> tuple[str, bytes]:
