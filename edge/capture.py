@@ -9,16 +9,17 @@ Two readers, for two different needs:
   slow consumer: frames are released at the file's frame rate and the ones that were
   superseded before the consumer asked are skipped and counted.
 * :class:`Camera` reads a live source (V4L2 device, network stream, or a file played
-  as if it were a camera) on its own thread and keeps only the newest frame in a
-  one-slot mailbox, so processing always works on the present and a slow pipeline
-  costs dropped frames, never growing latency or memory. It reopens lost or stalled
-  sources with exponential backoff, forever.
+  as if it were a camera) on its own thread and keeps the last few frames
+  (``buffer_frames``) in a bounded mailbox, so a pipeline that is slow for a moment
+  catches up, and one that is slow for good costs dropped frames, never growing
+  latency or memory. It reopens lost or stalled sources with exponential backoff,
+  forever.
 
 Frame counting in :class:`Camera`: every frame read from the source is ``frames_in``
-and gets the next ``seq``; a frame replaced in the mailbox before anyone took it is
-``frames_dropped``; a frame handed out by :meth:`Camera.take` is
+and gets the next ``seq``; a frame pushed out of the full mailbox before anyone took
+it is ``frames_dropped``; a frame handed out by :meth:`Camera.take` is
 ``frames_processed``. At any instant
-``frames_in == frames_dropped + frames_processed + (1 if a frame waits in the mailbox)``.
+``frames_in == frames_dropped + frames_processed + (frames waiting in the mailbox)``.
 """
 
 from __future__ import annotations
@@ -379,11 +380,11 @@ class _Stopped(Exception):
 
 
 class Camera:
-    """A live source read by its own thread, newest frame always first.
+    """A live source read by its own thread into a mailbox of ``config.buffer_frames``.
 
-    ``take()`` returns the newest frame not yet taken; frames that arrive before the
-    previous one was taken replace it and are counted as dropped. Taking a frame counts
-    it as processed: the caller takes the next frame only when done with the last one.
+    ``take()`` returns the oldest frame waiting; a frame arriving at a full mailbox
+    pushes the oldest out, counted as dropped. Taking a frame counts it as processed:
+    the caller takes the next frame only when done with the last one.
 
     Network sources are opened through FFmpeg with ``open_timeout_s`` and a read
     timeout of ``config.stall_seconds``, so no OpenCV call blocks longer than the larger
@@ -411,7 +412,7 @@ class Camera:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._slot: Frame | None = None
+        self._waiting: deque[Frame] = deque()
         self._seq = 0
         self._frames_in = 0
         self._dropped = 0
@@ -442,6 +443,8 @@ class Camera:
         """
         self._stop.set()
         self._set_state(SourceState.STOPPED)
+        with self._cond:
+            self._waiting.clear()
         thread = self._thread
         if thread is None:
             return True
@@ -458,19 +461,17 @@ class Camera:
         return True
 
     def take(self, timeout: float) -> Frame | None:
-        """The newest frame not yet taken, waiting up to ``timeout`` seconds for one.
+        """The oldest frame waiting, waiting up to ``timeout`` seconds for one.
 
         None when no frame came in time, once the camera has ended and its last frame
         was taken, and always after :meth:`stop`.
         """
         with self._cond:
-            self._cond.wait_for(lambda: self._slot is not None or self._state in _TERMINAL, timeout)
-            if self._state is SourceState.STOPPED:
+            self._cond.wait_for(lambda: self._waiting or self._state in _TERMINAL, timeout)
+            if self._state is SourceState.STOPPED or not self._waiting:
                 return None
-            frame, self._slot = self._slot, None
-            if frame is not None:
-                self._processed += 1
-            return frame
+            self._processed += 1
+            return self._waiting.popleft()
 
     @property
     def state(self) -> SourceState:
@@ -665,9 +666,10 @@ class Camera:
             )
             self._seq += 1
             self._frames_in += 1
-            if self._slot is not None:
+            if len(self._waiting) >= self.config.buffer_frames:
+                self._waiting.popleft()
                 self._dropped += 1
-            self._slot = frame
+            self._waiting.append(frame)
             self._arrivals.append(now)
             self._cond.notify_all()
 

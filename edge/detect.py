@@ -50,6 +50,29 @@ def _hw(size: Size) -> tuple[int, int]:
     return int(h), int(w)
 
 
+def shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` reduced to ``size`` (width, height) by area averaging.
+
+    Area averaging keeps the small strokes of a distant plate that point sampling
+    would alias away, but OpenCV's general (non-integer) INTER_AREA is slow: 6-7 ms
+    from 1080p to 512x288. Halving first (its exact 2x2 mean has a fast path, 0.4 ms
+    on 1080p) and averaging the remaining factor costs a third of that, and a 2x2
+    mean followed by an area average is itself an area average of the original.
+    """
+    width, height = size
+    while image.shape[1] >= 2 * width and image.shape[0] >= 2 * height:
+        half = (image.shape[1] // 2, image.shape[0] // 2)
+        # An odd last row or column is dropped: at most one source pixel of 2x+.
+        image = cv2.resize(image[: half[1] * 2, : half[0] * 2], half, interpolation=cv2.INTER_AREA)
+    if (image.shape[1], image.shape[0]) == (width, height):
+        return image
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def _enlarge(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+
+
 def letterbox(image: np.ndarray, size: Size) -> tuple[np.ndarray, float, tuple[int, int]]:
     """Fit a BGR image into ``size`` (int or (height, width)) keeping its aspect.
 
@@ -66,9 +89,7 @@ def letterbox(image: np.ndarray, size: Size) -> tuple[np.ndarray, float, tuple[i
     pad_x = (out_w - new_w) // 2
     pad_y = (out_h - new_h) // 2
     if (new_w, new_h) != (w, h):
-        # INTER_AREA when shrinking avoids the aliasing that erases small plate strokes.
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        image = cv2.resize(image, (new_w, new_h), interpolation=interp)
+        image = shrink(image, (new_w, new_h)) if scale < 1 else _enlarge(image, (new_w, new_h))
     canvas = np.full((out_h, out_w, 3), PAD_VALUE, np.uint8)
     canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = image
     tensor = canvas[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32)

@@ -206,11 +206,14 @@ class PlateTracker:
 
     def search_regions(self, timestamp: float, frame_hw: tuple[int, int]) -> list[tuple[int, ...]]:
         """Where the live tracks' plates should be at ``timestamp``: a square of
-        ``REGION_WIDTHS`` plate widths around each predicted box, clipped to the frame."""
+        ``REGION_WIDTHS`` plate widths around each predicted box, clipped to the frame,
+        for each track due a search (:meth:`_follow_due`)."""
         h, w = frame_hw
         regions = []
         for track in self._tracks:
             if timestamp - track.last.timestamp > self._timeout:
+                continue
+            if not self._follow_due(track, timestamp, frame_hw):
                 continue
             x1, y1, x2, y2 = track.predicted(timestamp)
             half = max(x2 - x1, y2 - y1) * REGION_WIDTHS / 2
@@ -224,6 +227,21 @@ class PlateTracker:
             if region[2] > region[0] and region[3] > region[1]:
                 regions.append(region)
         return regions
+
+    def _follow_due(self, track: Track, timestamp: float, frame_hw: tuple[int, int]) -> bool:
+        """Whether to search around ``track`` in this frame. Most of a pass is spent
+        before a plate is readable or after its read is out; searching then only keeps
+        the track alive, which a search every follow interval does at a fraction of
+        the cost. A track at the border is searched every frame: a miss there ends it
+        (:meth:`_left_view`), and a car leaving the picture must not start a new pass."""
+        interval = self.config.follow_interval_seconds
+        if interval <= 0 or timestamp - track.last.timestamp >= interval * 0.95:
+            return True
+        h, w = frame_hw
+        x1, y1, x2, y2 = track.box
+        if x1 <= EDGE_PX or y1 <= EDGE_PX or x2 >= w - EDGE_PX or y2 >= h - EDGE_PX:
+            return True
+        return self.wants_reading(track) and x2 - x1 >= self.config.min_read_width
 
     def associate(self, frame: Frame, detections: Detections) -> list[Track]:
         """Link each detection to a live track or start a new one; same order as

@@ -3,6 +3,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -18,6 +19,7 @@ from edge.detect import (
     make_anchors,
     make_dynamic_detector,
     nms,
+    shrink,
     unletterbox,
 )
 from edge.synth import random_hk_plate, render_scene
@@ -275,3 +277,19 @@ def test_detector_times_its_stages(detector):
     assert pre + infer + post <= wall
     times.reset()
     assert times.runs == 0 and times.infer_s == 0.0
+
+
+@pytest.mark.parametrize(("size", "src"), [((512, 288), (1920, 1080)), ((160, 90), (1921, 1081))])
+def test_shrink_is_an_area_average_of_the_original(size, src):
+    # A smooth gradient: every area average of it is the same to within rounding.
+    xs = np.linspace(0, 255, src[0], dtype=np.float32)
+    ys = np.linspace(0, 255, src[1], dtype=np.float32)
+    image = np.stack(
+        [np.add.outer(ys, xs) / 2, np.tile(xs, (src[1], 1)), np.tile(ys[:, None], (1, src[0]))],
+        axis=2,
+    )
+    image = image.round().astype(np.uint8)
+    got = shrink(image, size)
+    direct = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    assert got.shape == (size[1], size[0], 3) and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - direct.astype(int)).max() <= 2

@@ -308,3 +308,30 @@ def test_the_next_recording_of_a_camera_keeps_the_dedup_window():
     reads += tracker.collect(final=True)
     assert [(r.plate, r.source) for r in reads] == [("SEG1", "seg1.mp4")]
     assert tracker.duplicates == 1 and tracker.source == "seg2.mp4"
+
+
+def test_tracks_needing_no_reading_are_followed_only_now_and_then():
+    cfg = config(decide_reads=2, follow_interval_seconds=0.25, min_read_width=60)
+    tracker = PlateTracker("front", "cam", cfg, HK)
+    hw = (720, 1280)
+    # Being read (wide enough, undecided): searched around every frame.
+    step(tracker, 0, [moving_box(0)], [reading("XY88")])
+    assert len(tracker.search_regions(frame(1).timestamp, hw)) == 1
+    # Decided after two agreeing readings: only once its last sighting is a follow
+    # interval old (0.25 s = 2.5 frames at 10 fps).
+    step(tracker, 1, [moving_box(1)], [reading("XY88")])
+    assert tracker.search_regions(frame(2).timestamp, hw) == []
+    assert tracker.search_regions(frame(4).timestamp, hw) != []
+    # Too small to read yet: followed now and then as well.
+    small = PlateTracker("front", "cam", cfg, HK)
+    step(small, 0, [[500, 300, 540, 310]], [None])
+    assert small.search_regions(frame(1).timestamp, hw) == []
+    assert small.search_regions(frame(3).timestamp, hw) != []
+    # At the frame's border every frame, so a miss there really means it left.
+    border = PlateTracker("front", "cam", cfg, HK)
+    step(border, 0, [[0, 300, 40, 310]], [None])
+    assert len(border.search_regions(frame(1).timestamp, hw)) == 1
+    # 0 follows every track every frame.
+    every = PlateTracker("front", "cam", dataclasses.replace(cfg, follow_interval_seconds=0), HK)
+    step(every, 0, [[500, 300, 540, 310]], [None])
+    assert len(every.search_regions(frame(1).timestamp, hw)) == 1
