@@ -10,10 +10,10 @@ Two readers, for two different needs:
   superseded before the consumer asked are skipped and counted.
 * :class:`Camera` reads a live source (V4L2 device, network stream, or a file played
   as if it were a camera) on its own thread and keeps the last few frames
-  (``buffer_frames``) in a bounded mailbox, so a pipeline that is slow for a moment
-  catches up, and one that is slow for good costs dropped frames, never growing
-  latency or memory. It reopens lost or stalled sources with exponential backoff,
-  forever.
+  (``buffer_frames``, none older than ``buffer_max_age_seconds``) in a bounded
+  mailbox, so a pipeline that is slow for a moment catches up, and one that is slow
+  for good costs dropped frames, never growing latency or memory. It reopens lost or
+  stalled sources with exponential backoff, forever.
 
 Frame counting in :class:`Camera`: every frame read from the source is ``frames_in``
 and gets the next ``seq``; a frame pushed out of the full mailbox before anyone took
@@ -382,9 +382,10 @@ class _Stopped(Exception):
 class Camera:
     """A live source read by its own thread into a mailbox of ``config.buffer_frames``.
 
-    ``take()`` returns the oldest frame waiting; a frame arriving at a full mailbox
-    pushes the oldest out, counted as dropped. Taking a frame counts it as processed:
-    the caller takes the next frame only when done with the last one.
+    ``take()`` returns the oldest frame waiting that is not older than
+    ``config.buffer_max_age_seconds`` (the newest is always taken); a frame arriving at
+    a full mailbox pushes the oldest out. Both count as dropped. Taking a frame counts
+    it as processed: the caller takes the next frame only when done with the last one.
 
     Network sources are opened through FFmpeg with ``open_timeout_s`` and a read
     timeout of ``config.stall_seconds``, so no OpenCV call blocks longer than the larger
@@ -470,6 +471,10 @@ class Camera:
             self._cond.wait_for(lambda: self._waiting or self._state in _TERMINAL, timeout)
             if self._state is SourceState.STOPPED or not self._waiting:
                 return None
+            oldest_kept = self._clock() - self.config.buffer_max_age_seconds
+            while len(self._waiting) > 1 and self._waiting[0].captured_mono < oldest_kept:
+                self._waiting.popleft()
+                self._dropped += 1
             self._processed += 1
             return self._waiting.popleft()
 

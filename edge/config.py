@@ -64,6 +64,10 @@ class CameraConfig:
     #: them (1 keeps only the newest frame). Adds at most this many frame intervals of
     #: latency and one decoded frame each of memory (6 MB at 1080p).
     buffer_frames: int = field(default=4, metadata=_range(1, 60))
+    #: ...but a waiting frame older than this is dropped when a newer one waits: under
+    #: sustained overload the buffer would otherwise add buffer_frames / processed fps
+    #: of latency (0.8 s at 5 fps).
+    buffer_max_age_seconds: float = field(default=0.2, metadata=_range(0.0, 60))
     #: A lost or stalled source is reopened after a delay that starts here and doubles
     #: on each failure up to the maximum.
     reconnect_min_seconds: float = field(default=0.5, metadata=_range(0.05, 3600))

@@ -301,6 +301,23 @@ def test_camera_buffers_frames_through_a_short_pause(clips):
     assert stats.frames_dropped == 0
 
 
+def test_camera_skips_buffered_frames_grown_too_old(clips):
+    # Under lasting overload the buffer must not turn into latency.
+    config = live_config(str(clips["long"]), buffer_frames=8, buffer_max_age_seconds=0.05)
+    camera = Camera(config).start()
+    try:
+        assert camera.take(WAIT_S) is not None
+        time.sleep(0.25)  # 6 frame intervals: all would still fit in the buffer
+        frame = camera.take(1.0)
+        stats = camera.stats()
+    finally:
+        assert camera.stop()
+    assert frame is not None
+    assert time.monotonic() - frame.captured_mono < 1.0
+    assert stats.frames_dropped >= 3
+    assert frame.seq >= stats.frames_in - 3
+
+
 def test_camera_with_a_one_frame_buffer_keeps_the_newest(clips):
     camera = Camera(live_config(str(clips["long"]), buffer_frames=1)).start()
     try:
