@@ -52,6 +52,9 @@ VELOCITY_GAIN = 0.5
 # Search region around a tracked plate, in plate widths: wide enough for its motion
 # until the next frame and for the car around it, which the detector relies on.
 REGION_WIDTHS = 3.0
+# A plate this share of min_read_width wide is about to be readable (a passing plate
+# grows by a few percent a frame).
+NEAR_READABLE = 0.75
 # A box within this many pixels of the frame's border touches it.
 EDGE_PX = 2.0
 
@@ -241,7 +244,10 @@ class PlateTracker:
         x1, y1, x2, y2 = track.box
         if x1 <= EDGE_PX or y1 <= EDGE_PX or x2 >= w - EDGE_PX or y2 >= h - EDGE_PX:
             return True
-        return self.wants_reading(track) and x2 - x1 >= self.config.min_read_width
+        # Followed closely a little before it is wide enough to read, so its first
+        # readable frame is not missed by up to a follow interval.
+        soon_readable = x2 - x1 >= NEAR_READABLE * self.config.min_read_width
+        return self.wants_reading(track) and soon_readable
 
     def associate(self, frame: Frame, detections: Detections) -> list[Track]:
         """Link each detection to a live track or start a new one; same order as
