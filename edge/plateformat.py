@@ -344,31 +344,37 @@ def _slot_options(
 MAX_CANDIDATE_READS = 4
 MIN_CANDIDATE_RATIO = 0.02
 
+_ALPHABET = "".join(sorted(ALNUM))
+_INDEX = {c: i for i, c in enumerate(_ALPHABET)}
+#: ASCII code of each alphabet index: a fit's text is one gather and a decode.
+_CODES = np.frombuffer(_ALPHABET.encode("ascii"), dtype=np.uint8)
+
 
 @dataclass(slots=True)
 class _Read:
-    """One whole-string reading as positions with options, ready for matching."""
+    """One whole-string reading, ready for matching: per position and alphabet
+    character, the score and confidence :func:`_slot_options` gives it (0 if none)."""
 
     best: str
     probs: list[float]
-    options: list[_Options]
+    score: np.ndarray  # (n, len(_ALPHABET))
+    conf: np.ndarray
     prior: float  # log factor for the reading itself (1 for the best path)
 
 
-def _reads(result: OcrResult, lookalikes: dict[str, dict[str, tuple[float, float]]]) -> list[_Read]:
+def _reads(result: OcrResult, compiled: _Compiled) -> list[_Read]:
     reads: list[_Read] = []
     kept: list[CharChoice] = [c for c in result.chars if c.best.upper() in ALNUM]
     if kept:
+        score = np.zeros((len(kept), len(_ALPHABET)))
+        conf = np.zeros_like(score)
+        for i, c in enumerate(kept):
+            choices = list(zip(c.chars, c.probs, strict=False))
+            for ch, (p, cf) in _slot_options(choices, compiled.lookalikes).items():
+                score[i, _INDEX[ch]] = p
+                conf[i, _INDEX[ch]] = cf
         reads.append(
-            _Read(
-                "".join(c.best.upper() for c in kept),
-                [c.prob for c in kept],
-                [
-                    _slot_options(list(zip(c.chars, c.probs, strict=False)), lookalikes)
-                    for c in kept
-                ],
-                0.0,
-            )
+            _Read("".join(c.best.upper() for c in kept), [c.prob for c in kept], score, conf, 0.0)
         )
     seen = {r.best for r in reads}
     top = max((c.confidence for c in result.candidates), default=0.0)
@@ -382,40 +388,39 @@ def _reads(result: OcrResult, lookalikes: dict[str, dict[str, tuple[float, float
         # No per-character detail: spread the string's probability evenly, and
         # rank it against the best candidate by their probability ratio.
         p = min(1.0, cand.confidence ** (1.0 / len(text)))
+        if p > 0:
+            # One choice per position: its options are p times a fixed row, which
+            # is the same arithmetic _slot_options does one character at a time.
+            idx = [_INDEX[c] for c in text]
+            score, conf = p * compiled.single_score[idx], p * compiled.single_conf[idx]
+        else:
+            score = np.zeros((len(text), len(_ALPHABET)))
+            conf = np.zeros_like(score)
         reads.append(
-            _Read(
-                text,
-                [p] * len(text),
-                [_slot_options([(c, p)], lookalikes) for c in text],
-                math.log(min(1.0, cand.confidence / top)),
-            )
+            _Read(text, [p] * len(text), score, conf, math.log(min(1.0, cand.confidence / top)))
         )
     return reads
 
 
 @dataclass(frozen=True, slots=True)
-class _Fit:
-    """A scored assignment of read positions (``rows``) to a pattern's classes."""
+class _Group:
+    """Every (window of kept read positions, pattern) pair of one pattern length."""
 
-    score: float
-    conf: np.ndarray
-    chosen: np.ndarray
-    rows: np.ndarray
-    classes: np.ndarray
-    pattern: PlatePattern
-
-    # Built only for the few fits that are reported.
-    def text(self) -> str:
-        return "".join(
-            _ALPHABET[self.chosen[i, c]] for i, c in zip(self.rows, self.classes, strict=True)
-        )
-
-    def char_probs(self) -> tuple[float, ...]:
-        return tuple(float(self.conf[i, c]) for i, c in zip(self.rows, self.classes, strict=True))
+    patterns: tuple[PlatePattern, ...]
+    log_w: np.ndarray  # (P,)
+    keep: np.ndarray  # (K, L) read positions of each window
+    edge: np.ndarray  # (K, n) positions each window drops at the ends
+    inner: np.ndarray  # (K, n) and in the middle
+    #: Flat indices into an (n, classes) table, laid out (P, L, K): gathering with
+    #: it and viewing the result as (K, P, L) gives the very memory layout the
+    #: scores were first summed in, and numpy's summation order (so the last bit
+    #: of a score, which decides ties) depends on that layout.
+    gather: np.ndarray
+    #: (K * P, L) the same indices by fit, to read a fit's characters.
+    cells: np.ndarray
 
 
-_ALPHABET = "".join(sorted(ALNUM))
-_INDEX = {c: i for i, c in enumerate(_ALPHABET)}
+_ALPHABET_SIZE = len(_ALPHABET)
 
 
 class _Compiled:
@@ -428,21 +433,76 @@ class _Compiled:
             by_len.setdefault(len(p), []).append(p)
             for s in p.slots:
                 classes.setdefault(s, len(classes))
+        self.n_classes = len(classes)
         #: (class, character) membership, as 0/1 so a product masks probabilities.
         self.member = np.array([[c in cls for c in _ALPHABET] for cls in classes], dtype=np.float64)
         self.lookalikes = _lookalike_table(fmt.scoring.lookalikes, fmt.scoring.same_glyph)
+        #: Per character, the score and confidence factors a lone read of it gives
+        #: each character (1 for itself).
+        self.single_score = np.eye(_ALPHABET_SIZE)
+        self.single_conf = np.eye(_ALPHABET_SIZE)
+        for a, alts in self.lookalikes.items():
+            for b, (factor, conf) in alts.items():
+                self.single_score[_INDEX[a], _INDEX[b]] = factor
+                self.single_conf[_INDEX[a], _INDEX[b]] = conf
         self.by_len = {
             n: (
-                ps,
+                tuple(ps),
                 np.array([[classes[s] for s in p.slots] for p in ps], dtype=np.intp),
                 np.log(np.array([p.weight for p in ps])),
             )
             for n, ps in by_len.items()
         }
+        self._groups: dict[tuple[int, int, int], tuple[_Group, ...]] = {}
+
+    def groups(self, n: int, scoring: Scoring) -> tuple[_Group, ...]:
+        """The groups a read of ``n`` positions is matched against, in pattern-length
+        order; built once per read length (a handful of lengths ever occur)."""
+        key = (n, scoring.max_drop_edge, scoring.max_drop_inner)
+        found = self._groups.get(key)
+        if found is None:
+            found = self._groups[key] = tuple(self._build_groups(*key))
+        return found
+
+    def _build_groups(self, n: int, max_edge: int, max_inner: int) -> Iterable[_Group]:
+        for length, (patterns, ids, log_w) in self.by_len.items():
+            if length > n:
+                continue
+            windows = _windows(n, length, max_edge, max_inner)
+            if windows is None:
+                continue
+            keep, edge, inner = windows
+            cells = keep[:, None, :] * self.n_classes + ids[None, :, :]  # (K, P, L)
+            yield _Group(
+                patterns,
+                log_w,
+                keep,
+                edge,
+                inner,
+                np.ascontiguousarray(cells.transpose(1, 2, 0)),
+                cells.reshape(-1, length),
+            )
+
+
+# One entry per format object, found by identity: hashing a frozen PlateFormat
+# hashes every pattern (tens of microseconds per call for the EU profile).
+_COMPILED_BY_ID: dict[int, tuple[PlateFormat, _Compiled]] = {}
+
+
+def _compiled(fmt: PlateFormat) -> _Compiled:
+    entry = _COMPILED_BY_ID.get(id(fmt))
+    if entry is not None and entry[0] is fmt:
+        return entry[1]
+    if len(_COMPILED_BY_ID) >= 32:
+        _COMPILED_BY_ID.clear()
+    compiled = _compiled_by_value(fmt)
+    # The entry keeps fmt alive, so its id cannot be reused while it is here.
+    _COMPILED_BY_ID[id(fmt)] = (fmt, compiled)
+    return compiled
 
 
 @lru_cache(maxsize=32)
-def _compiled(fmt: PlateFormat) -> _Compiled:
+def _compiled_by_value(fmt: PlateFormat) -> _Compiled:
     return _Compiled(fmt)
 
 
@@ -479,48 +539,58 @@ def _windows(
 
 def _class_table(read: _Read, compiled: _Compiled) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per read position and class: log score, chosen character index, its confidence."""
-    score = np.zeros((len(read.options), len(_ALPHABET)))
-    conf = np.zeros_like(score)
-    for i, o in enumerate(read.options):
-        for ch, (p, c) in o.items():
-            score[i, _INDEX[ch]] = p
-            conf[i, _INDEX[ch]] = c
-    masked = score[:, None, :] * compiled.member[None, :, :]  # (n, classes, chars)
+    masked = read.score[:, None, :] * compiled.member[None, :, :]  # (n, classes, chars)
     chosen = masked.argmax(axis=2)
-    best = np.take_along_axis(masked, chosen[..., None], axis=2)[..., 0]
-    chosen_conf = np.take_along_axis(conf, chosen, axis=1)
+    rows = np.arange(len(masked))[:, None]
+    best = masked[rows, np.arange(masked.shape[1])[None, :], chosen]
+    chosen_conf = read.conf[rows, chosen]
     with np.errstate(divide="ignore"):
         return np.log(best), chosen, chosen_conf
 
 
-def _fits(read: _Read, compiled: _Compiled, scoring: Scoring, top: int = 4) -> list[_Fit]:
-    """The best few fits of ``read`` for each pattern length."""
-    n = len(read.options)
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    """One read's best few fits per pattern length, as arrays (nothing per fit yet)."""
+
+    chosen: np.ndarray  # (n * classes,) chosen character per table cell
+    conf: np.ndarray  # (n * classes,) its confidence
+    groups: tuple[_Group, ...]
+    #: Per group that has any: (group index, selected fits (K * P flat indices), scores).
+    picks: list[tuple[int, np.ndarray, np.ndarray]]
+
+
+def _score_read(read: _Read, compiled: _Compiled, scoring: Scoring, top: int = 4) -> _Scored:
+    """The best ``top`` fits of ``read`` for each pattern length.
+
+    The arithmetic is the reference formula's, operation for operation and in the
+    same array layouts, so scores agree to the last bit: ties between patterns are
+    common (a narrower class that also holds the read character scores the same),
+    and which fit wins a tie depends on exact equality and on np.argpartition.
+    """
+    groups = compiled.groups(len(read.probs), scoring)
     table, chosen, conf = _class_table(read, compiled)
-    probs = read.probs
-    log_edge = np.log([scoring.drop(p, inner=False) for p in probs])
-    log_inner = np.log([scoring.drop(p, inner=True) for p in probs])
-    fits: list[_Fit] = []
-    for length, (patterns, ids, log_w) in compiled.by_len.items():
-        if length > n:
-            continue
-        windows = _windows(n, length, scoring.max_drop_edge, scoring.max_drop_inner)
-        if windows is None:
-            continue
-        keep, edge_mask, inner_mask = windows
-        base = read.prior + edge_mask @ log_edge + inner_mask @ log_inner  # (K,)
-        # (K windows, P patterns, length positions) -> summed over positions.
-        per_pos = table[keep][:, np.arange(length)[None, :], ids]
-        total = per_pos.sum(axis=2) + base[:, None] + log_w[None, :]
-        flat = total.ravel()
+    table = table.ravel()
+    # Scoring.drop over all positions at once; where() mirrors min/max on NaN.
+    probs = np.array(read.probs, dtype=np.float64)
+    probs = np.where(probs > 0.0, probs, 0.0)
+    probs = np.where(probs < 1.0, probs, 1.0)
+    kept = 1.0 - (1.0 - scoring.drop_sure) * probs
+    log_edge = np.log(scoring.drop_edge * kept)
+    log_inner = np.log(scoring.drop_inner * kept)
+    picks: list[tuple[int, np.ndarray, np.ndarray]] = []
+    for gi, group in enumerate(groups):
+        base = read.prior + group.edge @ log_edge + group.inner @ log_inner  # (K,)
+        summed = table[group.gather].transpose(2, 0, 1).sum(axis=2)  # (K, P)
+        flat = (summed + base[:, None] + group.log_w[None, :]).ravel()
         k = min(top, flat.size)
-        for idx in np.argpartition(-flat, k - 1)[:k]:
-            score = float(flat[idx])
-            if not math.isfinite(score):
-                continue
-            w, p = divmod(int(idx), len(patterns))
-            fits.append(_Fit(score, conf, chosen, keep[w], ids[p], patterns[p]))
-    return fits
+        sel = np.argpartition(-flat, k - 1)[:k]
+        scores = flat[sel]
+        finite = np.isfinite(scores)
+        if not finite.all():
+            sel, scores = sel[finite], scores[finite]
+        if len(sel):
+            picks.append((gi, sel, scores))
+    return _Scored(chosen.ravel(), conf.ravel(), groups, picks)
 
 
 def apply_format(
@@ -541,19 +611,32 @@ def apply_format(
     if not isinstance(fmt, PlateFormat):
         fmt = load_format(fmt)
     compiled = _compiled(fmt)
-    fits: list[_Fit] = []
-    for read in _reads(result, compiled.lookalikes):
-        fits += _fits(read, compiled, fmt.scoring)
-    fits.sort(key=lambda f: f.score, reverse=True)
-    ranked: dict[str, _Fit] = {}
-    for fit in fits:
-        ranked.setdefault(fit.text(), fit)
-        if len(ranked) >= 5:
-            break
-    if not ranked:
+    # Every picked fit as (read, group, flat index), in the order reads, lengths
+    # and argpartition produced them: the stable sort below breaks score ties by it.
+    owners: list[tuple[_Scored, _Group, int]] = []
+    all_scores: list[np.ndarray] = []
+    for read in _reads(result, compiled):
+        scored = _score_read(read, compiled, fmt.scoring)
+        for gi, sel, scores in scored.picks:
+            group = scored.groups[gi]
+            owners.extend((scored, group, i) for i in sel.tolist())
+            all_scores.append(scores)
+    if not owners:
         return None
-    text, top = next(iter(ranked.items()))
-    char_probs = top.char_probs()
+    scores = np.concatenate(all_scores)
+    # Descending and stable, as list.sort(reverse=True) on the scores would be.
+    order = np.argsort(-scores, kind="stable").tolist()
+    score_list = scores.tolist()
+    ranked: dict[str, tuple[float, _Scored, _Group, int]] = {}
+    for j in order:
+        scored, group, i = owners[j]
+        text = _CODES[scored.chosen[group.cells[i]]].tobytes().decode("ascii")
+        if text not in ranked:
+            ranked[text] = (score_list[j], scored, group, i)
+            if len(ranked) >= 5:
+                break
+    text, (_, scored, group, i) = next(iter(ranked.items()))
+    char_probs = tuple(scored.conf[group.cells[i]].tolist())
     confidence = min(char_probs) if char_probs else 0.0
     if confidence < min_confidence:
         return None
@@ -561,6 +644,6 @@ def apply_format(
         text=text,
         confidence=confidence,
         char_confidences=char_probs,
-        pattern=top.pattern.source,
-        candidates=tuple(TextCandidate(t, math.exp(f.score)) for t, f in ranked.items()),
+        pattern=group.patterns[i % len(group.patterns)].source,
+        candidates=tuple(TextCandidate(t, math.exp(s)) for t, (s, *_) in ranked.items()),
     )

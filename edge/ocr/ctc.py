@@ -114,16 +114,17 @@ def best_path(probs: np.ndarray, *, blank: int = 0) -> list[tuple[int, int, int]
     """
     if probs.ndim != 2:
         raise ValueError(f"expected a (T, C) matrix, got shape {probs.shape}")
-    ids = probs.argmax(axis=1)
-    if not len(ids):
-        return []
-    starts = np.flatnonzero(np.diff(ids, prepend=-1))
-    ends = np.append(starts[1:], len(ids))
-    return [
-        (cls, t0, t1)
-        for cls, t0, t1 in zip(ids[starts].tolist(), starts.tolist(), ends.tolist(), strict=True)
-        if cls != blank
-    ]
+    # A few dozen frames: a plain loop is several times cheaper than the numpy
+    # calls (diff, nonzero, append) that would vectorise it.
+    ids = probs.argmax(axis=1).tolist()
+    runs = []
+    start = 0
+    for t in range(1, len(ids) + 1):
+        if t == len(ids) or ids[t] != ids[start]:
+            if ids[start] != blank:
+                runs.append((ids[start], start, t))
+            start = t
+    return runs
 
 
 def greedy_decode(
@@ -136,18 +137,43 @@ def greedy_decode(
     their own highest probability over the same frames, which is where a confusable
     letter (0/O, 8/B) shows up.
     """
-    choices: list[CharChoice] = []
-    k = max(1, int(topk))
-    for _cls, t0, t1 in best_path(probs, blank=blank):
-        peak = probs[t0:t1].max(axis=0).astype(np.float64)
-        peak[blank] = -1.0
-        n = min(k, peak.shape[0] - 1)
-        top = np.argpartition(-peak, n - 1)[:n] if n < peak.shape[0] else np.arange(len(peak))
-        top = top[np.argsort(-peak[top], kind="stable")]
-        chars = tuple(charset[i] for i in top if peak[i] >= 0)
-        chosen = tuple(float(peak[i]) for i in top if peak[i] >= 0)
-        choices.append(CharChoice(chars, chosen))
-    return tuple(choices)
+    return _greedy(probs, charset, blank, topk)[0]
+
+
+def _greedy(
+    probs: np.ndarray, charset: Sequence[str], blank: int, topk: int
+) -> tuple[tuple[CharChoice, ...], list[int]]:
+    """:func:`greedy_decode`'s characters and the best path's classes, for all
+    characters at once (one reduction and one partition instead of one per run)."""
+    path = best_path(probs, blank=blank)
+    if not path:
+        return (), []
+    # Each run's column maxima: reduceat over [start, end) pairs; the odd rows are
+    # the gaps between runs. Max is exact, so this equals a max per run.
+    bounds = [t for _, t0, t1 in path for t in (t0, t1)]
+    if bounds[-1] == len(probs):
+        bounds.pop()
+    peak = np.maximum.reduceat(probs, bounds, axis=0)[::2].astype(np.float64)
+    peak[:, blank] = -1.0
+    n = min(max(1, int(topk)), peak.shape[1] - 1)
+    # argpartition works row by row, so each row is partitioned exactly as the
+    # row alone would be: ties between alternatives resolve as they always did.
+    top = np.argpartition(-peak, n - 1, axis=1)[:, :n]
+    rows = np.arange(len(peak))[:, None]
+    values = peak[rows, top]
+    order = np.argsort(-values, axis=1, kind="stable")
+    top = top[rows, order].tolist()
+    values = values[rows, order].tolist()
+    choices = []
+    for ids, ps in zip(top, values, strict=True):
+        # The blank (-1) fails p >= 0, and so does NaN.
+        kept = [(i, p) for i, p in zip(ids, ps, strict=True) if p >= 0]
+        choices.append(CharChoice(tuple(charset[i] for i, _ in kept), tuple(p for _, p in kept)))
+    return tuple(choices), [cls for cls, _, _ in path]
+
+
+def _beam_mass(item: tuple[tuple[int, ...], Sequence[float]]) -> float:
+    return item[1][0] + item[1][1]
 
 
 def beam_search(
@@ -186,31 +212,38 @@ def beam_search(
         if not active:
             beams = {prefix: ((pb + pnb) * p_blank, 0.0) for prefix, (pb, pnb) in beams.items()}
             continue
+        # The bookkeeping is written out inline (no helper call per extension):
+        # this loop runs for every beam and class of every active frame. Sums are
+        # formed in the same order as ever, zeros included, so scores are unchanged.
         nxt: dict[tuple[int, ...], list[float]] = {}
-
-        def add(prefix: tuple[int, ...], pb: float, pnb: float, store=nxt) -> None:
-            entry = store.get(prefix)
-            if entry is None:
-                store[prefix] = [pb, pnb]
-            else:
-                entry[0] += pb
-                entry[1] += pnb
-
+        get = nxt.get
         for prefix, (pb, pnb) in beams.items():
             total = pb + pnb
-            add(prefix, total * p_blank, 0.0)
+            entry = get(prefix)
+            if entry is None:
+                nxt[prefix] = entry = [total * p_blank, 0.0]
+            else:
+                entry[0] += total * p_blank
+                entry[1] += 0.0
             last = prefix[-1] if prefix else None
             for c in active:
                 p = frame[c]
                 if c == last:
                     # Staying on the same character extends it; a new copy needs a blank.
-                    add(prefix, 0.0, pnb * p)
-                    add((*prefix, c), 0.0, pb * p)
+                    entry[0] += 0.0
+                    entry[1] += pnb * p
+                    grown, mass = (*prefix, c), pb * p
                 else:
-                    add((*prefix, c), 0.0, total * p)
-        ranked = sorted(nxt.items(), key=lambda kv: kv[1][0] + kv[1][1], reverse=True)
+                    grown, mass = (*prefix, c), total * p
+                other = get(grown)
+                if other is None:
+                    nxt[grown] = [0.0, mass]
+                else:
+                    other[0] += 0.0
+                    other[1] += mass
+        ranked = sorted(nxt.items(), key=_beam_mass, reverse=True)
         beams = {k: (v[0], v[1]) for k, v in ranked[: max(1, beam_width)]}
-    ranked = sorted(beams.items(), key=lambda kv: kv[1][0] + kv[1][1], reverse=True)
+    ranked = sorted(beams.items(), key=_beam_mass, reverse=True)
     return [
         TextCandidate("".join(charset[i] for i in prefix), float(pb + pnb))
         for prefix, (pb, pnb) in ranked[: max(1, top_n)]
@@ -259,7 +292,7 @@ def decode(
     the beam's strings plus the best path's own text, each scored by its total
     CTC probability and sorted best first.
     """
-    chars = greedy_decode(probs, charset, blank=blank, topk=topk)
+    chars, path = _greedy(probs, charset, blank, topk)
     text = "".join(c.best for c in chars)
     confidence = min((c.prob for c in chars), default=0.0)
     pool: dict[str, float] = {}
@@ -267,9 +300,7 @@ def decode(
         for cand in beam_search(probs, charset, blank=blank, beam_width=beam_width, top_n=top_n):
             pool[cand.text] = cand.confidence
     if text not in pool:
-        pool[text] = string_probability(
-            probs, [cls for cls, _, _ in best_path(probs, blank=blank)], blank=blank
-        )
+        pool[text] = string_probability(probs, path, blank=blank)
     candidates = tuple(
         TextCandidate(t, p) for t, p in sorted(pool.items(), key=lambda kv: kv[1], reverse=True)
     )
