@@ -29,7 +29,7 @@ import os
 import resource
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edge.capture import Camera, DecodeTimes
@@ -337,9 +337,12 @@ def _cpu_seconds() -> float:
 
 
 def run_live(config: Config, clips: list[tuple[Path, ClipTruth]]) -> dict:
+    # The clips stand in for the configured cameras: their other settings (buffer)
+    # are kept, so a configuration can be measured as it would run.
+    configured = list(config.cameras) + [CameraConfig()] * len(CAMERAS)
     cameras = [
-        Camera(CameraConfig(name=name, source=str(path)))
-        for name, (path, _truth) in zip(CAMERAS, clips, strict=True)
+        Camera(replace(base, name=name, source=str(path), enabled=True, loop=False))
+        for base, name, (path, _truth) in zip(configured, CAMERAS, clips, strict=False)
     ]
     reads: dict[str, list[PlateRead]] = {name: [] for name in CAMERAS}
     lock = threading.Lock()
