@@ -73,8 +73,13 @@ def _enlarge(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
 
 
-def letterbox(image: np.ndarray, size: Size) -> tuple[np.ndarray, float, tuple[int, int]]:
+def letterbox(
+    image: np.ndarray, size: Size, *, one_step: bool = False
+) -> tuple[np.ndarray, float, tuple[int, int]]:
     """Fit a BGR image into ``size`` (int or (height, width)) keeping its aspect.
+
+    Shrinking uses :func:`shrink`; ``one_step`` uses a single INTER_AREA resize
+    instead (what the INT8 model was calibrated with: its pinned bytes depend on it).
 
     Returns the (1, 3, H, W) float32 RGB tensor in 0..1, the scale applied and the
     (x, y) padding added on the left and top.
@@ -89,7 +94,12 @@ def letterbox(image: np.ndarray, size: Size) -> tuple[np.ndarray, float, tuple[i
     pad_x = (out_w - new_w) // 2
     pad_y = (out_h - new_h) // 2
     if (new_w, new_h) != (w, h):
-        image = shrink(image, (new_w, new_h)) if scale < 1 else _enlarge(image, (new_w, new_h))
+        if scale >= 1:
+            image = _enlarge(image, (new_w, new_h))
+        elif one_step:
+            image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+        else:
+            image = shrink(image, (new_w, new_h))
     canvas = np.full((out_h, out_w, 3), PAD_VALUE, np.uint8)
     canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = image
     tensor = canvas[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32)

@@ -76,7 +76,9 @@ def calibration_inputs(
     """Network inputs (1, 3, H, W) float32, letterboxed as the detector does it."""
     for index in range(count):
         image = calibration_scene(index)
-        tensor, _, _ = letterbox(image, fit_input_shape(image.shape[:2], longest))
+        # One-step downscale, as when the manifest's hash was taken: the model's bytes
+        # must not change with the detector's faster run-time downscale.
+        tensor, _, _ = letterbox(image, fit_input_shape(image.shape[:2], longest), one_step=True)
         yield tensor
 
 
