@@ -66,8 +66,10 @@ class CameraConfig:
     buffer_frames: int = field(default=4, metadata=_range(1, 60))
     #: ...but a waiting frame older than this is dropped when a newer one waits: under
     #: sustained overload the buffer would otherwise add buffer_frames / processed fps
-    #: of latency (0.8 s at 5 fps).
-    buffer_max_age_seconds: float = field(default=0.2, metadata=_range(0.0, 60))
+    #: of latency (0.8 s at 5 fps). About two frame intervals at 30 fps: enough to
+    #: absorb a whole-frame search, and a read never waits behind stale frames (two
+    #: cameras live: read latency 130 -> 70 ms, processed fps unchanged, vs 0.2 s).
+    buffer_max_age_seconds: float = field(default=0.07, metadata=_range(0.0, 60))
     #: A lost or stalled source is reopened after a delay that starts here and doubles
     #: on each failure up to the maximum.
     reconnect_min_seconds: float = field(default=0.5, metadata=_range(0.05, 3600))
@@ -113,9 +115,11 @@ class TrackingConfig:
     max_track_seconds: float = field(default=10.0, metadata=_range(0.5, 3600))
     #: A track needs this many frames read in the plate format to give a read.
     min_reads: int = field(default=2, metadata=_range(1, 100))
-    #: A track whose readings agree this many times gives its read at once, without
-    #: waiting for the car to leave the picture (and is not read again); 0 waits.
-    decide_reads: int = field(default=3, metadata=_range(0, 100))
+    #: A track gives its read at once, without waiting for the car to leave the
+    #: picture (and is not read again), when the readings agreeing with its vote
+    #: outweigh the others by this much summed confidence: 2.0 is two sure readings or
+    #: three fair ones. 0 waits for the track's end.
+    decide_margin: float = field(default=2.0, metadata=_range(0.0, 100))
     #: The same plate from the same camera within this long is the same pass.
     dedup_seconds: float = field(default=60.0, metadata=_range(0.0, 86400))
     #: The whole frame is searched for new plates at least this often; frames in

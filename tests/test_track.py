@@ -94,7 +94,7 @@ def config(**overrides) -> TrackingConfig:
         max_track_seconds=10.0,
         min_reads=2,
         dedup_seconds=30.0,
-        decide_reads=0,
+        decide_margin=0,
     )
     base.update(overrides)
     return TrackingConfig(**base)
@@ -125,7 +125,7 @@ def test_one_pass_gives_one_read_with_its_span_and_evidence():
 
 
 def test_an_agreed_track_reads_early_and_is_not_read_again():
-    tracker = PlateTracker("front", "cam", config(decide_reads=3), HK)
+    tracker = PlateTracker("front", "cam", config(decide_margin=2.0), HK)
     reads = []
     ocr_calls = 0
     for n in range(10):
@@ -226,6 +226,26 @@ def test_search_regions_surround_where_live_plates_should_be():
     assert tracker.search_regions(frame(3).timestamp + 1.0, (720, 1280)) == []
 
 
+def test_the_region_around_a_plate_cut_by_the_frame_side_is_sized_by_its_height():
+    # An overtaking car's plate slides in from the right edge: 25 px of it show in
+    # one frame, over 100 px in the next. Its height tells how big the plate is.
+    tracker = PlateTracker("front", "cam", config(), HK)
+    hw = (1080, 1920)
+    step(tracker, 0, [[1895, 748, 1920, 811]], [None])
+    (region,) = tracker.search_regions(frame(1).timestamp, hw)
+    next_box = (1795, 710, 1920, 766)
+    assert region[0] <= next_box[0] and region[2] >= next_box[2]
+    assert region[1] <= next_box[1] and region[3] >= next_box[3]
+    # ...and the same plate, five times as wide in view, continues its track.
+    step(tracker, 1, [next_box], [None])
+    assert tracker.live_tracks == 1
+    # Wholly in view, a plate's own width sizes its region.
+    inside = PlateTracker("front", "cam", config(follow_interval_seconds=0), HK)
+    step(inside, 0, [[900, 748, 925, 811]], [None])
+    (region,) = inside.search_regions(frame(1).timestamp, hw)
+    assert region[2] - region[0] <= 3 * 63 + 2
+
+
 def test_a_plate_leaving_the_picture_ends_its_track_at_once():
     tracker = PlateTracker("front", "cam", config(track_timeout_seconds=5.0), HK)
     reads = []
@@ -256,16 +276,33 @@ def test_reads_of_one_plate_by_both_cameras_are_linked():
     assert linker.link(later).linked_event_id is None
 
 
+def test_an_early_read_waits_for_enough_evidence_over_the_other_readings():
+    def decided_after(texts_confs):
+        tracker = PlateTracker("front", "cam", config(decide_margin=2.0), HK)
+        for n, (text, conf) in enumerate(texts_confs):
+            if step(tracker, n, [moving_box(n)], [reading(text, conf)]):
+                return n + 1
+        return None
+
+    # Two sure readings are enough; fair ones need a third.
+    assert decided_after([("XY88", 1.0)] * 4) == 2
+    assert decided_after([("XY88", 0.7)] * 4) == 3
+    # A disagreeing reading has to be outweighed first.
+    assert decided_after([("XY88", 0.95), ("XY83", 0.9)] + [("XY88", 0.95)] * 4) == 5
+    # A mix of positions no single reading has is not decided early.
+    assert decided_after([("XY88", 0.9), ("XV83", 0.95)] * 2) is None
+
+
 def test_doubtful_agreeing_readings_do_not_decide_early():
-    # A distant plate: three readings agree on "A888" but the second character is
+    # A distant plate: five readings agree on "A888" but the second character is
     # uncertain each time; the closer, confident readings must still win the vote.
-    tracker = PlateTracker("front", "cam", config(decide_reads=3), HK)
+    tracker = PlateTracker("front", "cam", config(decide_margin=2.0), HK)
     reads = []
-    doubtful = [0.97, 0.6, 0.9, 0.95]
-    for n in range(3):
+    doubtful = [0.97, 0.5, 0.9, 0.95]
+    for n in range(5):
         reads += step(tracker, n, [moving_box(n)], [reading("A888", chars=doubtful)])
     assert reads == [], "not decided on doubtful characters"
-    for n in range(3, 12):
+    for n in range(5, 16):
         reads += step(tracker, n, [moving_box(n)], [reading("AB88", 0.99)])
     reads += tracker.collect(final=True)
     assert [r.plate for r in reads] == ["AB88"]
@@ -311,7 +348,7 @@ def test_the_next_recording_of_a_camera_keeps_the_dedup_window():
 
 
 def test_tracks_needing_no_reading_are_followed_only_now_and_then():
-    cfg = config(decide_reads=2, follow_interval_seconds=0.25, min_read_width=60)
+    cfg = config(decide_margin=1.5, follow_interval_seconds=0.25, min_read_width=60)
     tracker = PlateTracker("front", "cam", cfg, HK)
     hw = (720, 1280)
     # Being read (wide enough, undecided): searched around every frame.
