@@ -117,9 +117,9 @@ class TrackingConfig:
     min_reads: int = field(default=2, metadata=_range(1, 100))
     #: A track gives its read at once, without waiting for the car to leave the
     #: picture (and is not read again), when the readings agreeing with its vote
-    #: outweigh the others by this much summed confidence: 2.0 is two sure readings or
-    #: three fair ones. 0 waits for the track's end.
-    decide_margin: float = field(default=2.0, metadata=_range(0.0, 100))
+    #: outweigh the others by this much summed confidence: 1.9 is two readings at 0.95
+    #: or better, or three fair ones. 0 waits for the track's end.
+    decide_margin: float = field(default=1.9, metadata=_range(0.0, 100))
     #: The same plate from the same camera within this long is the same pass.
     dedup_seconds: float = field(default=60.0, metadata=_range(0.0, 86400))
     #: The whole frame is searched for new plates at least this often; frames in
