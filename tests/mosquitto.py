@@ -112,3 +112,19 @@ class Broker:
         if self.process and self.process.stderr:
             self.process.stderr.close()
         self.process = None
+
+
+def durable_broker(workdir: Path) -> Broker:
+    """A broker that keeps sessions (subscriptions, queued QoS 1 messages) across a
+    restart, as HQ's does."""
+    port = free_port()
+    (workdir / "db").mkdir(exist_ok=True)
+    return Broker(
+        workdir,
+        port=port,
+        config_text=(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n"
+            f"persistence true\npersistence_location {workdir / 'db'}/\n"
+            f"log_dest file {workdir / 'mosquitto.log'}\n"
+        ),
+    )

@@ -20,7 +20,7 @@ from edge.hq import HitStore, HqSubscriber
 from edge.outbox import Outbox
 from edge.synthclip import ClipSpec, render_clip
 from tests.conftest import model_path
-from tests.mosquitto import Broker, free_port
+from tests.mosquitto import Broker, durable_broker, free_port
 
 PLATES = ("KT4821", "PX507", "AB88", "HN2468", "TV135")
 # Slow enough, played in real time, that the broker can be stopped between hits.
@@ -36,21 +36,6 @@ def clip(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("clip") / "dashcam.mp4"
     render_clip(path, CLIP)
     return path
-
-
-def durable_broker(workdir: Path) -> Broker:
-    """A broker that keeps sessions across a restart, as HQ's does."""
-    port = free_port()
-    (workdir / "db").mkdir()
-    return Broker(
-        workdir,
-        port=port,
-        config_text=(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n"
-            f"persistence true\npersistence_location {workdir / 'db'}/\n"
-            f"log_dest file {workdir / 'mosquitto.log'}\n"
-        ),
-    )
 
 
 def edge_config(tmp_path: Path, port: int, listed: dict[str, str]) -> Path:

@@ -18,13 +18,13 @@ from edge.config import MqttConfig
 from edge.mqtt import connect, new_client
 from edge.outbox import Outbox
 from edge.publish import MqttPublisher
-from tests.mosquitto import Broker
+from tests.mosquitto import Broker, durable_broker
 
 
 class Listener:
     """A plain subscriber recording (topic, payload, retained) for assertions."""
 
-    def __init__(self, port: int, topic: str = "lpr/v1/#"):
+    def __init__(self, port: int, topic: str = "lpr/v1/#", *, persistent: bool = False):
         self.messages: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
         config = MqttConfig(host="127.0.0.1", port=port, reconnect_min_seconds=0.2)
@@ -33,7 +33,7 @@ class Listener:
         self.client.on_connect = lambda c, u, f, r, p: c.subscribe(topic, 1)
         self.client.on_subscribe = lambda *a: self.subscribed.set()
         self.client.on_message = self._on_message
-        connect(self.client, config)
+        connect(self.client, config, persistent=persistent)
         self.client.loop_start()
         assert self.subscribed.wait(10)
 
@@ -74,8 +74,10 @@ def add_hits(outbox: Outbox, start: int, n: int) -> list[bytes]:
 
 
 def test_every_hit_arrives_through_a_broker_outage_in_order(tmp_path: Path):
-    broker = Broker(tmp_path).start()
-    listener = Listener(broker.port)
+    # HQ's subscriber keeps its session through the outage, as in production: the
+    # publisher may deliver the backlog before the subscriber has reconnected.
+    broker = durable_broker(tmp_path).start()
+    listener = Listener(broker.port, persistent=True)
     outbox = Outbox(tmp_path / "outbox.sqlite")
     expected = add_hits(outbox, 0, 40)  # a backlog from before the connection
     publisher = MqttPublisher(mqtt(broker.port), "car-1", outbox).start()
