@@ -277,20 +277,25 @@ def test_reads_of_one_plate_by_both_cameras_are_linked():
 
 
 def test_an_early_read_waits_for_enough_evidence_over_the_other_readings():
-    def decided_after(texts_confs):
+    def decided_after(readings):
         tracker = PlateTracker("front", "cam", config(decide_margin=2.0), HK)
-        for n, (text, conf) in enumerate(texts_confs):
-            if step(tracker, n, [moving_box(n)], [reading(text, conf)]):
+        for n, text in enumerate(readings):
+            if step(tracker, n, [moving_box(n)], [text]):
                 return n + 1
         return None
 
     # Two sure readings are enough; fair ones need a third.
-    assert decided_after([("XY88", 1.0)] * 4) == 2
-    assert decided_after([("XY88", 0.7)] * 4) == 3
+    assert decided_after([reading("XY88", 1.0)] * 4) == 2
+    assert decided_after([reading("XY88", 0.7)] * 4) == 3
     # A disagreeing reading has to be outweighed first.
-    assert decided_after([("XY88", 0.95), ("XY83", 0.9)] + [("XY88", 0.95)] * 4) == 5
-    # A mix of positions no single reading has is not decided early.
-    assert decided_after([("XY88", 0.9), ("XV83", 0.95)] * 2) is None
+    first = [reading("XY88", 0.95), reading("XY83", 0.9)]
+    assert decided_after(first + [reading("XY88", 0.95)] * 4) == 5
+    # Two readings about equally sure of different texts decide nothing early.
+    assert decided_after([reading("XY88", 0.9), reading("XV83", 0.95)] * 3) is None
+    # Nor does a vote that mixes positions from readings of other texts (XY88 here).
+    y_sure = reading("XY83", chars=[0.9, 0.95, 0.9, 0.5])
+    eight_sure = reading("XV88", chars=[0.9, 0.5, 0.9, 0.95])
+    assert decided_after([y_sure, eight_sure] * 3) is None
 
 
 def test_doubtful_agreeing_readings_do_not_decide_early():
