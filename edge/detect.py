@@ -69,10 +69,6 @@ def shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
 
 
-def _enlarge(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-
-
 def letterbox(
     image: np.ndarray, size: Size, *, one_step: bool = False
 ) -> tuple[np.ndarray, float, tuple[int, int]]:
@@ -95,7 +91,7 @@ def letterbox(
     pad_y = (out_h - new_h) // 2
     if (new_w, new_h) != (w, h):
         if scale >= 1:
-            image = _enlarge(image, (new_w, new_h))
+            image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
         elif one_step:
             image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
         else:

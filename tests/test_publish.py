@@ -18,6 +18,7 @@ from edge.config import MqttConfig
 from edge.mqtt import connect, new_client
 from edge.outbox import Outbox
 from edge.publish import MqttPublisher
+from edge.waits import poll_until
 from tests.mosquitto import Broker, durable_broker
 
 
@@ -46,12 +47,7 @@ class Listener:
             return [p for t, p, _ in self.messages if t == topic]
 
     def wait_for(self, predicate, timeout: float = 20.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.05)
-        return predicate()
+        return poll_until(predicate, timeout, interval=0.05)
 
     def close(self):
         self.client.disconnect()
@@ -114,9 +110,7 @@ def test_a_message_the_broker_refuses_stays_in_the_outbox(tmp_path: Path):
     outbox.add("hit", "refused", "lpr/v1/car-2/hit", b"{}")
     publisher = MqttPublisher(mqtt(broker.port), "car-1", outbox).start()
     try:
-        deadline = time.monotonic() + 20
-        while publisher.stats.refused == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll_until(lambda: publisher.stats.refused > 0, 20, interval=0.05)
         assert publisher.stats.refused >= 1
         assert outbox.is_delivered("allowed")
         assert not outbox.is_delivered("refused")
@@ -186,9 +180,7 @@ def test_pushed_watchlists_reach_the_handler_from_both_topics(tmp_path: Path):
     ).start()
     try:
         hq.publish("lpr/v1/car-1/watchlist", b"car-doc", qos=1, retain=True).wait_for_publish(5)
-        deadline = time.monotonic() + 20
-        while len(got) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll_until(lambda: len(got) >= 2, 20, interval=0.05)
         time.sleep(0.3)
         assert sorted(got) == [
             ("lpr/v1/car-1/watchlist", b"car-doc"),
@@ -237,10 +229,7 @@ def test_pushed_lists_over_mqtt_applied_or_rejected_and_the_list_in_force_stays(
         hq.publish(topic, payload, qos=1, retain=True).wait_for_publish(5)
 
     def wait(predicate) -> bool:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not predicate():
-            time.sleep(0.05)
-        return predicate()
+        return poll_until(predicate, 20, interval=0.05)
 
     def rejection() -> str | None:
         last = watchlists.status()["last_rejection"]
