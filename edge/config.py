@@ -30,6 +30,14 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: What a vehicle id may be: it is a topic level and the broker's user name, and HQ's
 #: hit schema checks it with the same pattern.
 VEHICLE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# Keys an older release knew, and what took their place: a config file kept from then
+# gets told, not given the nearest spelling.
+REPLACED_KEYS = {
+    "tracking.decide_reads": (
+        "replaced by 'decide_margin': the summed confidence of the agreeing readings "
+        "over the others, not a count; 1.9 is about two sure readings"
+    ),
+}
 
 
 class ConfigError(Exception):
@@ -295,6 +303,8 @@ def _build(cls: type, raw: Any, label: str, where: str, problems: list[str]) -> 
         if key not in fields:
             hint = difflib.get_close_matches(key, list(fields), n=1)
             suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+            if dotted in REPLACED_KEYS:
+                suggestion = f" ({REPLACED_KEYS[dotted]})"
             known = ", ".join(sorted(fields))
             problems.append(f"{label}: unknown key '{dotted}'{suggestion}; known keys: {known}")
             continue

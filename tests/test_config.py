@@ -66,6 +66,16 @@ def test_unknown_key_names_file_key_and_suggestion(tmp_path):
     assert "did you mean 'min_confidence'" in line
 
 
+def test_a_replaced_key_is_named_with_its_successor(tmp_path):
+    # decide_reads (a count of agreeing readings) gave way to decide_margin.
+    path = write(tmp_path, "[tracking]\ndecide_reads = 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    (line,) = err.value.problems
+    assert "unknown key 'tracking.decide_reads' (replaced by 'decide_margin'" in line
+    assert "did you mean" not in line
+
+
 def test_unknown_section(tmp_path):
     with pytest.raises(ConfigError, match="unknown key 'camera'.*did you mean 'cameras'"):
         load_config(write(tmp_path, '[[camera]]\nname = "a"\n'), environ={})
