@@ -129,9 +129,10 @@ class FramePipeline:
             times.infer_ms += (infer - before[2]) * 1e3
             times.postprocess_ms += (post - before[3]) * 1e3
         tracks = tracker.associate(frame, detections)
-        # Only tracks whose read is not yet decided are worth an OCR pass, and only
-        # plates big enough and wholly in the picture: a distant plate, or one cut by
-        # the frame's edge, reads as a shorter plausible plate ("G69" as "69").
+        # Only tracks whose read is not yet decided (or due a recheck) are worth an OCR
+        # pass, and only plates big enough and wholly in the picture: a distant plate,
+        # or one cut by the frame's edge, reads as a shorter plausible plate ("G69" as
+        # "69").
         h, w = frame.image.shape[:2]
         xyxy = detections.xyxy
         readable = (
@@ -141,7 +142,11 @@ class FramePipeline:
             & (xyxy[:, 2] < w - EDGE_PX)
             & (xyxy[:, 3] < h - EDGE_PX)
         )
-        todo = [i for i, track in enumerate(tracks) if readable[i] and tracker.wants_reading(track)]
+        todo = [
+            i
+            for i, track in enumerate(tracks)
+            if readable[i] and tracker.wants_reading(track, frame.timestamp)
+        ]
         associated = time.perf_counter()
         if todo:
             boxes = detections.xyxy[todo]

@@ -46,7 +46,7 @@ def step(tracker: PlateTracker, n: int, boxes: list, texts: list) -> list:
     detections = dets(*boxes)
     tracks = tracker.associate(f, detections)
     for i, (track, text) in enumerate(zip(tracks, texts, strict=True)):
-        if tracker.wants_reading(track):
+        if tracker.wants_reading(track, f.timestamp):
             tracker.add_reading(track, f, detections.xyxy[i], text, 0.8)
     return tracker.collect(f.timestamp, after_frame=True)
 
@@ -124,7 +124,7 @@ def test_one_pass_gives_one_read_with_its_span_and_evidence():
     assert tracker.live_tracks == 0
 
 
-def test_an_agreed_track_reads_early_and_is_not_read_again():
+def test_an_agreed_track_reads_early_and_is_then_only_rechecked():
     tracker = PlateTracker("front", "cam", config(decide_margin=2.0), HK)
     reads = []
     ocr_calls = 0
@@ -132,15 +132,73 @@ def test_an_agreed_track_reads_early_and_is_not_read_again():
         f = frame(n)
         detections = dets(moving_box(n))
         (track,) = tracker.associate(f, detections)
-        if tracker.wants_reading(track):
+        if tracker.wants_reading(track, f.timestamp):
             ocr_calls += 1
             tracker.add_reading(track, f, detections.xyxy[0], reading("XY88"), 0.8)
         reads += tracker.collect(f.timestamp)
         if n == 2:
             assert [r.plate for r in reads] == ["XY88"], "read as soon as 3 agree"
-    assert ocr_calls == 3, "no OCR once the read is out"
+    # Three to decide, then a recheck every 0.3 s (every 3rd frame).
+    assert ocr_calls == 3 + 2, "only rechecks once the read is out"
     reads += tracker.collect(final=True)
     assert [r.plate for r in reads] == ["XY88"]
+
+
+def test_another_plate_in_a_read_track_is_a_pass_of_its_own():
+    # A car changes lanes and reveals the one ahead in the same place: the detections
+    # go on as one track, only the readings change.
+    tracker = PlateTracker("front", "cam", config(decide_margin=1.9), HK)
+    reads = []
+    read_frames = []
+    for n in range(30):
+        f = frame(n)
+        detections = dets(moving_box(n, dx=2))
+        (track,) = tracker.associate(f, detections)
+        text = "AB1234" if n < 10 else "XY88"
+        if tracker.wants_reading(track, f.timestamp):
+            read_frames.append(n)
+            tracker.add_reading(track, f, detections.xyxy[0], reading(text, 0.95), 0.8)
+        reads += tracker.collect(f.timestamp, after_frame=True)
+    reads += tracker.collect(final=True)
+    assert [r.plate for r in reads] == ["AB1234", "XY88"]
+    new = reads[1]
+    first_new = min(n for n in read_frames if n >= 10)
+    assert new.first_frame == first_new, "the new pass starts at its plate's first reading"
+    assert new.last_frame <= first_new + 3, "then it is read every frame until settled"
+    assert new.readings >= 2 and new.crop is not None
+
+
+def test_misreads_of_a_read_plate_are_not_a_new_pass():
+    # As a plate recedes, it is read steadily as a look-alike, then a character short.
+    tracker = PlateTracker("front", "cam", config(decide_margin=1.9), HK)
+    reads = []
+    for n in range(40):
+        f = frame(n)
+        detections = dets(moving_box(n, dx=2))
+        (track,) = tracker.associate(f, detections)
+        text = "AB1234" if n < 5 else "A81234" if n < 25 else "AB123"
+        if tracker.wants_reading(track, f.timestamp):
+            tracker.add_reading(track, f, detections.xyxy[0], reading(text, 0.95), 0.8)
+        reads += tracker.collect(f.timestamp, after_frame=True)
+    reads += tracker.collect(final=True)
+    assert [r.plate for r in reads] == ["AB1234"]
+
+
+def test_a_read_plate_is_rechecked_ever_less_often():
+    tracker = PlateTracker("front", "cam", config(decide_margin=1.9, max_track_seconds=600), HK)
+    ocr_calls = 0
+    for n in range(300):  # a parked car, 30 s at 10 fps
+        f = frame(n)
+        detections = dets(moving_box(n, dx=0))
+        (track,) = tracker.associate(f, detections)
+        if tracker.wants_reading(track, f.timestamp):
+            ocr_calls += 1
+            tracker.add_reading(track, f, detections.xyxy[0], reading("AB1234", 0.95), 0.8)
+        tracker.collect(f.timestamp, after_frame=True)
+    # Every 0.3 s would be 100 readings; a tenth of the time since the read, at least
+    # 0.3 s and at most 1 s, is 2 to decide, ~10 in the first 3 s, ~12 more to 10 s,
+    # then 20 once a second.
+    assert 35 <= ocr_calls <= 50, ocr_calls
 
 
 def test_two_plates_in_view_are_two_tracks():
