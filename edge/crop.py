@@ -20,6 +20,18 @@ import numpy as np
 #: Width / height at or above which a crop is taken as one row without looking:
 #: one-row plates are 4-5 times wider than high, two-row ones 1.3-2.
 TWO_LINE_MAX_ASPECT = 2.4
+# Text on a plate, in crop heights: characters are closer together than TEXT_GAP (a
+# wider gap is the blank beside a short registration); a plate's frame line is
+# thinner than FRAME_LINE; TEXT_PAD of blank is left either side of the text.
+TEXT_GAP = 0.6
+FRAME_LINE = 0.3
+TEXT_PAD = 0.5
+# Ink wholly within this share of the width from either side is the car or background
+# in the crop's margin; a frame line lies within FRAME_BAND.
+SIDE_BAND = 0.12
+FRAME_BAND = 0.2
+#: The text must leave this share of the width blank before the crop is trimmed to it.
+TRIM_MIN_BLANK = 0.1
 
 
 def expand_box(
@@ -145,6 +157,55 @@ def two_line_split(crop: np.ndarray) -> int | None:
     return cut
 
 
+def text_span(crop: np.ndarray) -> tuple[int, int] | None:
+    """Columns (x1, x2) of a one-row plate's text with some blank either side, or None
+    when the text fills the crop (or no text is found).
+
+    A short registration ("C4") sits in the middle of a full-size plate. Read whole,
+    the blank either side outweighs the two characters and the recogniser often reads
+    nothing until the plate is large; trimmed to its text it reads from its first
+    legible frames. Columns with ink across the middle rows are grouped (gaps under
+    ``TEXT_GAP`` heights join), and thin groups near the ends, the plate's frame
+    lines, and ink in the crop's outer margin, are dropped.
+    """
+    grey = _grey(crop)
+    h, w = grey.shape[:2]
+    if h < 8 or w < TWO_LINE_MAX_ASPECT * h:
+        return None
+    background = float(np.percentile(grey, 90))
+    ink = np.clip(background - grey.astype(np.float32), 0, None)
+    dark = ink > 0.35 * max(1.0, background - float(np.percentile(grey, 5)))
+    # The middle rows: characters cross them, the frame's top and bottom lines do not.
+    inked = dark[int(0.3 * h) : h - int(0.3 * h)].mean(axis=0) > 0.2
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], inked.astype(np.int8), [0]))))
+    runs = edges.reshape(-1, 2).tolist()  # [start, end) of each inked run
+    if not runs:
+        return None
+    groups = [runs[0]]
+    for start, end in runs[1:]:
+        if start - groups[-1][1] < TEXT_GAP * h:
+            groups[-1] = [groups[-1][0], end]
+        else:
+            groups.append([start, end])
+
+    def beside(start: int, end: int) -> bool:
+        # The car or the background within the crop's margin, or a frame line.
+        thin = end - start < FRAME_LINE * h
+        return end <= SIDE_BAND * w or (thin and start < FRAME_BAND * w)
+
+    while groups and beside(*groups[0]):
+        groups.pop(0)
+    while groups and beside(w - groups[-1][1], w - groups[-1][0]):
+        groups.pop()
+    if not groups:
+        return None
+    x1 = max(0, int(groups[0][0] - TEXT_PAD * h))
+    x2 = min(w, int(groups[-1][1] + TEXT_PAD * h))
+    if x2 - x1 > (1 - TRIM_MIN_BLANK) * w:
+        return None
+    return x1, x2
+
+
 def join_two_lines(crop: np.ndarray, cut: int) -> np.ndarray:
     """A two-row plate laid out as one row: top row, a gap, then the bottom row.
 
@@ -213,6 +274,7 @@ def crop_plate(
     cut_band: bool = True,
     grey: str = "auto",
     two_lines: bool = True,
+    trim: bool = True,
     deskew: bool = False,
     contrast: bool = False,
 ) -> np.ndarray:
@@ -226,6 +288,7 @@ def crop_plate(
       and backgrounds fade), "luma", "none" (colour), or "auto" (value unless the
       dark pixels are coloured, see :func:`dark_is_coloured`, then luma);
     * ``two_lines``: lay a two-row plate out as one row (see :func:`two_line_split`);
+    * ``trim``: cut the blank beside a short registration (see :func:`text_span`);
     * ``deskew``: level a tilted text line; ``contrast``: CLAHE. Both off by
       default: neither improved reading on real plates.
     """
@@ -257,4 +320,8 @@ def crop_plate(
         row = two_line_split(crop)
         if row is not None:
             crop = join_two_lines(crop, row)
+    if trim:
+        span = text_span(crop)
+        if span is not None:
+            crop = crop[:, span[0] : span[1]]
     return np.ascontiguousarray(crop)

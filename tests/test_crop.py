@@ -40,7 +40,7 @@ def test_plain_crop_is_the_box_plus_margins():
     scene = in_scene(plate())
     out = C.crop_plate(
         scene, (50, 40, 450, 130), margin_x=0.05, margin_y=0.1, cut_band=False,
-        grey="none", two_lines=False,
+        grey="none", two_lines=False, trim=False,
     )  # fmt: skip
     assert out.shape == (108, 440, 3)
     assert np.array_equal(out, scene[31:139, 30:470])
@@ -65,8 +65,9 @@ def test_blue_band_is_measured_and_cut():
     assert 40 <= width <= 46
     assert C.blue_band_width(plate()) == 0
     out = C.crop_plate(
-        in_scene(img), (50, 40, 450, 130), margin_x=0, margin_y=0, grey="none", two_lines=False
-    )
+        in_scene(img), (50, 40, 450, 130), margin_x=0, margin_y=0, grey="none",
+        two_lines=False, trim=False,
+    )  # fmt: skip
     assert out.shape[1] == 400 - width
     # Nothing blue is left at the left edge.
     assert C.blue_band_width(out) == 0
@@ -129,3 +130,39 @@ def test_text_line_angle_and_deskew():
     level = C.rotate(tilted, -angle)
     assert abs(C.text_line_angle(level)) < 1.5
     assert C.text_line_angle(np.full((40, 200, 3), 255, np.uint8)) is None
+
+
+def _hk(text: str, width: int) -> np.ndarray:
+    from edge.synth import render_plate
+
+    img = render_plate(text, width=width)
+    # The surroundings crop_plate's margins take in: 6% of the width, 8% of the height.
+    side, top = round(0.06 * width), max(1, round(0.08 * img.shape[0]))
+    return cv2.copyMakeBorder(img, top, top, side, side, cv2.BORDER_CONSTANT, value=(90, 90, 90))
+
+
+@pytest.mark.parametrize("width", [70, 120, 400])
+def test_a_short_registration_is_trimmed_to_its_text(width):
+    img = _hk("C4", width)
+    h, w = img.shape[:2]
+    ink = np.flatnonzero((img[h // 3 : h - h // 3, :, 0] < 60).any(axis=0))
+    # The frame lines sit near the ends; the characters are the middle columns.
+    middle = ink[(ink > 0.25 * w) & (ink < 0.75 * w)]
+    span = C.text_span(img)
+    assert span is not None
+    x1, x2 = span
+    assert x1 < middle.min() and x2 > middle.max(), "every character kept"
+    assert x2 - x1 < 0.6 * w, "the blank either side cut"
+    out = C.crop_plate(img, (0, 0, w, h), margin_x=0, margin_y=0)
+    assert out.shape[1] == x2 - x1
+    assert C.crop_plate(img, (0, 0, w, h), margin_x=0, margin_y=0, trim=False).shape[1] == w
+
+
+@pytest.mark.parametrize("width", [70, 200])
+def test_a_plate_its_text_fills_is_not_trimmed(width):
+    assert C.text_span(_hk("AB1234", width)) is None
+
+
+def test_no_text_no_span():
+    assert C.text_span(np.full((40, 200, 3), 255, np.uint8)) is None
+    assert C.text_span(_hk("", 200)) is None
