@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from edge.bench.video import STAGES, format_report, profile_json, score_reads
+from edge.bench.video import (
+    STAGES,
+    format_report,
+    legible_latencies_ms,
+    legible_summary,
+    profile_json,
+    score_reads,
+)
 from edge.capture import VideoFile
 from edge.config import load_config
 from edge.pipeline import FramePipeline, StageTimes
@@ -264,6 +271,40 @@ def test_bench_scores_reads_against_legible_passes(replay_clip):
     assert (score.passes, score.exact, score.wrong, score.duplicates) == (3, 2, 1, 1)
 
 
+def test_legible_to_read_latency_is_reported_by_kind_of_pass(replay_clip):
+    _path, truth = replay_clip
+    legible = next(p for p in truth.passes if p.first_legible_frame is not None)
+    now = datetime.now(UTC)
+    # Read from a frame 3 frames after the plate became legible, 0.5 s after its capture.
+    read = PlateRead(
+        event_id="e",
+        camera="front-left",
+        source="clip",
+        plate=legible.text,
+        confidence=0.9,
+        candidates=(),
+        frames=3,
+        readings=3,
+        first_seen=now,
+        last_seen=now,
+        first_frame=legible.first_legible_frame,
+        last_frame=legible.first_legible_frame + 3,
+        box=(0, 0, 1, 1),
+        crop=None,
+        last_capture_mono=100.0,
+        emitted_mono=100.5,
+    )
+    ((kind, ms),) = legible_latencies_ms(truth, [read])
+    assert kind == legible.kind and ms == pytest.approx((0.5 + 3 / truth.fps) * 1e3)
+
+    summary = legible_summary([("approach", 100.0), ("approach", 300.0), ("cross", 50.0)])
+    assert (summary["p50"], summary["max"]) == (100.0, 300.0)
+    assert summary["by_kind"] == {
+        "approach": {"passes": 2, "p50": 200.0, "p95": 290.0, "max": 300.0},
+        "cross": {"passes": 1, "p50": 50.0, "p95": 50.0, "max": 50.0},
+    }
+
+
 def test_pipeline_profile_adds_up_over_a_few_frames(models, replay_clip):
     path, _truth = replay_clip
     config = load_config(None)
@@ -336,6 +377,7 @@ def test_bench_report_shows_the_profile_and_memory():
         "live": {
             "cameras": {"front-left": cam},
             "latency_ms": {"p50": 90.0, "p95": 120.0},
+            "legible_to_read_ms": legible_summary([("follow", 400.0), ("overtake", 150.0)]),
             "total": {
                 "profile": profile,
                 "decode": decode,
@@ -348,3 +390,5 @@ def test_bench_report_shows_the_profile_and_memory():
     assert "detector" in text and "7.00 (70.0%)" in text
     assert "decode (capture)" in text and "9.00" in text
     assert "peak RSS 512.0 MiB" in text
+    assert "plate first legible to read: p50 275.0" in text
+    assert "by kind of pass: follow (1) p50 400.0 p95 400.0, overtake (1)" in text

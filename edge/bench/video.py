@@ -83,11 +83,11 @@ def score_reads(truth: ClipTruth, reads: list[PlateRead]) -> ReadScore:
     return ReadScore(len(texts), len(counts), wrong, duplicates)
 
 
-def legible_latencies_ms(truth: ClipTruth, reads: list[PlateRead]) -> list[float]:
-    """For each pass read exactly, the time from the capture of the first frame in
-    which its plate was legible to the read being emitted (the first read of that
-    text). A played file is captured on a fixed schedule (frame n at start + n / fps),
-    so that frame's capture time follows from the last frame the read used."""
+def legible_latencies_ms(truth: ClipTruth, reads: list[PlateRead]) -> list[tuple[str, float]]:
+    """For each pass read exactly, its kind and the time from the capture of the first
+    frame in which its plate was legible to the read being emitted (the first read of
+    that text). A played file is captured on a fixed schedule (frame n at start + n /
+    fps), so that frame's capture time follows from the last frame the read used."""
     first_read: dict[str, PlateRead] = {}
     for read in sorted(reads, key=lambda r: r.emitted_mono):
         first_read.setdefault(read.plate, read)
@@ -98,8 +98,25 @@ def legible_latencies_ms(truth: ClipTruth, reads: list[PlateRead]) -> list[float
             continue
         frames_before = read.last_frame - p.first_legible_frame
         legible_mono = read.last_capture_mono - frames_before / truth.fps
-        out.append((read.emitted_mono - legible_mono) * 1e3)
+        out.append((p.kind, (read.emitted_mono - legible_mono) * 1e3))
     return out
+
+
+def legible_summary(latencies: list[tuple[str, float]]) -> dict:
+    """p50/p95/max over every pass, and per kind of pass (approached, followed,
+    overtaking, crossing cars: where the slow reads come from)."""
+    by_kind: dict[str, list[float]] = {}
+    for kind, ms in latencies:
+        by_kind.setdefault(kind, []).append(ms)
+    every = [ms for _kind, ms in latencies]
+    return {
+        **latency_summary(every),
+        "max": _rounded_max(every),
+        "by_kind": {
+            kind: {"passes": len(v), **latency_summary(v), "max": _rounded_max(v)}
+            for kind, v in sorted(by_kind.items())
+        },
+    }
 
 
 def clip_for(cache: Path, spec: ClipSpec) -> tuple[Path, ClipTruth]:
@@ -362,13 +379,13 @@ def run_live(config: Config, clips: list[tuple[Path, ClipTruth]]) -> dict:
         stats = service.run(duration=longest * 1.5 + 10)
         times = service.pipeline.times
     out = stats.to_json()
-    legible: list[float] = []
+    legible: list[tuple[str, float]] = []
     for name, (_path, truth) in zip(CAMERAS, clips, strict=True):
         out["cameras"][name]["reads"] = score_reads(truth, reads[name]).to_json()
         out["cameras"][name]["profile"] = profile_json(times[name], stats.seconds)
         legible += legible_latencies_ms(truth, reads[name])
     # What an officer waits: from the first frame a plate could be read in to its read.
-    out["legible_to_read_ms"] = {**latency_summary(legible), "max": _rounded_max(legible)}
+    out["legible_to_read_ms"] = legible_summary(legible)
     decode = {c.name: c.decode_times for c in cameras}
     for name, cam in out["cameras"].items():
         cam["decode"] = decode_json(decode[name], stats.seconds)
@@ -473,6 +490,15 @@ def format_report(report: dict) -> str:
                 f"  read latency ms, plate first legible to read: p50 {lat['p50']}  "
                 f"p95 {lat['p95']}  max {lat['max']}"
             )
+            kinds = lat.get("by_kind", {})
+            if kinds:
+                lines.append(
+                    "    by kind of pass: "
+                    + ", ".join(
+                        f"{kind} ({k['passes']}) p50 {k['p50']} p95 {k['p95']}"
+                        for kind, k in kinds.items()
+                    )
+                )
         columns = [(name, cam["profile"], cam["decode"]) for name, cam in live["cameras"].items()]
         if "total" in live:
             columns.append(("total", live["total"]["profile"], live["total"]["decode"]))
