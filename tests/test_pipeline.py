@@ -241,56 +241,47 @@ def test_sigterm_stops_cleanly_and_delivers_what_was_read(models, live_clip, tmp
     assert delivered == stats["reads"], "every read made before the stop was delivered"
 
 
-def test_bench_scores_reads_against_legible_passes(replay_clip):
-    _path, truth = replay_clip
-    plates = [p.text for p in truth.passes]
-
-    def read(plate: str) -> PlateRead:
-        now = datetime.now(UTC)
-        return PlateRead(
-            event_id=plate,
-            camera="front-left",
-            source="clip",
-            plate=plate,
-            confidence=0.9,
-            candidates=(),
-            frames=3,
-            readings=3,
-            first_seen=now,
-            last_seen=now,
-            first_frame=0,
-            last_frame=2,
-            box=(0, 0, 1, 1),
-            crop=None,
-            last_capture_mono=0.0,
-            emitted_mono=0.0,
-        )
-
-    reads = [read(plates[0]), read(plates[0]), read(plates[1]), read("ZZ999")]
-    score = score_reads(truth, reads)
-    assert (score.passes, score.exact, score.wrong, score.duplicates) == (3, 2, 1, 1)
-
-
-def test_legible_to_read_latency_is_reported_by_kind_of_pass(replay_clip):
-    _path, truth = replay_clip
-    legible = next(p for p in truth.passes if p.first_legible_frame is not None)
+def bench_read(plate: str, **fields) -> PlateRead:
+    """A read as the bench scores it; ``fields`` override the defaults."""
     now = datetime.now(UTC)
-    # Read from a frame 3 frames after the plate became legible, 0.5 s after its capture.
-    read = PlateRead(
-        event_id="e",
+    values = dict(
+        event_id=plate,
         camera="front-left",
         source="clip",
-        plate=legible.text,
+        plate=plate,
         confidence=0.9,
         candidates=(),
         frames=3,
         readings=3,
         first_seen=now,
         last_seen=now,
-        first_frame=legible.first_legible_frame,
-        last_frame=legible.first_legible_frame + 3,
+        first_frame=0,
+        last_frame=2,
         box=(0, 0, 1, 1),
         crop=None,
+        last_capture_mono=0.0,
+        emitted_mono=0.0,
+    )
+    values.update(fields)
+    return PlateRead(**values)
+
+
+def test_bench_scores_reads_against_legible_passes(replay_clip):
+    _path, truth = replay_clip
+    plates = [p.text for p in truth.passes]
+    reads = [bench_read(plates[0]), bench_read(plates[0]), bench_read(plates[1])]
+    score = score_reads(truth, [*reads, bench_read("ZZ999")])
+    assert (score.passes, score.exact, score.wrong, score.duplicates) == (3, 2, 1, 1)
+
+
+def test_legible_to_read_latency_is_reported_by_kind_of_pass(replay_clip):
+    _path, truth = replay_clip
+    legible = next(p for p in truth.passes if p.first_legible_frame is not None)
+    # Read from a frame 3 frames after the plate became legible, 0.5 s after its capture.
+    read = bench_read(
+        legible.text,
+        first_frame=legible.first_legible_frame,
+        last_frame=legible.first_legible_frame + 3,
         last_capture_mono=100.0,
         emitted_mono=100.5,
     )
