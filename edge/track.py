@@ -180,7 +180,7 @@ class Track:
     first_read: float | None = None
     #: The vote over ``readings``, kept until a reading is added.
     consensus: Consensus | None = None
-    #: When the read went out, and when the plate was last read again since.
+    #: When the read went out, and when the plate was last read (then: read again).
     emitted_at: float | None = None
     checked: float | None = None
     #: The latest readings since the read, each with the sighting it was read in.
@@ -341,11 +341,10 @@ class PlateTracker:
         latest one saw another plate)."""
         if not track.decided or track.in_doubt:
             return True
-        assert track.emitted_at is not None
+        assert track.emitted_at is not None and track.checked is not None
         since_read = timestamp - track.emitted_at
         interval = min(RECHECK_MAX_SECONDS, max(RECHECK_MIN_SECONDS, RECHECK_SHARE * since_read))
-        last = track.emitted_at if track.checked is None else track.checked
-        return timestamp - last >= interval * 0.95
+        return timestamp - track.checked >= interval * 0.95
 
     def add_reading(
         self, track: Track, frame: Frame, box: np.ndarray, reading: PlateText | None, score: float
@@ -361,7 +360,10 @@ class PlateTracker:
             if reading is not None:
                 track.rechecks.append((reading, track.last))
                 del track.rechecks[:-RECHECK_WINDOW]
-                self._split_if_changed(track, frame, box, reading, score)
+                successor = self._changed_plate(track)
+                if successor is not None:
+                    self._keep_best(successor, frame, box, reading, score)
+                    self._tracks[self._tracks.index(track)] = successor
             return
         if reading is None:
             return
@@ -384,9 +386,9 @@ class PlateTracker:
             if self.keep_context:
                 track.best_frame = frame.image
 
-    def _split_if_changed(
-        self, track: Track, frame: Frame, box: np.ndarray, reading: PlateText, score: float
-    ) -> None:
+    def _changed_plate(self, track: Track) -> Track | None:
+        """The track of another plate the rechecks of read ``track`` settled on, from
+        that plate's first reading; None while they do not."""
         assert track.emitted is not None
         consensus = vote([r for r, _ in track.rechecks], self.plate_format)
         if (
@@ -394,14 +396,14 @@ class PlateTracker:
             or distance(consensus.text, track.emitted) < NEW_PLATE_DISTANCE
             or not self._is_decided(consensus)
         ):
-            return
+            return None
         new_plate = [
             (r, s)
             for r, s in track.rechecks
             if distance(r.text, track.emitted) >= NEW_PLATE_DISTANCE
         ]
         first = new_plate[0][1]
-        successor = Track(
+        return Track(
             next(self._ids),
             track.box.copy(),
             first=first,
@@ -411,8 +413,6 @@ class PlateTracker:
             readings=[r for r, _ in new_plate],
             first_read=first.timestamp,
         )
-        self._keep_best(successor, frame, box, reading, score)
-        self._tracks[self._tracks.index(track)] = successor
 
     def collect(
         self, now: float | None = None, *, final: bool = False, after_frame: bool = False
@@ -513,7 +513,7 @@ class PlateTracker:
 
     def _emit(self, track: Track, consensus: Consensus) -> PlateRead | None:
         track.emitted = consensus.text
-        track.emitted_at = track.last.timestamp
+        track.emitted_at = track.checked = track.last.timestamp
         seen = self._recent.get(consensus.text)
         self._recent[consensus.text] = track.last.utc
         if (
