@@ -124,7 +124,7 @@ class TrackingConfig:
     #: A track needs this many frames read in the plate format to give a read.
     min_reads: int = field(default=2, metadata=_range(1, 100))
     #: A track gives its read at once, without waiting for the car to leave the
-    #: picture (and is not read again), when the readings agreeing with its vote
+    #: picture (then only rechecked now and then), when the readings agreeing with its vote
     #: outweigh the others by this much summed confidence: 1.9 is two readings at 0.95
     #: or better, or three fair ones. 0 waits for the track's end.
     decide_margin: float = field(default=1.9, metadata=_range(0.0, 100))
