@@ -130,8 +130,9 @@ class TrackingConfig:
     decide_margin: float = field(default=1.9, metadata=_range(0.0, 100))
     #: The same plate from the same camera within this long is the same pass.
     dedup_seconds: float = field(default=60.0, metadata=_range(0.0, 86400))
-    #: The whole frame is searched for new plates at least this often; frames in
-    #: between are searched only around live tracks. 0 searches every frame whole.
+    #: The whole frame is searched for new plates this often; frames in between are
+    #: searched only around live tracks. Cameras take turns (a scan due just after
+    #: another camera's waits, half an interval at most). 0 searches every frame whole.
     scan_interval_seconds: float = field(default=0.25, metadata=_range(0.0, 10))
     #: Detector input (longest side, multiple of 32) for whole-frame searches in video.
     #: Lower than recognition.detector_input (still images): a passing plate is found

@@ -79,6 +79,48 @@ def latency_summary(latencies_ms) -> dict[str, float | None]:
     return out
 
 
+class ScanSchedule:
+    """When each camera's whole frame is searched for new plates: every ``interval``
+    seconds of its clock (every frame when 0), its first frame at once.
+
+    The cameras share the cores, and a whole-frame search costs several times a
+    frame's other work: two in the same round hold up both cameras for a few frame
+    periods, and their capture threads drop the frames that come meanwhile. So a scan
+    due just after another camera's (within ``interval`` / 2n for n cameras) waits, at
+    most half an interval, and the cameras' scans settle evenly spread over the
+    interval. Cameras on unrelated clocks (replayed files) never wait for each other
+    for long: the wait is capped.
+    """
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self._last: dict[str, float] = {}
+
+    def due(self, camera: str, timestamp: float) -> bool:
+        """Whether ``camera``'s frame at ``timestamp`` is searched whole; a yes counts
+        as the search done."""
+        last = self._last.get(camera)
+        if self.interval > 0 and last is not None:
+            waited = timestamp - last
+            # A little slack so a 30 fps camera with a 0.1 s interval scans every 3rd frame.
+            if waited < self.interval * 0.95:
+                return False
+            if waited < self.interval * 1.5 and self._just_after_another(camera, timestamp):
+                return False
+        self._last[camera] = timestamp
+        return True
+
+    def forget(self, camera: str) -> None:
+        """``camera`` starts over (a new recording): its next frame is searched whole."""
+        self._last.pop(camera, None)
+
+    def _just_after_another(self, camera: str, timestamp: float) -> bool:
+        spacing = self.interval / (2 * max(1, len(self._last)))
+        return any(
+            other != camera and 0.0 <= timestamp - at < spacing for other, at in self._last.items()
+        )
+
+
 class FramePipeline:
     """Shared recognition core plus one :class:`PlateTracker` per camera."""
 
@@ -91,7 +133,7 @@ class FramePipeline:
         self._trackers: dict[str, PlateTracker] = {}
         self.times: dict[str, StageTimes] = {}
         self.latencies_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self._last_scan: dict[str, float] = {}
+        self._scans = ScanSchedule(tracking.scan_interval_seconds)
         self._linker = PassLinker(tracking.dedup_seconds)
         self.reads = 0
 
@@ -109,7 +151,7 @@ class FramePipeline:
                 keep_context=self.keep_context,
             )
             self.times[name] = StageTimes()
-        self._last_scan.pop(name, None)
+        self._scans.forget(name)
 
     def process(self, frame: Frame) -> list[PlateRead]:
         """Run one frame through every stage; the reads it completed, if any."""
@@ -168,11 +210,7 @@ class FramePipeline:
 
     def _detect(self, frame: Frame, tracker: PlateTracker, times: StageTimes) -> Detections:
         """The whole frame when a scan is due, else only around the live tracks."""
-        last = self._last_scan.get(frame.camera)
-        interval = self.tracking.scan_interval_seconds
-        # A little slack so a 30 fps camera with a 0.1 s interval scans every 3rd frame.
-        if last is None or frame.timestamp - last >= interval * 0.95 or interval <= 0:
-            self._last_scan[frame.camera] = frame.timestamp
+        if self._scans.due(frame.camera, frame.timestamp):
             times.scans += 1
             # The whole frame as one region, at the video scan size.
             h, w = frame.image.shape[:2]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from edge.bench.video import (
 )
 from edge.capture import VideoFile
 from edge.config import load_config
-from edge.pipeline import FramePipeline, StageTimes
+from edge.pipeline import FramePipeline, ScanSchedule, StageTimes
 from edge.recognize import open_recognizer
 from edge.replay import replay_file
 from edge.synthclip import ClipSpec, ClipTruth, render_clip
@@ -383,3 +384,70 @@ def test_bench_report_shows_the_profile_and_memory():
     assert "peak RSS 512.0 MiB" in text
     assert "plate first legible to read: p50 275.0" in text
     assert "by kind of pass: follow (1) p50 400.0 p95 400.0, overtake (1)" in text
+
+
+def scan_times(schedule: ScanSchedule, cameras: tuple[str, ...], seconds: float, fps: float = 30):
+    """When each camera scanned, the cameras' frames taken in turn on one clock (a few
+    milliseconds apart, as the processing thread's round robin takes them)."""
+    scans: dict[str, list[float]] = {name: [] for name in cameras}
+    for n in range(int(seconds * fps)):
+        for k, name in enumerate(cameras):
+            t = n / fps + 0.004 * k
+            if schedule.due(name, t):
+                scans[name].append(t)
+    return scans
+
+
+def test_one_camera_scans_every_interval():
+    (scans,) = scan_times(ScanSchedule(0.25), ("front",), 3.0).values()
+    assert scans[0] == 0.0
+    assert all(0.23 <= b - a <= 0.27 for a, b in pairwise(scans))
+    assert len(scan_times(ScanSchedule(0.0), ("front",), 1.0)["front"]) == 30
+
+
+def test_two_cameras_scan_spread_over_the_interval():
+    scans = scan_times(ScanSchedule(0.25), ("front-left", "rear-right"), 5.0)
+    left, right = scans["front-left"], scans["rear-right"]
+    # Both start at once; from then on they take turns, a quarter-interval apart at
+    # least, instead of both scanning in the same round.
+    assert left[0] == 0.0 and right[0] == 0.004
+    later = [(t, "L") for t in left[1:]] + [(t, "R") for t in right[1:]]
+    later.sort()
+    assert all(b[0] - a[0] >= 0.0625 for a, b in pairwise(later))
+    # Neither camera is held back much: scans still come about every interval.
+    for own in (left, right):
+        gaps = [b - a for a, b in pairwise(own)]
+        assert max(gaps) < 0.375 and len(own) >= 17
+
+
+def test_a_camera_on_its_own_clock_is_not_held_back():
+    schedule = ScanSchedule(0.25)
+    # A replayed file's media time next to a live camera's monotonic clock.
+    scans = []
+    for n in range(90):
+        schedule.due("live", 5000.0 + n / 30)
+        if schedule.due("file", n / 30):
+            scans.append(n / 30)
+    assert all(0.23 <= b - a <= 0.27 for a, b in pairwise(scans))
+
+
+def test_a_restarted_camera_scans_its_first_frame():
+    schedule = ScanSchedule(0.25)
+    assert schedule.due("front", 10.0)
+    assert not schedule.due("front", 10.1)
+    schedule.forget("front")
+    assert schedule.due("front", 0.0)
+
+
+def test_a_flapping_camera_does_not_starve_the_others():
+    # A stream that reconnects every frame scans every frame (each is its first); the
+    # other camera's scans wait half an interval at most for it.
+    schedule = ScanSchedule(0.25)
+    scans = []
+    for n in range(60):
+        schedule.forget("flapping")
+        assert schedule.due("flapping", n / 30)
+        if schedule.due("steady", n / 30 + 0.004):
+            scans.append(n / 30)
+    assert scans[0] == 0.0 and len(scans) >= 5
+    assert all(b - a <= 0.375 + 1 / 30 for a, b in pairwise(scans))
