@@ -3,6 +3,7 @@ clips, and the live service on two real network streams (ffmpeg) and on files.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from edge.bench.video import (
     format_report,
     legible_latencies_ms,
     legible_summary,
+    legible_to_decision_ms,
     profile_json,
     score_reads,
 )
@@ -288,6 +290,14 @@ def test_legible_to_read_latency_is_reported_by_kind_of_pass(replay_clip):
     )
     ((kind, ms),) = legible_latencies_ms(truth, [read])
     assert kind == legible.kind and ms == pytest.approx((0.5 + 3 / truth.fps) * 1e3)
+    # Of which the video time to the deciding frame: the 3 frames, not the 0.5 s.
+    ((kind, ms),) = legible_to_decision_ms(truth, [read])
+    assert kind == legible.kind and ms == pytest.approx(3 / truth.fps * 1e3)
+    # A read decided before the plate counted as legible waited no video time; a later
+    # read of the same text is a duplicate, not the pass's latency.
+    early = dataclasses.replace(read, last_frame=legible.first_legible_frame - 2)
+    later = dataclasses.replace(read, last_frame=read.last_frame + 30, emitted_mono=200.0)
+    assert legible_to_decision_ms(truth, [later, early]) == [(legible.kind, 0.0)]
 
     summary = legible_summary([("approach", 100.0), ("approach", 300.0), ("cross", 50.0)])
     assert (summary["p50"], summary["max"]) == (100.0, 300.0)
@@ -370,11 +380,26 @@ def test_bench_report_shows_the_profile_and_memory():
             "cameras": {"front-left": cam},
             "latency_ms": {"p50": 90.0, "p95": 120.0},
             "legible_to_read_ms": legible_summary([("follow", 400.0), ("overtake", 150.0)]),
+            "legible_to_decision_ms": legible_summary([("follow", 300.0), ("overtake", 100.0)]),
             "total": {
                 "profile": profile,
                 "decode": decode,
                 "publish": {"reads": 1, "ms_per_read": 0.01, "sink": "list"},
             },
+        },
+        "replay": {
+            "frames": 60,
+            "fps": 75.0,
+            "realtime_factor": 2.5,
+            "reads": {
+                "passes": 2,
+                "read_exactly": 2,
+                "exact_rate": 1.0,
+                "wrong_reads": 0,
+                "duplicate_reads": 0,
+            },
+            "legible_to_decision_ms": legible_summary([("cross", 33.3), ("approach", 433.3)]),
+            "profile": profile,
         },
         "memory": {"peak_rss_mb": 512.0, "rss_mb": 400.0},
     }
@@ -384,6 +409,9 @@ def test_bench_report_shows_the_profile_and_memory():
     assert "peak RSS 512.0 MiB" in text
     assert "plate first legible to read: p50 275.0" in text
     assert "by kind of pass: follow (1) p50 400.0 p95 400.0, overtake (1)" in text
+    assert "legible to the deciding frame (video time): p50 200.0  p95 290.0  max 300.0" in text
+    replay = text[text.index("replay, every frame") :]
+    assert "2.5x real time" in replay and "deciding frame (video time): p50 233.3" in replay
 
 
 def scan_times(schedule: ScanSchedule, cameras: tuple[str, ...], seconds: float, fps: float = 30):

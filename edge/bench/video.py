@@ -10,6 +10,10 @@ and measures:
 * **replay**: one clip through `lpr-edge replay`'s path, every frame: fps and the
   exact-read rate against the ground truth, duplicate and wrong reads.
 
+Both report the video time from a plate's first legible frame to the frame that
+decided its read: the share of the latency that detection, OCR and the vote make,
+which a replay measures the same on any machine.
+
 Each part also reports a profile: milliseconds per processed frame and share of the
 processing thread's busy time for resize/letterbox, detector inference, output
 decoding + NMS, the rest of detection (search planning), tracking and OCR; decoding
@@ -83,23 +87,40 @@ def score_reads(truth: ClipTruth, reads: list[PlateRead]) -> ReadScore:
     return ReadScore(len(texts), len(counts), wrong, duplicates)
 
 
+def _first_reads(truth: ClipTruth, reads: list[PlateRead]):
+    """Each legible pass read exactly, with the first read of its text."""
+    first_read: dict[str, PlateRead] = {}
+    for read in sorted(reads, key=lambda r: r.emitted_mono):
+        first_read.setdefault(read.plate, read)
+    for p in truth.passes:
+        read = first_read.get(p.text)
+        if p.first_legible_frame is not None and read is not None and read.last_frame is not None:
+            yield p, read
+
+
 def legible_latencies_ms(truth: ClipTruth, reads: list[PlateRead]) -> list[tuple[str, float]]:
     """For each pass read exactly, its kind and the time from the capture of the first
     frame in which its plate was legible to the read being emitted (the first read of
     that text). A played file is captured on a fixed schedule (frame n at start + n /
     fps), so that frame's capture time follows from the last frame the read used."""
-    first_read: dict[str, PlateRead] = {}
-    for read in sorted(reads, key=lambda r: r.emitted_mono):
-        first_read.setdefault(read.plate, read)
     out = []
-    for p in truth.passes:
-        read = first_read.get(p.text)
-        if p.first_legible_frame is None or read is None or read.last_frame is None:
-            continue
+    for p, read in _first_reads(truth, reads):
         frames_before = read.last_frame - p.first_legible_frame
         legible_mono = read.last_capture_mono - frames_before / truth.fps
         out.append((p.kind, (read.emitted_mono - legible_mono) * 1e3))
     return out
+
+
+def legible_to_decision_ms(truth: ClipTruth, reads: list[PlateRead]) -> list[tuple[str, float]]:
+    """For each pass read exactly, its kind and the video time from its first legible
+    frame to the frame that decided its read (the read's last frame; 0 when decided
+    sooner). The part of the legible-to-read latency that detection, OCR and the vote
+    make, whatever the machine: in a replay it is the same on any machine, and live
+    adds the processing delay (the latency from the last frame used)."""
+    return [
+        (p.kind, max(0, read.last_frame - p.first_legible_frame) * 1e3 / truth.fps)
+        for p, read in _first_reads(truth, reads)
+    ]
 
 
 def legible_summary(latencies: list[tuple[str, float]]) -> dict:
@@ -380,12 +401,15 @@ def run_live(config: Config, clips: list[tuple[Path, ClipTruth]]) -> dict:
         times = service.pipeline.times
     out = stats.to_json()
     legible: list[tuple[str, float]] = []
+    deciding: list[tuple[str, float]] = []
     for name, (_path, truth) in zip(CAMERAS, clips, strict=True):
         out["cameras"][name]["reads"] = score_reads(truth, reads[name]).to_json()
         out["cameras"][name]["profile"] = profile_json(times[name], stats.seconds)
         legible += legible_latencies_ms(truth, reads[name])
+        deciding += legible_to_decision_ms(truth, reads[name])
     # What an officer waits: from the first frame a plate could be read in to its read.
     out["legible_to_read_ms"] = legible_summary(legible)
+    out["legible_to_decision_ms"] = legible_summary(deciding)
     decode = {c.name: c.decode_times for c in cameras}
     for name, cam in out["cameras"].items():
         cam["decode"] = decode_json(decode[name], stats.seconds)
@@ -429,6 +453,7 @@ def run_replay(config: Config, clip: tuple[Path, ClipTruth]) -> dict:
         if result.seconds
         else 0.0,
         "reads": score_reads(truth, reads).to_json(),
+        "legible_to_decision_ms": legible_summary(legible_to_decision_ms(truth, reads)),
         "profile": profile,
         "process": meter.to_json(),
     }
@@ -485,20 +510,12 @@ def format_report(report: dict) -> str:
             f"  read latency ms, last frame used to read: p50 {lat['p50']}  p95 {lat['p95']}"
         )
         if "legible_to_read_ms" in live:
-            lat = live["legible_to_read_ms"]
-            lines.append(
-                f"  read latency ms, plate first legible to read: p50 {lat['p50']}  "
-                f"p95 {lat['p95']}  max {lat['max']}"
+            lines += _legible_lines("plate first legible to read", live["legible_to_read_ms"])
+        if "legible_to_decision_ms" in live:
+            lines += _legible_lines(
+                "plate first legible to the deciding frame (video time)",
+                live["legible_to_decision_ms"],
             )
-            kinds = lat.get("by_kind", {})
-            if kinds:
-                lines.append(
-                    "    by kind of pass: "
-                    + ", ".join(
-                        f"{kind} ({k['passes']}) p50 {k['p50']} p95 {k['p95']}"
-                        for kind, k in kinds.items()
-                    )
-                )
         columns = [(name, cam["profile"], cam["decode"]) for name, cam in live["cameras"].items()]
         if "total" in live:
             columns.append(("total", live["total"]["profile"], live["total"]["decode"]))
@@ -524,6 +541,11 @@ def format_report(report: dict) -> str:
             f"read exactly {r['read_exactly']} ({r['exact_rate']:.3f}), wrong {r['wrong_reads']}, "
             f"duplicates {r['duplicate_reads']}"
         )
+        if "legible_to_decision_ms" in replay:
+            lines += _legible_lines(
+                "plate first legible to the deciding frame (video time)",
+                replay["legible_to_decision_ms"],
+            )
         profile = replay["profile"]
         lines += _profile_table([("replay", profile, None)])
         if "outside_pipeline" in profile:
@@ -542,6 +564,19 @@ def format_report(report: dict) -> str:
             f"RSS at the end {memory['rss_mb']} MiB"
         )
     return "\n".join(lines)
+
+
+def _legible_lines(what: str, lat: dict) -> list[str]:
+    lines = [f"  read latency ms, {what}: p50 {lat['p50']}  p95 {lat['p95']}  max {lat['max']}"]
+    kinds = lat.get("by_kind", {})
+    if kinds:
+        lines.append(
+            "    by kind of pass: "
+            + ", ".join(
+                f"{kind} ({k['passes']}) p50 {k['p50']} p95 {k['p95']}" for kind, k in kinds.items()
+            )
+        )
+    return lines
 
 
 def _profile_table(columns: list[tuple[str, dict, dict | None]]) -> list[str]:
