@@ -33,6 +33,7 @@ import os
 import resource
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -43,7 +44,7 @@ from edge.pipeline import FramePipeline, StageTimes, latency_summary
 from edge.recognize import open_recognizer
 from edge.replay import replay_file
 from edge.service import LiveService
-from edge.synthclip import ClipSpec, ClipTruth, render_clip
+from edge.synthclip import ClipSpec, ClipTruth, PassTruth, render_clip
 from edge.types import PlateRead
 
 CAMERAS = ("front-left", "rear-right")
@@ -87,7 +88,7 @@ def score_reads(truth: ClipTruth, reads: list[PlateRead]) -> ReadScore:
     return ReadScore(len(texts), len(counts), wrong, duplicates)
 
 
-def _first_reads(truth: ClipTruth, reads: list[PlateRead]):
+def _first_reads(truth: ClipTruth, reads: list[PlateRead]) -> Iterator[tuple[PassTruth, PlateRead]]:
     """Each legible pass read exactly, with the first read of its text."""
     first_read: dict[str, PlateRead] = {}
     for read in sorted(reads, key=lambda r: r.emitted_mono):
@@ -114,9 +115,9 @@ def legible_latencies_ms(truth: ClipTruth, reads: list[PlateRead]) -> list[tuple
 def legible_to_decision_ms(truth: ClipTruth, reads: list[PlateRead]) -> list[tuple[str, float]]:
     """For each pass read exactly, its kind and the video time from its first legible
     frame to the frame that decided its read (the read's last frame; 0 when decided
-    sooner). The part of the legible-to-read latency that detection, OCR and the vote
-    make, whatever the machine: in a replay it is the same on any machine, and live
-    adds the processing delay (the latency from the last frame used)."""
+    sooner): the part of the legible-to-read latency that detection, OCR and the vote
+    make. A replay measures it the same on any machine; live adds the processing
+    delay (the latency from the last frame used) and the frames it dropped."""
     return [
         (p.kind, max(0, read.last_frame - p.first_legible_frame) * 1e3 / truth.fps)
         for p, read in _first_reads(truth, reads)
