@@ -398,7 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
         "and one replayed frame by frame (fps, exact reads).",
     )
     config_arg(bp)
-    bp.add_argument("--mode", choices=["live", "replay", "both"], default="both")
+    bp.add_argument(
+        "--mode",
+        choices=["live", "replay", "both", "true-boxes"],
+        default="both",
+        help="both: live and replay (default); true-boxes: read every legible frame at the "
+        "clips' true plate boxes (the recogniser's and vote's limit, without detection)",
+    )
     bp.add_argument("--seconds", type=float, default=20.0, help="clip length (default 20)")
     bp.add_argument("--size", default="1920x1080", metavar="WxH", help="default 1920x1080")
     bp.add_argument("--fps", type=float, default=30.0, help="default 30")

@@ -148,6 +148,17 @@ def vote(
     return Consensus(text, confidence, agreeing_count, candidates, weakest, margin)
 
 
+def is_decided(consensus: Consensus | None, decide_margin: float) -> bool:
+    """Early read: the readings of the consensus outweigh all others by the margin
+    (two sure readings, three fair ones, or more when some disagree), and every
+    character is well supported. Evidence, not a count of readings: a plate read sure
+    at once goes out after two frames, a doubtful one waits for more. A margin of 0
+    never decides early."""
+    if consensus is None or decide_margin <= 0:
+        return False
+    return consensus.margin >= decide_margin and consensus.weakest >= DECIDE_MIN_SUPPORT
+
+
 @dataclass(slots=True)
 class _Sighting:
     """Where and when a track was seen, for the read's times and frame numbers."""
@@ -474,16 +485,7 @@ class PlateTracker:
         return self.config.track_timeout_seconds
 
     def _is_decided(self, consensus: Consensus | None) -> bool:
-        """Early read: the readings of the consensus outweigh all others by the margin
-        (two sure readings, three fair ones, or more when some disagree), and every
-        character is well supported. Evidence, not a count of readings: a plate read
-        sure at once goes out after two frames, a doubtful one waits for more."""
-        if consensus is None or self.config.decide_margin <= 0:
-            return False
-        return (
-            consensus.margin >= self.config.decide_margin
-            and consensus.weakest >= DECIDE_MIN_SUPPORT
-        )
+        return is_decided(consensus, self.config.decide_margin)
 
     def _left_view(self, track: Track, now: float) -> bool:
         """Missed in the latest frame while at the frame's border and moving out: the

@@ -37,10 +37,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from edge.bench.latency import legible_lines, legible_summary
+from edge.bench.trueboxes import format_true_boxes, run_true_boxes
 from edge.capture import Camera, DecodeTimes
 from edge.cli import UsageError
 from edge.config import CameraConfig, Config, load_config
-from edge.pipeline import FramePipeline, StageTimes, latency_summary
+from edge.pipeline import FramePipeline, StageTimes
 from edge.recognize import open_recognizer
 from edge.replay import replay_file
 from edge.service import LiveService
@@ -122,23 +124,6 @@ def legible_to_decision_ms(truth: ClipTruth, reads: list[PlateRead]) -> list[tup
         (p.kind, max(0, read.last_frame - p.first_legible_frame) * 1e3 / truth.fps)
         for p, read in _first_reads(truth, reads)
     ]
-
-
-def legible_summary(latencies: list[tuple[str, float]]) -> dict:
-    """p50/p95/max over every pass, and per kind of pass (approached, followed,
-    overtaking, crossing cars: where the slow reads come from)."""
-    by_kind: dict[str, list[float]] = {}
-    for kind, ms in latencies:
-        by_kind.setdefault(kind, []).append(ms)
-    every = [ms for _kind, ms in latencies]
-    return {
-        **latency_summary(every),
-        "max": _rounded_max(every),
-        "by_kind": {
-            kind: {"passes": len(v), **latency_summary(v), "max": _rounded_max(v)}
-            for kind, v in sorted(by_kind.items())
-        },
-    }
 
 
 def clip_for(cache: Path, spec: ClipSpec) -> tuple[Path, ClipTruth]:
@@ -363,10 +348,6 @@ class PartMeter:
         }
 
 
-def _rounded_max(values: list[float]) -> float | None:
-    return round(max(values), 1) if values else None
-
-
 def _cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system
@@ -478,6 +459,8 @@ def cmd_bench_video(args: argparse.Namespace) -> int:
         report["live"] = run_live(config, clips)
     if args.mode in ("replay", "both"):
         report["replay"] = run_replay(config, clips[0])
+    if args.mode == "true-boxes":
+        report["true_boxes"] = run_true_boxes(config, clips)
     report["memory"] = process_memory()
     if args.json:
         print(json.dumps(report))
@@ -511,9 +494,9 @@ def format_report(report: dict) -> str:
             f"  read latency ms, last frame used to read: p50 {lat['p50']}  p95 {lat['p95']}"
         )
         if "legible_to_read_ms" in live:
-            lines += _legible_lines("plate first legible to read", live["legible_to_read_ms"])
+            lines += legible_lines("plate first legible to read", live["legible_to_read_ms"])
         if "legible_to_decision_ms" in live:
-            lines += _legible_lines(
+            lines += legible_lines(
                 "plate first legible to the deciding frame (video time)",
                 live["legible_to_decision_ms"],
             )
@@ -543,7 +526,7 @@ def format_report(report: dict) -> str:
             f"duplicates {r['duplicate_reads']}"
         )
         if "legible_to_decision_ms" in replay:
-            lines += _legible_lines(
+            lines += legible_lines(
                 "plate first legible to the deciding frame (video time)",
                 replay["legible_to_decision_ms"],
             )
@@ -557,6 +540,8 @@ def format_report(report: dict) -> str:
         lines.append(f"  searches: {_search_line(profile)}")
         if "process" in replay:
             lines.append(f"  process: {_process_line(replay['process'])}")
+    if "true_boxes" in report:
+        lines += format_true_boxes(report["true_boxes"])
     memory = report.get("memory")
     if memory:
         lines.append("")
@@ -565,19 +550,6 @@ def format_report(report: dict) -> str:
             f"RSS at the end {memory['rss_mb']} MiB"
         )
     return "\n".join(lines)
-
-
-def _legible_lines(what: str, lat: dict) -> list[str]:
-    lines = [f"  read latency ms, {what}: p50 {lat['p50']}  p95 {lat['p95']}  max {lat['max']}"]
-    kinds = lat.get("by_kind", {})
-    if kinds:
-        lines.append(
-            "    by kind of pass: "
-            + ", ".join(
-                f"{kind} ({k['passes']}) p50 {k['p50']} p95 {k['p95']}" for kind, k in kinds.items()
-            )
-        )
-    return lines
 
 
 def _profile_table(columns: list[tuple[str, dict, dict | None]]) -> list[str]:
