@@ -15,6 +15,7 @@ box (crop, OCR, plate format, minimum confidence). Reported:
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,10 +87,10 @@ def width_rates(passes: list[PassReadings]) -> list[dict]:
     bands: dict[int, list[int]] = {low: [0, 0, 0] for low in WIDTH_BANDS}
     for p in passes:
         for r in p.readings:
-            lows = [low for low in WIDTH_BANDS if r.width >= low]
-            if not lows:
+            band = bisect_right(WIDTH_BANDS, r.width) - 1
+            if band < 0:
                 continue
-            counts = bands[lows[-1]]
+            counts = bands[WIDTH_BANDS[band]]
             counts[0] += 1
             if r.reading is not None:
                 counts[1 if r.reading.text == p.text else 2] += 1
