@@ -379,9 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     bp = bsub.add_parser(
         "accuracy",
         help="recognition accuracy on labelled photos",
-        description="Recognition accuracy on a folder of photos labelled "
-        "in the OpenALPR benchmark format (one .txt per image: "
-        "file, x, y, w, h, plate; tab-separated).",
+        description="Recognition accuracy on a folder of labelled photos, per kind of "
+        "plate (one-row, two-row, cross-boundary): labels.json (several plates per "
+        "image, kinds, rows, unclear boxes) or the OpenALPR benchmark format (one .txt "
+        "per image: file, x, y, w, h, plate; tab-separated).",
     )
     config_arg(bp)
     bp.add_argument("dir", metavar="DIR")

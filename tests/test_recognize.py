@@ -120,3 +120,59 @@ def test_recognize_cli_bad_engine_and_format_exit_2(scene_folder):
     bad_format = lpr_edge("recognize", "--format", "martian", image)
     assert bad_format.returncode == 2
     assert "martian" in bad_format.stderr and "Traceback" not in bad_format.stderr
+
+
+@pytest.fixture(scope="module")
+def json_folder(tmp_path_factory) -> Path:
+    """Two generated scenes labelled in labels.json: a plate, a box marked unclear, a
+    two-row label, and a label with a bad box that must be reported and skipped."""
+    folder = tmp_path_factory.mktemp("json-scenes")
+    rng = np.random.default_rng(7)
+    labels: dict[str, list[dict]] = {}
+    for i, texts in enumerate([["AB1234", "KT88"], ["PX5170"]]):
+        image, truths = render_scene(texts, rng=rng)
+        name = f"scene{i}.png"
+        cv2.imwrite(str(folder / name), image)
+        labels[name] = [
+            {"text": text, "kind": "hk", "rows": 1, "box": [round(v) for v in box]}
+            for text, box in truths
+        ]
+    labels["scene0.png"][1].update(kind="unclear", text="")
+    labels["scene1.png"][0]["rows"] = 2
+    labels["scene1.png"].append({"text": "XX1", "kind": "hk", "rows": 1, "box": [5, 5, 1, 1]})
+    labels["missing.png"] = [{"text": "AB1", "kind": "hk", "rows": 1, "box": [0, 0, 9, 9]}]
+    (folder / "labels.json").write_text(json.dumps(labels))
+    return folder
+
+
+def test_json_labels_are_loaded_with_kinds_and_problems_named(json_folder):
+    dataset, problems = load_labels(json_folder)
+    assert [image.name for image, _ in dataset] == ["scene0.png", "scene1.png"]
+    kinds = [(label.plate, label.category) for _, labels in dataset for label in labels]
+    assert kinds == [("AB1234", "one-row"), ("", None), ("PX5170", "two-row")]
+    assert len(problems) == 2
+    assert any("scene1.png label 2" in p and "box" in p for p in problems)
+    assert any("missing.png not found" in p for p in problems)
+
+
+def test_benchmark_reports_per_kind_and_ignores_unclear_boxes(json_folder):
+    config = load_config(None, environ={})
+    model_path("platedet.onnx")
+    with open_recognizer(config, plate_format="hk") as recognizer:
+        report, outcomes = run_benchmark(json_folder, recognizer, "ppocr", "hk")
+    # The unclear plate is neither counted nor, when boxed, an extra box.
+    assert report.plates == 2 and report.extra_boxes_per_image == 0
+    assert set(report.by_kind) == {"one-row", "two-row"}
+    assert report.by_kind["one-row"].plates == 1 and report.by_kind["two-row"].plates == 1
+    assert report.by_kind["one-row"].exact_rate == 1.0
+    scene0 = next(o for o in outcomes if o.image == "scene0.png")
+    assert [label.plate for label in scene0.labels] == ["AB1234"]
+    assert "KT88" in scene0.read  # read on the unclear box, not scored
+
+
+def test_bench_accuracy_cli_prints_kinds(json_folder):
+    model_path("platedet.onnx")
+    result = lpr_edge("bench", "accuracy", "--format", "hk", str(json_folder))
+    assert result.returncode == 0, result.stderr
+    assert "one-row: exact" in result.stdout and "two-row: found" in result.stdout
+    assert "missing.png not found" in result.stderr

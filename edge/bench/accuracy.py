@@ -1,11 +1,21 @@
-"""Recognition accuracy on photos labelled in the OpenALPR benchmark format.
+"""Recognition accuracy on labelled photos, per kind of plate.
 
-Each image ``NAME.jpg`` has ``NAME.txt`` with one line per plate:
-``file<TAB>x<TAB>y<TAB>w<TAB>h<TAB>PLATE``. A label counts as detected when some
-detected box overlaps it with IoU > 0.4, and as read exactly when a plate read from
-such a box has the label's text (upper-case letters and digits only). Because some
-labels write the letter O where the plate shows the digit 0, a second score treats
-O/0 and I/1 alike.
+Two label formats are read:
+
+* ``labels.json`` in the folder: ``{"IMAGE": [{"text", "kind", "rows", "box"}, ...]}``
+  with several plates per image, ``box`` as x1, y1, x2, y2, ``kind`` one of ``hk``,
+  ``crossboundary``, ``mainland`` or ``unclear`` (too blurred to label: a read there is
+  neither right nor wrong, and a box there is not an extra box), ``rows`` 1 or 2;
+* the OpenALPR benchmark format: ``NAME.txt`` beside each image with one line per
+  plate, ``file<TAB>x<TAB>y<TAB>w<TAB>h<TAB>PLATE``.
+
+A label counts as found when some detected box overlaps it with IoU > 0.4, as read
+exactly when a plate read from such a box has the label's text (upper-case letters
+and digits only; a cross-boundary plate's ``粤Z1234港`` compares as its core
+``Z1234``), and as read wrongly when every plate read there says something else.
+Because some labels write the letter O where the plate shows the digit 0, a second
+score treats O/0 and I/1 alike. Figures are reported overall and per kind: one-row,
+two-row and cross-boundary plates.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ import argparse
 import json
 import statistics
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +42,10 @@ from edge.recognize import (
 
 IOU_MATCH = 0.4
 _ALIKE = str.maketrans({"O": "0", "I": "1"})
+LABELS_JSON = "labels.json"
+LABEL_KINDS = ("hk", "crossboundary", "mainland", "unclear", "plate")
+#: The kinds of plate reported apart, in report order.
+CATEGORIES = ("one-row", "two-row", "cross-boundary", "mainland")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,21 +53,68 @@ class Label:
     image: Path
     box: tuple[float, float, float, float]
     plate: str
+    #: hk, crossboundary, mainland, unclear (labels.json), or plate (OpenALPR format).
+    kind: str = "plate"
+    rows: int = 1
+
+    @property
+    def category(self) -> str | None:
+        """The kind of plate it is reported under; None for an unclear box."""
+        if self.kind == "unclear":
+            return None
+        if self.kind == "crossboundary":
+            return "cross-boundary"
+        if self.kind == "mainland":
+            return "mainland"
+        return "two-row" if self.rows == 2 else "one-row"
+
+
+@dataclass(frozen=True, slots=True)
+class LabelOutcome:
+    plate: str
+    category: str
+    width: float
+    detected: bool
+    exact: bool
+    alike: bool
+    #: Something was read on the plate and none of it is the plate (O/0 I/1 alike).
+    wrong: bool
+    reads: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class ImageOutcome:
     image: str
-    labels: tuple[str, ...]
+    labels: tuple[LabelOutcome, ...]
     read: tuple[str, ...]
-    detected: int
-    exact: int
-    alike: int
     extra_boxes: int
     total_ms: float
     detect_ms: float
     ocr_ms: float
     crops_read: int
+
+    @property
+    def detected(self) -> int:
+        return sum(o.detected for o in self.labels)
+
+    @property
+    def exact(self) -> int:
+        return sum(o.exact for o in self.labels)
+
+    @property
+    def alike(self) -> int:
+        return sum(o.alike for o in self.labels)
+
+
+@dataclass(frozen=True, slots=True)
+class KindScore:
+    """The figures of one kind of plate."""
+
+    plates: int
+    detection_rate: float
+    exact_rate: float
+    alike_rate: float
+    wrong_rate: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +126,17 @@ class AccuracyReport:
     detection_rate: float
     exact_rate: float
     alike_rate: float
+    wrong_rate: float
     extra_boxes_per_image: float
     median_ms: float
     p95_ms: float
     median_detect_ms: float
     ocr_ms_per_plate: float
     failed_images: int
+    by_kind: dict[str, KindScore] = field(default_factory=dict)
 
 
-def load_labels(folder: Path) -> tuple[list[tuple[Path, list[Label]]], list[str]]:
-    """Images with their labels, and a problem line for each label file skipped."""
+def _openalpr_labels(folder: Path) -> tuple[list[tuple[Path, list[Label]]], list[str]]:
     problems: list[str] = []
     dataset: list[tuple[Path, list[Label]]] = []
     for txt in sorted(folder.glob("*.txt")):
@@ -103,30 +165,103 @@ def load_labels(folder: Path) -> tuple[list[tuple[Path, list[Label]]], list[str]
     return dataset, problems
 
 
+def _json_label(image: Path, entry: object) -> Label:
+    """One labels.json entry; ValueError naming what is wrong with it."""
+    if not isinstance(entry, dict):
+        raise ValueError("a label must be an object with text, kind, rows and box")
+    kind = entry.get("kind", "hk")
+    if kind not in LABEL_KINDS:
+        raise ValueError(f"kind {kind!r} is not one of {', '.join(LABEL_KINDS[:4])}")
+    rows = entry.get("rows", 1)
+    if rows not in (1, 2):
+        raise ValueError(f"rows must be 1 or 2, not {rows!r}")
+    box = entry.get("box")
+    if (
+        not isinstance(box, list)
+        or len(box) != 4
+        or not all(isinstance(v, int | float) for v in box)
+        or box[2] <= box[0]
+        or box[3] <= box[1]
+    ):
+        raise ValueError(f"box must be [x1, y1, x2, y2] with x2 > x1 and y2 > y1, not {box!r}")
+    text = entry.get("text", "")
+    if not isinstance(text, str) or (kind != "unclear" and not normalize(text)):
+        raise ValueError(f"text must name the plate, not {text!r}")
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return Label(image, (x1, y1, x2, y2), normalize(text), kind, rows)
+
+
+def _json_labels(path: Path) -> tuple[list[tuple[Path, list[Label]]], list[str]]:
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return [], [f"{path}: not readable JSON ({exc})"]
+    if not isinstance(data, dict):
+        return [], [f"{path}: expected an object mapping image names to lists of labels"]
+    problems: list[str] = []
+    dataset: list[tuple[Path, list[Label]]] = []
+    for name, entries in sorted(data.items()):
+        image = path.parent / name
+        if not isinstance(entries, list):
+            problems.append(f"{path}: {name}: expected a list of labels")
+            continue
+        labels: list[Label] = []
+        for i, entry in enumerate(entries):
+            try:
+                labels.append(_json_label(image, entry))
+            except ValueError as exc:
+                problems.append(f"{path}: {name} label {i + 1}: {exc}")
+        if not image.is_file() or image.suffix.lower() not in IMAGE_SUFFIXES:
+            problems.append(f"{path}: image {name} not found")
+            continue
+        if labels:
+            dataset.append((image, labels))
+    return dataset, problems
+
+
+def load_labels(folder: Path) -> tuple[list[tuple[Path, list[Label]]], list[str]]:
+    """Images with their labels, and a problem line for each label skipped: from
+    ``labels.json`` when the folder has one, else from OpenALPR ``.txt`` files."""
+    if (folder / LABELS_JSON).exists():
+        return _json_labels(folder / LABELS_JSON)
+    return _openalpr_labels(folder)
+
+
+def _alike(text: str) -> str:
+    return text.translate(_ALIKE)
+
+
 def score_image(image: Path, labels: list[Label], recognizer: PlateRecognizer) -> ImageOutcome:
     result = recognizer.recognize(read_image(image))
     boxes = result.detections.xyxy
     plate_boxes = np.array([p.box for p in result.plates], np.float32).reshape(-1, 4)
-    detected = exact = alike = 0
     matched_boxes: set[int] = set()
+    outcomes: list[LabelOutcome] = []
     for label in labels:
         hits = np.flatnonzero(box_iou(np.array(label.box), boxes) > IOU_MATCH).tolist()
-        if hits:
-            detected += 1
-            matched_boxes.update(hits)
+        # A box on an unclear plate is not an extra box, whatever it reads.
+        matched_boxes.update(hits)
+        if label.category is None:
+            continue
         overlapping = box_iou(np.array(label.box), plate_boxes) > IOU_MATCH
-        reads = [p.text for p, hit in zip(result.plates, overlapping, strict=True) if hit]
-        if label.plate in reads:
-            exact += 1
-        if label.plate.translate(_ALIKE) in {r.translate(_ALIKE) for r in reads}:
-            alike += 1
+        reads = tuple(p.text for p, hit in zip(result.plates, overlapping, strict=True) if hit)
+        alike = _alike(label.plate) in {_alike(r) for r in reads}
+        outcomes.append(
+            LabelOutcome(
+                plate=label.plate,
+                category=label.category,
+                width=label.box[2] - label.box[0],
+                detected=bool(hits),
+                exact=label.plate in reads,
+                alike=alike,
+                wrong=bool(reads) and not alike,
+                reads=reads,
+            )
+        )
     return ImageOutcome(
         image=image.name,
-        labels=tuple(label.plate for label in labels),
+        labels=tuple(outcomes),
         read=tuple(p.text for p in result.plates),
-        detected=detected,
-        exact=exact,
-        alike=alike,
         extra_boxes=len(boxes) - len(matched_boxes),
         total_ms=result.total_ms,
         detect_ms=result.detect_ms,
@@ -135,24 +270,42 @@ def score_image(image: Path, labels: list[Label], recognizer: PlateRecognizer) -
     )
 
 
+def _kind_score(outcomes: list[LabelOutcome]) -> KindScore:
+    n = len(outcomes) or 1
+    return KindScore(
+        plates=len(outcomes),
+        detection_rate=sum(o.detected for o in outcomes) / n,
+        exact_rate=sum(o.exact for o in outcomes) / n,
+        alike_rate=sum(o.alike for o in outcomes) / n,
+        wrong_rate=sum(o.wrong for o in outcomes) / n,
+    )
+
+
 def summarise(engine: str, fmt: str, outcomes: list[ImageOutcome], failed: int) -> AccuracyReport:
-    plates = sum(len(o.labels) for o in outcomes) or 1
+    labels = [label for o in outcomes for label in o.labels]
+    overall = _kind_score(labels)
     totals = [o.total_ms for o in outcomes] or [0.0]
     crops = sum(o.crops_read for o in outcomes)
     return AccuracyReport(
         engine=engine,
         plate_format=fmt,
         images=len(outcomes),
-        plates=sum(len(o.labels) for o in outcomes),
-        detection_rate=sum(o.detected for o in outcomes) / plates,
-        exact_rate=sum(o.exact for o in outcomes) / plates,
-        alike_rate=sum(o.alike for o in outcomes) / plates,
+        plates=overall.plates,
+        detection_rate=overall.detection_rate,
+        exact_rate=overall.exact_rate,
+        alike_rate=overall.alike_rate,
+        wrong_rate=overall.wrong_rate,
         extra_boxes_per_image=sum(o.extra_boxes for o in outcomes) / max(1, len(outcomes)),
         median_ms=statistics.median(totals),
         p95_ms=float(np.percentile(totals, 95)),
         median_detect_ms=statistics.median([o.detect_ms for o in outcomes] or [0.0]),
         ocr_ms_per_plate=sum(o.ocr_ms for o in outcomes) / crops if crops else 0.0,
         failed_images=failed,
+        by_kind={
+            category: _kind_score([x for x in labels if x.category == category])
+            for category in CATEGORIES
+            if any(x.category == category for x in labels)
+        },
     )
 
 
@@ -175,12 +328,14 @@ def run_benchmark(
             continue
         outcomes.append(outcome)
         if verbose:
-            mark = "ok " if outcome.alike == len(outcome.labels) else "BAD"
-            print(
-                f"{mark} {outcome.image:<16} label={','.join(outcome.labels):<12} "
-                f"read={','.join(outcome.read) or '-'}",
-                file=sys.stderr,
-            )
+            for label in outcome.labels:
+                mark = "ok   " if label.alike else "WRONG" if label.wrong else "miss "
+                found = "found" if label.detected else "not found"
+                print(
+                    f"{mark} {outcome.image:<16} {label.category:<14} {label.plate:<10} "
+                    f"{label.width:5.0f}px {found:<9} read={','.join(label.reads) or '-'}",
+                    file=sys.stderr,
+                )
     return summarise(engine, fmt, outcomes, failed), outcomes
 
 
@@ -191,13 +346,33 @@ def format_table(reports: list[AccuracyReport]) -> str:
         ("detection rate (IoU>0.4)", lambda r: f"{r.detection_rate:.3f}"),
         ("exact match", lambda r: f"{r.exact_rate:.3f}"),
         ("exact, O=0 I=1 alike", lambda r: f"{r.alike_rate:.3f}"),
+        ("wrong read", lambda r: f"{r.wrong_rate:.3f}"),
         ("extra boxes / image", lambda r: f"{r.extra_boxes_per_image:.2f}"),
         ("median ms / image", lambda r: f"{r.median_ms:.1f}"),
         ("p95 ms / image", lambda r: f"{r.p95_ms:.1f}"),
         ("median detect ms / image", lambda r: f"{r.median_detect_ms:.1f}"),
         ("OCR ms / plate", lambda r: f"{r.ocr_ms_per_plate:.1f}"),
-        ("images skipped", lambda r: f"{r.failed_images}"),
+        ("labels or images skipped", lambda r: f"{r.failed_images}"),
     ]
+    for category in CATEGORIES:
+        if not any(category in r.by_kind for r in reports):
+            continue
+
+        def kind(r: AccuracyReport, attr: str, category: str = category) -> str:
+            score = r.by_kind.get(category)
+            if score is None:
+                return "-"
+            value = getattr(score, attr)
+            return f"{value}" if attr == "plates" else f"{value:.3f}"
+
+        for attr, name in (
+            ("plates", "plates"),
+            ("detection_rate", "found"),
+            ("exact_rate", "exact"),
+            ("alike_rate", "exact, O=0 I=1 alike"),
+            ("wrong_rate", "wrong read"),
+        ):
+            rows.append((f"{category}: {name}", lambda r, attr=attr, kind=kind: kind(r, attr)))
     width = max(len(name) for name, _ in rows)
     header = f"{'':<{width}}  " + "  ".join(f"{r.engine:>10}" for r in reports)
     lines = [header, "-" * len(header)]
