@@ -95,6 +95,9 @@ class RecognitionConfig:
     #: The fixed-size "platedet" model takes 640 only.
     detector_input: int = field(default=640, metadata=_range(160, 1920))
     ocr: Literal["ppocr", "easyocr"] = "ppocr"
+    #: The recogniser model the ppocr engine runs, from models/manifest.toml:
+    #: "ppocr-v6-rec" (PP-OCRv6 small) or "ppocr-rec" (PP-OCRv4 mobile).
+    ppocr_model: Literal["ppocr-v6-rec", "ppocr-rec"] = "ppocr-v6-rec"
     #: How the easyocr engine runs: converted to ONNX (no PyTorch), or through the
     #: easyocr package (optional extra, pulls PyTorch).
     easyocr_backend: Literal["onnx", "torch"] = "onnx"

@@ -1,13 +1,18 @@
-"""Turning a detector box into the image an OCR engine reads.
+"""Turning a detector box into the line images an OCR engine reads.
 
 A detector box is loose or tight by a few pixels, axis-aligned around a plate that
 may be tilted, and often includes things that are not the registration: the blue
 EU band with its country letters, frame screws, dealer text. Each step here is a
 small, independent image operation. :func:`crop_plate` switches on by default the
-ones that measurably improved reading of real EU photos (margin, band cut,
-max-channel grey), the two-row layout, which a line recogniser cannot do without,
-and the trim of a short registration to its text (generated HK passes read better,
-EU photos the same). Deskew and CLAHE are options only: neither improved reading.
+ones that measurably improved reading of real photos (margin, band cut, max-channel
+grey, the trim of a short registration to its text). Deskew and CLAHE are options
+only: neither improved reading.
+
+:func:`plate_lines` gives what the recogniser reads: the crop as one line, widened
+until the recogniser has enough output columns per character, and, for a squarish
+crop that may be a two-row plate, the crop's two rows laid side by side as a second
+line. The caller keeps whichever reading the plate format accepts more surely, so a
+one-row plate with text bands above and below is never read as two rows.
 """
 
 from __future__ import annotations
@@ -21,6 +26,18 @@ import numpy as np
 #: Width / height at or above which a crop is taken as one row without looking:
 #: one-row plates are 4-5 times wider than high, two-row ones 1.3-2.
 TWO_LINE_MAX_ASPECT = 2.4
+#: Line recognisers scale a line to a fixed height (48 px for PP-OCR) and give one
+#: output column per sixth of that height; a character needs about three columns to
+#: be read (reads collapse below that), and a plate character is about half as wide
+#: as high, so a line narrower than this many heights is widened to it. Measured at
+#: true boxes: US plates (2:1 with state name and slogan) 0.46 -> 0.53 exact, HK
+#: one-row 29 -> 31 of 31; EU plates (4-5:1) are never touched.
+MIN_LINE_ASPECT = 3.0
+#: A two-row plate's rows are read without this share of the crop's width at either
+#: side: the frame's edges, bolts and the car body there read as 1, L or [.
+TWO_ROW_INSET = 0.08
+# Crops lower than this are too small to hold two readable rows.
+TWO_ROW_MIN_HEIGHT = 16
 # Text on a plate, in crop heights: characters are closer together than TEXT_GAP (a
 # wider gap is the blank beside a short registration); a plate's frame line is
 # thinner than FRAME_LINE; TEXT_PAD of blank is left either side of the text.
@@ -142,26 +159,6 @@ def _ink(grey: np.ndarray) -> np.ndarray:
     return ink > 0.35 * max(1.0, background - float(np.percentile(grey, 5)))
 
 
-def two_line_split(crop: np.ndarray) -> int | None:
-    """Row at which a two-row plate divides, or None for a one-row plate.
-
-    Needs evidence, not just a squarish box (a US plate is 2:1 and one row): the
-    ink profile must have a clear valley in the middle third with real text above
-    and below it.
-    """
-    grey = _grey(crop)
-    h, w = grey.shape[:2]
-    if h < 16 or w >= TWO_LINE_MAX_ASPECT * h:
-        return None
-    ink = np.convolve(_ink(grey).mean(axis=1), np.ones(3) / 3, mode="same")
-    lo, hi = h // 3, h - h // 3
-    cut = lo + int(np.argmin(ink[lo:hi]))
-    above, below = ink[h // 10 : cut].max(initial=0), ink[cut : h - h // 10].max(initial=0)
-    if min(above, below) < 0.15 or ink[cut] > 0.35 * min(above, below):
-        return None
-    return cut
-
-
 def text_span(crop: np.ndarray) -> tuple[int, int] | None:
     """Columns (x1, x2) of a one-row plate's text with some blank either side, or None
     when the text fills the crop (or no text is found).
@@ -208,21 +205,21 @@ def text_span(crop: np.ndarray) -> tuple[int, int] | None:
     return x1, x2
 
 
-def join_two_lines(crop: np.ndarray, cut: int) -> np.ndarray:
+def join_rows(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
     """A two-row plate laid out as one row: top row, a gap, then the bottom row.
 
     Both rows are scaled to the same height so a line recogniser reads them in order.
     """
-    top, bottom = crop[:cut], crop[cut:]
     height = max(top.shape[0], bottom.shape[0])
 
     def scaled(part: np.ndarray) -> np.ndarray:
         pw = max(1, round(part.shape[1] * height / max(1, part.shape[0])))
         return cv2.resize(part, (pw, height), interpolation=cv2.INTER_LINEAR)
 
-    fill = np.median(crop.reshape(-1, crop.shape[2]) if crop.ndim == 3 else crop, axis=0)
-    gap = np.empty((height, max(2, height // 3), *crop.shape[2:]), crop.dtype)
-    gap[...] = fill.astype(crop.dtype)
+    both = np.concatenate([top.reshape(-1, *top.shape[2:]), bottom.reshape(-1, *top.shape[2:])])
+    fill = np.median(both, axis=0)
+    gap = np.empty((height, max(2, height // 3), *top.shape[2:]), top.dtype)
+    gap[...] = fill.astype(top.dtype)
     return np.ascontiguousarray(np.concatenate([scaled(top), gap, scaled(bottom)], axis=1))
 
 
@@ -275,7 +272,6 @@ def crop_plate(
     margin_y: float = 0.08,
     cut_band: bool = True,
     grey: str = "auto",
-    two_lines: bool = True,
     trim: bool = True,
     deskew: bool = False,
     contrast: bool = False,
@@ -289,7 +285,6 @@ def crop_plate(
     * ``grey``: "value" (max of B, G, R: dark text stays, coloured emblems, bands
       and backgrounds fade), "luma", "none" (colour), or "auto" (value unless the
       dark pixels are coloured, see :func:`dark_is_coloured`, then luma);
-    * ``two_lines``: lay a two-row plate out as one row (see :func:`two_line_split`);
     * ``trim``: cut the blank beside a short registration (see :func:`text_span`);
     * ``deskew``: level a tilted text line; ``contrast``: CLAHE. Both off by
       default: neither improved reading on real plates.
@@ -318,12 +313,47 @@ def crop_plate(
         crop = cv2.cvtColor(_grey(crop), cv2.COLOR_GRAY2BGR)
     if contrast:
         crop = clahe(crop)
-    if two_lines:
-        row = two_line_split(crop)
-        if row is not None:
-            crop = join_two_lines(crop, row)
     if trim:
         span = text_span(crop)
         if span is not None:
             crop = crop[:, span[0] : span[1]]
     return np.ascontiguousarray(crop)
+
+
+def widen(line: np.ndarray, min_aspect: float = MIN_LINE_ASPECT) -> np.ndarray:
+    """``line`` stretched horizontally to ``min_aspect`` times its height when narrower,
+    so the recogniser has enough output columns for each character."""
+    h, w = line.shape[:2]
+    if w >= min_aspect * h:
+        return line
+    return cv2.resize(line, (math.ceil(min_aspect * h), h), interpolation=cv2.INTER_LINEAR)
+
+
+def two_row_line(crop: np.ndarray, inset: float = TWO_ROW_INSET) -> np.ndarray:
+    """A squarish crop read as a two-row plate: cut at half height (HK's two-row
+    plates have rows of equal height), without the sides, each row trimmed to its
+    text (a frame line at a row's end reads as 1) and the rows laid side by side.
+
+    An ink-profile valley was tried for the cut and lost to half height on real
+    two-row plates: the car body and frame in the margins flatten the profile."""
+    h, w = crop.shape[:2]
+    dx = round(inset * w)
+    inner = crop[:, dx : w - dx]
+
+    def trimmed(row: np.ndarray) -> np.ndarray:
+        span = text_span(row)
+        return row[:, span[0] : span[1]] if span is not None else row
+
+    return join_rows(trimmed(inner[: h // 2]), trimmed(inner[h // 2 :]))
+
+
+def plate_lines(image: np.ndarray, box: Sequence[float], **options) -> tuple[np.ndarray, ...]:
+    """The line images to read for ``box``: the crop as one widened line, then, for a
+    squarish crop that may be a two-row plate, its rows side by side. ``options`` go
+    to :func:`crop_plate`."""
+    crop = crop_plate(image, box, **options)
+    lines = [widen(crop)]
+    h, w = crop.shape[:2]
+    if h >= TWO_ROW_MIN_HEIGHT and w < TWO_LINE_MAX_ASPECT * h:
+        lines.append(two_row_line(crop))
+    return tuple(lines)

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from edge.config import Config, load_config
-from edge.crop import crop_plate
+from edge.crop import plate_lines
 from edge.detect import BaseDetector, YoloPlateDetector
 from edge.models import require
 from edge.ocr.base import BaseOCR
@@ -92,14 +92,24 @@ class PlateRecognizer:
 
     def read_boxes(self, image: np.ndarray, boxes: np.ndarray) -> list[PlateText | None]:
         """The plate reading of each box (N, 4), or None where none fits the format
-        with enough confidence; one OCR batch."""
+        with enough confidence; one OCR batch.
+
+        A squarish box is read both as one row and as two (see
+        :func:`~edge.crop.plate_lines`) and the surer reading is kept: a two-row plate
+        read as one line gives its bottom row alone, confidently, and a one-row plate
+        with text bands read as two rows gives a poor fit."""
         if not len(boxes):
             return []
-        crops = [crop_plate(image, box) for box in boxes]
-        return [
-            apply_format(result, self.plate_format, min_confidence=self.min_confidence)
-            for result in self.ocr.read(crops)
-        ]
+        layouts = [plate_lines(image, box) for box in boxes]
+        results = iter(self.ocr.read([line for lines in layouts for line in lines]))
+        texts: list[PlateText | None] = []
+        for lines in layouts:
+            readings = [
+                apply_format(next(results), self.plate_format, min_confidence=self.min_confidence)
+                for _ in lines
+            ]
+            texts.append(_surer(*readings) if len(readings) == 2 else readings[0])
+        return texts
 
     def close(self) -> None:
         self.detector.close()
@@ -112,13 +122,27 @@ class PlateRecognizer:
         self.close()
 
 
+def _surer(one_row: PlateText | None, two_rows: PlateText | None) -> PlateText | None:
+    """The reading to keep of a squarish box read as one row and as two rows.
+
+    The surer one, ties to one row; but a one-row reading that is the end of the
+    two-row one is the bottom row read alone (a line recogniser reads the larger row
+    of a two-row plate, often confidently), so the two-row reading explains more of
+    the plate and is kept."""
+    if one_row is None or two_rows is None:
+        return one_row or two_rows
+    if two_rows.text != one_row.text and two_rows.text.endswith(one_row.text):
+        return two_rows
+    return two_rows if two_rows.confidence > one_row.confidence else one_row
+
+
 def open_ocr(name: str, config: Config) -> BaseOCR:
     """The configured OCR engine, on verified model files."""
     rec = config.recognition
     if name == "ppocr":
         from edge.ocr.ppocr import PPOCRRecognizer
 
-        path = require("ppocr-rec", config.models_dir)
+        path = require(rec.ppocr_model, config.models_dir)
         return PPOCRRecognizer(path, threads=rec.threads, providers=rec.providers)
     if name == "easyocr":
         from edge.ocr.easyocr_engine import EasyOCRRecognizer

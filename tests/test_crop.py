@@ -40,7 +40,7 @@ def test_plain_crop_is_the_box_plus_margins():
     scene = in_scene(plate())
     out = C.crop_plate(
         scene, (50, 40, 450, 130), margin_x=0.05, margin_y=0.1, cut_band=False,
-        grey="none", two_lines=False, trim=False,
+        grey="none", trim=False,
     )  # fmt: skip
     assert out.shape == (108, 440, 3)
     assert np.array_equal(out, scene[31:139, 30:470])
@@ -66,7 +66,7 @@ def test_blue_band_is_measured_and_cut():
     assert C.blue_band_width(plate()) == 0
     out = C.crop_plate(
         in_scene(img), (50, 40, 450, 130), margin_x=0, margin_y=0, grey="none",
-        two_lines=False, trim=False,
+        trim=False,
     )  # fmt: skip
     assert out.shape[1] == 400 - width
     # Nothing blue is left at the left edge.
@@ -94,7 +94,7 @@ def test_auto_grey_falls_back_to_luma_when_the_dark_part_is_coloured():
     blue_plate = np.full((90, 400, 3), BLUE, np.uint8)
     cv2.putText(blue_plate, "W 053011", (20, 65), FONT, 2.0, (255, 255, 255), 5, cv2.LINE_AA)
     assert C.dark_is_coloured(blue_plate)
-    out = C.crop_plate(blue_plate, (0, 0, 400, 90), margin_x=0, margin_y=0, two_lines=False)
+    out = C.crop_plate(blue_plate, (0, 0, 400, 90), margin_x=0, margin_y=0)
     luma = cv2.cvtColor(blue_plate, cv2.COLOR_BGR2GRAY)
     assert np.array_equal(out[..., 0], luma)
 
@@ -106,19 +106,42 @@ def two_row_plate() -> np.ndarray:
     return img
 
 
-def test_two_row_plate_is_laid_out_as_one_row():
+def test_a_squarish_crop_is_also_read_as_two_rows_side_by_side():
     img = two_row_plate()
-    row = C.two_line_split(img)
-    assert row is not None and 70 <= row <= 110
-    out = C.crop_plate(img, (0, 0, 260, 180), margin_x=0, margin_y=0)
-    assert out.shape[1] > 2.4 * out.shape[0]
+    one_row, two_rows = C.plate_lines(img, (0, 0, 260, 180), margin_x=0, margin_y=0)
+    assert one_row.shape == (180, 540, 3)  # widened to 3:1
+    h, w = two_rows.shape[:2]
+    assert h == 90 and w > 3 * h, "rows of half the height, one beside the other"
+    # Ink in both halves of the line: AB on the left, 1234 on the right.
+    ink = (two_rows[:, :, 0] < 128).any(axis=0)
+    assert ink[: w // 3].any() and ink[w // 2 :].any()
 
 
-def test_one_row_plates_are_not_split():
-    assert C.two_line_split(plate()) is None  # long
-    # Squarish but one row of big characters, like a US plate.
-    assert C.two_line_split(plate("7ABC123", size=(300, 150), scale=1.9)) is None
-    assert C.two_line_split(np.full((150, 300, 3), 255, np.uint8)) is None
+def test_a_long_crop_is_read_as_one_row_only():
+    (line,) = C.plate_lines(plate(), (0, 0, 400, 90), margin_x=0, margin_y=0, trim=False)
+    assert line.shape == (90, 400, 3)
+    assert len(C.plate_lines(np.full((12, 20, 3), 255, np.uint8), (0, 0, 20, 12))) == 1
+
+
+@pytest.mark.parametrize(("hw", "expected"), [((48, 96), (48, 144)), ((20, 300), (20, 300))])
+def test_a_line_gets_three_heights_of_width_at_least(hw, expected):
+    """Frames per character: a recogniser gives one output column per sixth of the
+    line's height and needs about three per character."""
+    line = np.zeros((*hw, 3), np.uint8)
+    assert C.widen(line).shape[:2] == expected
+    assert C.widen(line, min_aspect=4).shape[1] == max(hw[1], 4 * hw[0])
+
+
+def test_two_row_line_drops_frame_lines_at_the_rows_ends():
+    img = two_row_plate()
+    framed = cv2.copyMakeBorder(img, 6, 6, 24, 24, cv2.BORDER_CONSTANT, value=(255, 255, 255))
+    cv2.rectangle(framed, (20, 2), (framed.shape[1] - 21, framed.shape[0] - 3), (0, 0, 0), 4)
+    line = C.two_row_line(framed)
+    plain = C.two_row_line(
+        cv2.copyMakeBorder(img, 6, 6, 24, 24, cv2.BORDER_CONSTANT, value=(255, 255, 255))
+    )
+    # The frame's sides are cut with the rows' blank ends: no wider than without them.
+    assert line.shape[1] <= plain.shape[1] + 4
 
 
 def test_text_line_angle_and_deskew():

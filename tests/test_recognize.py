@@ -14,8 +14,9 @@ import pytest
 from edge.bench.accuracy import load_labels, run_benchmark
 from edge.config import PROJECT_ROOT, load_config
 from edge.detect import box_iou
-from edge.recognize import PlateRecognizer, open_recognizer
+from edge.recognize import PlateRecognizer, _surer, open_recognizer
 from edge.synth import render_scene
+from edge.types import PlateText
 from tests.conftest import model_path
 
 SCENE_PLATES = ["AB1234", "KT88"]
@@ -176,3 +177,48 @@ def test_bench_accuracy_cli_prints_kinds(json_folder):
     assert result.returncode == 0, result.stderr
     assert "one-row: exact" in result.stdout and "two-row: found" in result.stdout
     assert "missing.png not found" in result.stderr
+
+
+def _text(text: str, confidence: float) -> PlateText:
+    return PlateText(text, confidence, (confidence,) * len(text), "?")
+
+
+def test_a_squarish_box_keeps_the_surer_reading_or_the_whole_two_row_one():
+    one, two = _text("W0LLY", 0.99), _text("K1NW0LLY", 0.86)
+    # The bottom row read alone, however sure, loses to the reading of both rows.
+    assert _surer(one, two) is two
+    assert _surer(_text("AB1234", 0.9), _text("AB1284", 0.8)).text == "AB1234"
+    assert _surer(_text("AB1234", 0.7), _text("XY123", 0.8)).text == "XY123"
+    assert _surer(_text("AB1234", 0.8), _text("AB1234", 0.8)).text == "AB1234"
+    assert _surer(None, two) is two and _surer(one, None) is one and _surer(None, None) is None
+
+
+def _two_row_plate() -> np.ndarray:
+    img = np.full((180, 260, 3), (0, 200, 255), np.uint8)  # HK rear yellow
+    cv2.putText(img, "AB", (70, 75), cv2.FONT_HERSHEY_SIMPLEX, 2.4, (20, 20, 20), 6, cv2.LINE_AA)
+    cv2.putText(img, "1234", (25, 160), cv2.FONT_HERSHEY_SIMPLEX, 2.4, (20, 20, 20), 6, cv2.LINE_AA)
+    return img
+
+
+def _banded_plate() -> np.ndarray:
+    """A US-style one-row plate: a state name above the registration, a slogan below."""
+    img = np.full((150, 300, 3), 245, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(img, "California", (80, 28), font, 0.8, (150, 60, 20), 2, cv2.LINE_AA)
+    cv2.putText(img, "7ABC123", (18, 100), font, 2.0, (30, 30, 120), 6, cv2.LINE_AA)
+    cv2.putText(img, "dmv.ca.gov", (95, 135), font, 0.6, (150, 60, 20), 1, cv2.LINE_AA)
+    return img
+
+
+@pytest.mark.parametrize(
+    ("plate", "fmt", "expected"),
+    [(_two_row_plate, "hk", "AB1234"), (_banded_plate, "us", "7ABC123")],
+)
+def test_two_row_plates_are_read_by_rows_and_banded_plates_are_not_split(plate, fmt, expected):
+    image = np.full((400, 600, 3), 90, np.uint8)
+    crop = plate()
+    h, w = crop.shape[:2]
+    image[100 : 100 + h, 150 : 150 + w] = crop
+    with open_recognizer(load_config(None, environ={}), plate_format=fmt) as reader:
+        (text,) = reader.read_boxes(image, np.array([[150, 100, 150 + w, 100 + h]], np.float32))
+    assert text is not None and text.text == expected
