@@ -94,6 +94,11 @@ class RecognitionConfig:
     #: letterboxed to the smallest stride-aligned rectangle (384x640 for 16:9 at 640).
     #: The fixed-size "platedet" model takes 640 only.
     detector_input: int = field(default=640, metadata=_range(160, 1920))
+    #: Still images whose longer side is over 1.5 times this are also searched in overlapping
+    #: tiles of this side, each at detector_input: a 4000 px photo letterboxed to 640
+    #: shrinks a 150 px plate to 24 px, below what the detector finds. 0: never.
+    #: Video frames are not tiled (their searches have their own sizes, see tracking).
+    detector_tile: int = field(default=1024, metadata=_range(0, 8192))
     ocr: Literal["ppocr", "easyocr"] = "ppocr"
     #: The recogniser model the ppocr engine runs, from models/manifest.toml:
     #: "ppocr-v6-rec" (PP-OCRv6 small) or "ppocr-rec" (PP-OCRv4 mobile).

@@ -11,6 +11,7 @@ detection-only model whose input height and width are free (multiples of 32): a
 
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -34,6 +35,37 @@ DISTANCES_OUTPUT = "distances"
 SCORES_OUTPUT = "scores"
 
 Size = int | tuple[int, int]
+
+
+#: Neighbouring tiles share this share of the tile's side, so a plate up to a quarter
+#: of a tile wide lies wholly inside at least one tile.
+TILE_OVERLAP = 0.25
+
+
+#: Tiles are searched only when they see plates at least this much larger than the
+#: whole-image search does (the image's longer side over the tile's): a 1280 px photo
+#: in 1024 tiles gains a quarter, for four more searches, and the tiles' boxes then
+#: cost real US photos 6 exact reads of 222 for none gained.
+TILE_GAIN = 1.5
+
+
+def tile_regions(image_hw: tuple[int, int], tile: int) -> list[tuple[int, int, int, int]]:
+    """Overlapping ``tile`` x ``tile`` regions (x1, y1, x2, y2) covering an image of
+    ``image_hw``, evenly spread, sharing at least :data:`TILE_OVERLAP` of a side; a
+    side no longer than ``tile`` is one tile of its own length."""
+
+    def starts(n: int) -> list[int]:
+        if n <= tile:
+            return [0]
+        k = math.ceil((n - tile) / ((1 - TILE_OVERLAP) * tile)) + 1
+        return [round(i * (n - tile) / (k - 1)) for i in range(k)]
+
+    height, width = image_hw
+    return [
+        (x, y, min(width, x + tile), min(height, y + tile))
+        for y in starts(height)
+        for x in starts(width)
+    ]
 
 
 # --- pre-processing ---------------------------------------------------------------
@@ -367,7 +399,11 @@ class YoloPlateDetector(BaseDetector):
     ``input_size`` is the network input: (height, width), or an int. For a
     fixed-size model it must match the model (or be None). For a dynamic model an
     int is the longest side and each image gets the smallest stride-aligned
-    rectangle around it (384x640 for 16:9); a tuple fixes the shape.
+    rectangle around it (384x640 for 16:9); a tuple fixes the shape. ``tile``: an
+    image whose longer side exceeds it :data:`TILE_GAIN` times is also searched in
+    overlapping tiles of that side (see :func:`tile_regions`), each at the input size,
+    so the plates of a large photo or a long strip are not shrunk out of the
+    detector's reach; 0 never tiles.
     """
 
     def __init__(
@@ -380,8 +416,10 @@ class YoloPlateDetector(BaseDetector):
         providers: Sequence[str] = ("cpu",),
         max_detections: int = 50,
         input_size: Size | None = None,
+        tile: int = 0,
     ) -> None:
         self.score_threshold = float(score_threshold)
+        self.tile = int(tile)
         self.iou_threshold = float(iou_threshold)
         self.max_detections = int(max_detections)
         self.times = DetectorTimes()
@@ -417,6 +455,18 @@ class YoloPlateDetector(BaseDetector):
 
     def detect(self, image: np.ndarray) -> Detections:
         boxes, scores = self._candidates(image, self.input_shape(image.shape[:2]))
+        if (
+            self.tile
+            and max(image.shape[:2]) > TILE_GAIN * self.tile
+            and isinstance(self.input_size, int)
+        ):
+            tiled = self.detect_regions(
+                image, tile_regions(image.shape[:2], self.tile), self.input_size
+            )
+            boxes, scores = (
+                np.concatenate([boxes, tiled.xyxy]),
+                np.concatenate([scores, tiled.scores]),
+            )
         return self._select(boxes, scores)
 
     def detect_regions(

@@ -170,6 +170,7 @@ def open_recognizer(
         threads=rec.threads,
         providers=rec.providers,
         input_size=rec.detector_input,
+        tile=rec.detector_tile,
     )
     try:
         engine = open_ocr(ocr or rec.ocr, config)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from edge.detect import (
     make_dynamic_detector,
     nms,
     shrink,
+    tile_regions,
     unletterbox,
 )
 from edge.synth import random_hk_plate, render_scene
@@ -293,3 +295,31 @@ def test_shrink_is_an_area_average_of_the_original(size, src):
     direct = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     assert got.shape == (size[1], size[0], 3) and got.dtype == np.uint8
     assert np.abs(got.astype(int) - direct.astype(int)).max() <= 2
+
+
+def test_tiles_cover_the_image_with_overlap():
+    assert tile_regions((600, 800), 1024) == [(0, 0, 800, 600)]
+    tiles = tile_regions((538, 5000), 1024)
+    assert tiles[0] == (0, 0, 1024, 538) and tiles[-1] == (3976, 0, 5000, 538)
+    for (a, *_), (b, *_) in itertools.pairwise(tiles):
+        assert 0 < b - a <= 0.75 * 1024, "neighbours share a quarter of a tile at least"
+    grid = tile_regions((3000, 4000), 1024)
+    assert len({t[0] for t in grid}) * len({t[1] for t in grid}) == len(grid)
+    assert max(t[2] for t in grid) == 4000 and max(t[3] for t in grid) == 3000
+
+
+def test_a_long_strip_is_searched_in_tiles():
+    """Plates 60-72 px wide in a 4000 px strip shrink to 10-12 px letterboxed whole:
+    only the tiles find them."""
+    rng = np.random.default_rng(8)
+    texts = [random_hk_plate(rng) for _ in range(3)]
+    image, truths = render_scene(texts, size=(4000, 700), rng=rng, plate_frac=(0.015, 0.018))
+    model = model_path("platedet-int8.onnx")
+    whole = YoloPlateDetector(model, threads=2, input_size=640)
+    tiled = YoloPlateDetector(model, threads=2, input_size=640, tile=1024)
+    with whole, tiled:
+        assert len(whole.detect(image)) < len(truths)
+        _assert_finds(tiled.detect(image), truths)
+        # A photo no more than 1.5 tiles long is searched whole only.
+        small = image[:, :1500]
+        assert tiled.detect(small).xyxy.tolist() == whole.detect(small).xyxy.tolist()
