@@ -12,12 +12,13 @@ import logging
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from edge import crossboundary
 from edge.config import Config, load_config
 from edge.crop import plate_lines
 from edge.detect import BaseDetector, YoloPlateDetector
@@ -72,7 +73,8 @@ class PlateRecognizer:
         return Recognition(detections, plates, (detected - start) * 1e3, (done - detected) * 1e3)
 
     def read(self, image: np.ndarray, detections: Detections) -> tuple[RecognizedPlate, ...]:
-        """Read every detected box in one OCR batch; keep those the format accepts."""
+        """Read every detected box in one OCR batch; keep those the format accepts, and
+        tell cross-boundary plates apart, linked to the plate above them."""
         plates = []
         texts = self.read_boxes(image, detections.xyxy)
         for box, score, text in zip(detections.xyxy, detections.scores, texts, strict=True):
@@ -88,6 +90,28 @@ class PlateRecognizer:
                     candidates=text.candidates,
                 )
             )
+        return self._cross_boundary(image, plates)
+
+    def _cross_boundary(
+        self, image: np.ndarray, plates: list[RecognizedPlate]
+    ) -> tuple[RecognizedPlate, ...]:
+        """``plates`` with cross-boundary ones marked: a reading of the core's shape
+        is read again with the Chinese characters allowed, and is one when they show."""
+        shaped = [i for i, p in enumerate(plates) if crossboundary.has_core_shape(p.text)]
+        if not shaped:
+            return tuple(plates)
+        lines = [plate_lines(image, plates[i].box)[0] for i in shaped]
+        marks = self.ocr.read_marks(lines, crossboundary.MARKS)
+        if marks is None:
+            return tuple(plates)
+        for i, read in zip(shaped, marks, strict=True):
+            full = crossboundary.marked_text(plates[i].text, read)
+            if full is not None:
+                plates[i] = replace(plates[i], kind="crossboundary", marked_text=full)
+        others = [(j, p.box) for j, p in enumerate(plates) if p.kind != "crossboundary"]
+        for i, plate in enumerate(plates):
+            if plate.kind == "crossboundary":
+                plates[i] = replace(plate, linked_to=crossboundary.stacked_above(plate.box, others))
         return tuple(plates)
 
     def read_boxes(self, image: np.ndarray, boxes: np.ndarray) -> list[PlateText | None]:
@@ -206,12 +230,24 @@ def read_image(path: Path) -> np.ndarray:
 def plate_json(plate: RecognizedPlate) -> dict:
     return {
         "text": plate.text,
+        "kind": plate.kind,
+        "marked_text": plate.marked_text,
+        "linked_to": plate.linked_to,
         "confidence": round(plate.confidence, 4),
         "box": [round(v, 1) for v in plate.box],
         "candidates": [
             {"text": c.text, "confidence": round(c.confidence, 4)} for c in plate.candidates
         ],
     }
+
+
+def _plate_line(plate: RecognizedPlate, plates: Sequence[RecognizedPlate]) -> str:
+    text = f"{plate.text} ({plate.confidence:.2f}) at {[int(v) for v in plate.box]}"
+    if plate.kind == "crossboundary":
+        text += f" cross-boundary {plate.marked_text}"
+        if plate.linked_to is not None:
+            text += f" under {plates[plate.linked_to].text}"
+    return text
 
 
 def cmd_recognize(args: argparse.Namespace) -> int:
@@ -255,13 +291,8 @@ def cmd_recognize(args: argparse.Namespace) -> int:
                     flush=True,
                 )
             else:
-                found = (
-                    ", ".join(
-                        f"{p.text} ({p.confidence:.2f}) at {[int(v) for v in p.box]}"
-                        for p in result.plates
-                    )
-                    or "no plate read"
-                )
+                found = ", ".join(_plate_line(p, result.plates) for p in result.plates)
+                found = found or "no plate read"
                 print(f"{path}: {found}  [{result.total_ms:.0f} ms]", flush=True)
     if failed:
         print(f"lpr-edge recognize: {failed} of {len(images)} file(s) failed", file=sys.stderr)

@@ -102,6 +102,15 @@ class RecognizedPlate:
     confidence: float
     char_confidences: tuple[float, ...]
     candidates: tuple[TextCandidate, ...]
+    #: "plate", or "crossboundary" for a cross-boundary vehicle's Guangdong plate,
+    #: whose ``text`` is its core (``Z1234``).
+    kind: str = "plate"
+    #: A cross-boundary plate's text with its Chinese characters where they were read
+    #: (``粤Z1234港``); empty otherwise.
+    marked_text: str = ""
+    #: Index, among the same image's plates, of the plate of the same vehicle: for a
+    #: cross-boundary plate, the Hong Kong plate mounted above it.
+    linked_to: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

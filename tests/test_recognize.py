@@ -222,3 +222,31 @@ def test_two_row_plates_are_read_by_rows_and_banded_plates_are_not_split(plate, 
     with open_recognizer(load_config(None, environ={}), plate_format=fmt) as reader:
         (text,) = reader.read_boxes(image, np.array([[150, 100, 150 + w, 100 + h]], np.float32))
     assert text is not None and text.text == expected
+
+
+def _flat_plate(text: str, ink: tuple[int, int, int], paper: tuple[int, int, int]) -> np.ndarray:
+    img = np.full((90, 400, 3), paper, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    (tw, th), _ = cv2.getTextSize(text, font, 2.0, 5)
+    cv2.putText(img, text, ((400 - tw) // 2, (90 + th) // 2), font, 2.0, ink, 5, cv2.LINE_AA)
+    return img
+
+
+@pytest.mark.parametrize(
+    ("ink", "paper"),
+    [
+        ((20, 20, 20), (242, 242, 242)),  # HK front: black on white
+        ((20, 20, 20), (0, 200, 255)),  # HK rear: black on yellow
+        ((235, 235, 235), (25, 25, 25)),  # cross-boundary: white on black
+    ],
+)
+def test_plates_of_either_polarity_are_read(ink, paper):
+    """Light characters on a dark plate need no inversion: the crop's grey keeps their
+    contrast and the recogniser reads them (inverting by the share or the largest
+    region of dark pixels took 3 of 43 real HK plates and 15 of 330 US/EU plates for
+    dark plates, bold characters and frames making those the larger)."""
+    image = np.full((300, 600, 3), 90, np.uint8)
+    image[100:190, 100:500] = _flat_plate("PX 5170", ink, paper)
+    with open_recognizer(load_config(None, environ={}), plate_format="hk") as reader:
+        (text,) = reader.read_boxes(image, np.array([[100, 100, 500, 190]], np.float32))
+    assert text is not None and text.text == "PX5170" and text.confidence > 0.9

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge import crossboundary
 from edge.config import load_config
 from edge.detect import box_iou
 from edge.plateformat import normalize
@@ -56,6 +57,8 @@ class Label:
     #: hk, crossboundary, mainland, unclear (labels.json), or plate (OpenALPR format).
     kind: str = "plate"
     rows: int = 1
+    #: The text as labelled, Chinese characters included (a cross-boundary plate's).
+    full_text: str = ""
 
     @property
     def category(self) -> str | None:
@@ -80,6 +83,10 @@ class LabelOutcome:
     #: Something was read on the plate and none of it is the plate (O/0 I/1 alike).
     wrong: bool
     reads: tuple[str, ...]
+    #: Cross-boundary plates: read with its Chinese characters exactly as labelled.
+    full_text: bool = False
+    #: Cross-boundary plates: read as one and linked to the plate labelled above it.
+    linked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +122,8 @@ class KindScore:
     exact_rate: float
     alike_rate: float
     wrong_rate: float
+    full_text_rate: float = 0.0
+    linked_rate: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +197,7 @@ def _json_label(image: Path, entry: object) -> Label:
     if not isinstance(text, str) or (kind != "unclear" and not normalize(text)):
         raise ValueError(f"text must name the plate, not {text!r}")
     x1, y1, x2, y2 = (float(v) for v in box)
-    return Label(image, (x1, y1, x2, y2), normalize(text), kind, rows)
+    return Label(image, (x1, y1, x2, y2), normalize(text), kind, rows, text.replace(" ", ""))
 
 
 def _json_labels(path: Path) -> tuple[list[tuple[Path, list[Label]]], list[str]]:
@@ -231,6 +240,13 @@ def _alike(text: str) -> str:
     return text.translate(_ALIKE)
 
 
+def _label_above(label: Label, labels: list[Label]) -> Label | None:
+    """The labelled plate of the same vehicle above a cross-boundary plate."""
+    others = [(i, other.box) for i, other in enumerate(labels) if other.kind == "hk"]
+    found = crossboundary.stacked_above(label.box, others)
+    return None if found is None else labels[found]
+
+
 def score_image(image: Path, labels: list[Label], recognizer: PlateRecognizer) -> ImageOutcome:
     result = recognizer.recognize(read_image(image))
     boxes = result.detections.xyxy
@@ -244,8 +260,18 @@ def score_image(image: Path, labels: list[Label], recognizer: PlateRecognizer) -
         if label.category is None:
             continue
         overlapping = box_iou(np.array(label.box), plate_boxes) > IOU_MATCH
-        reads = tuple(p.text for p, hit in zip(result.plates, overlapping, strict=True) if hit)
+        read_here = [p for p, hit in zip(result.plates, overlapping, strict=True) if hit]
+        reads = tuple(p.text for p in read_here)
         alike = _alike(label.plate) in {_alike(r) for r in reads}
+        full_text = linked = False
+        if label.kind == "crossboundary":
+            as_such = [p for p in read_here if p.kind == "crossboundary"]
+            full_text = any(p.marked_text == label.full_text for p in as_such)
+            above = _label_above(label, labels)
+            linked = above is not None and any(
+                p.linked_to is not None and result.plates[p.linked_to].text == above.plate
+                for p in as_such
+            )
         outcomes.append(
             LabelOutcome(
                 plate=label.plate,
@@ -256,6 +282,8 @@ def score_image(image: Path, labels: list[Label], recognizer: PlateRecognizer) -
                 alike=alike,
                 wrong=bool(reads) and not alike,
                 reads=reads,
+                full_text=full_text,
+                linked=linked,
             )
         )
     return ImageOutcome(
@@ -278,6 +306,8 @@ def _kind_score(outcomes: list[LabelOutcome]) -> KindScore:
         exact_rate=sum(o.exact for o in outcomes) / n,
         alike_rate=sum(o.alike for o in outcomes) / n,
         wrong_rate=sum(o.wrong for o in outcomes) / n,
+        full_text_rate=sum(o.full_text for o in outcomes) / n,
+        linked_rate=sum(o.linked for o in outcomes) / n,
     )
 
 
@@ -365,13 +395,16 @@ def format_table(reports: list[AccuracyReport]) -> str:
             value = getattr(score, attr)
             return f"{value}" if attr == "plates" else f"{value:.3f}"
 
-        for attr, name in (
+        attrs = [
             ("plates", "plates"),
             ("detection_rate", "found"),
-            ("exact_rate", "exact"),
+            ("exact_rate", "exact" if category != "cross-boundary" else "exact (core Z1234)"),
             ("alike_rate", "exact, O=0 I=1 alike"),
             ("wrong_rate", "wrong read"),
-        ):
+        ]
+        if category == "cross-boundary":
+            attrs += [("full_text_rate", "full text (粤, 港)"), ("linked_rate", "linked")]
+        for attr, name in attrs:
             rows.append((f"{category}: {name}", lambda r, attr=attr, kind=kind: kind(r, attr)))
     width = max(len(name) for name, _ in rows)
     header = f"{'':<{width}}  " + "  ".join(f"{r.engine:>10}" for r in reports)

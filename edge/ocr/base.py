@@ -24,6 +24,12 @@ class BaseOCR(ABC):
     def read(self, crops: Sequence[np.ndarray]) -> list[OcrResult]:
         """Read a batch of BGR uint8 plate crops; one result per crop, in order."""
 
+    def read_marks(self, crops: Sequence[np.ndarray], marks: str) -> list[str] | None:
+        """Best-path text of each crop over the plate alphabet plus the characters in
+        ``marks`` (a cross-boundary plate's 粤, 港, 澳), or None for an engine whose
+        model does not know them."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - engines without resources need nothing here
         """Release the engine's resources."""
 

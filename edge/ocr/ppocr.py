@@ -1,4 +1,4 @@
-"""PaddleOCR PP-OCRv4 text-line recogniser (ONNX) as a plate reader."""
+"""PaddleOCR text-line recognisers (PP-OCRv6 small, PP-OCRv4; ONNX) as a plate reader."""
 
 from __future__ import annotations
 
@@ -209,7 +209,7 @@ def _open_session(
 
 
 class PPOCRRecognizer(BaseOCR):
-    """Reads plate crops with PP-OCRv4 rec and CTC decoding restricted to A-Z0-9.
+    """Reads plate crops with a PP-OCR rec model and CTC decoding restricted to A-Z0-9.
 
     Crops are resized to the model's height keeping their aspect (``width_scale``
     squeezes them for speed), sorted by width so similar crops share a batch, and
@@ -258,6 +258,7 @@ class PPOCRRecognizer(BaseOCR):
             ctc.restrict_charset(self._charset, PLATE_ALPHABET, fold=_FOLD) if restrict else None
         )
         self.rest_to_blank = bool(rest_to_blank)
+        self._mark_restrictions: dict[str, ctc.Restriction] = {}
         if batch_size is None:
             # On CPU one crop per run was faster (no padding work) and padding
             # slightly changes what the model reads; accelerators gain from batches.
@@ -301,6 +302,23 @@ class PPOCRRecognizer(BaseOCR):
 
     def probabilities(self, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Per-frame class probabilities for each crop (restricted if configured)."""
+        return self._probabilities(crops, self._restriction)
+
+    def read_marks(self, crops: Sequence[np.ndarray], marks: str) -> list[str]:
+        """Best-path text of each crop over the plate alphabet plus ``marks``, for the
+        Chinese characters a cross-boundary plate carries around its registration."""
+        restriction = self._mark_restrictions.get(marks)
+        if restriction is None:
+            restriction = ctc.restrict_charset(self._charset, PLATE_ALPHABET + marks, fold=_FOLD)
+            self._mark_restrictions[marks] = restriction
+        return [
+            "".join(restriction.charset[c] for c, _, _ in ctc.best_path(p))
+            for p in self._probabilities(crops, restriction)
+        ]
+
+    def _probabilities(
+        self, crops: Sequence[np.ndarray], restriction: ctc.Restriction | None
+    ) -> list[np.ndarray]:
         if self._session is None:
             raise RuntimeError("this PPOCRRecognizer is closed")
         resized = [self._resize(c) for c in crops]
@@ -315,10 +333,8 @@ class PPOCRRecognizer(BaseOCR):
                 # frame keeps a last character that straddles the edge.
                 frames = math.ceil(probs.shape[1] * resized[i].shape[1] / blob.shape[3]) + 1
                 p = probs[k, :frames]
-                if self._restriction is not None:
-                    p = ctc.apply_restriction(
-                        p, self._restriction, rest_to_blank=self.rest_to_blank
-                    )
+                if restriction is not None:
+                    p = ctc.apply_restriction(p, restriction, rest_to_blank=self.rest_to_blank)
                 out[i] = p
         return [p for p in out if p is not None]
 
