@@ -455,6 +455,12 @@ class _Compiled:
         }
         self._groups: dict[tuple[int, int, int], tuple[_Group, ...]] = {}
 
+    def is_lookalike_twin(self, a: str, b: str) -> bool:
+        """Whether ``a`` and ``b`` differ only in characters that are look-alikes."""
+        return len(a) == len(b) and all(
+            x == y or y in self.lookalikes.get(x, {}) for x, y in zip(a, b, strict=True)
+        )
+
     def groups(self, n: int, scoring: Scoring) -> tuple[_Group, ...]:
         """The groups a read of ``n`` positions is matched against, in pattern-length
         order; built once per read length (a handful of lengths ever occur)."""
@@ -635,10 +641,21 @@ def apply_format(
             ranked[text] = (score_list[j], scored, group, i)
             if len(ranked) >= 5:
                 break
-    text, (_, scored, group, i) = next(iter(ranked.items()))
-    char_probs = tuple(scored.conf[group.cells[i]].tolist())
-    confidence = min(char_probs) if char_probs else 0.0
-    if confidence < min_confidence:
+    # The best-scored fit whose confidence is high enough. A fit that rewrites a sure
+    # character into a look-alike to match a likelier shape (a vanity 8FV480 as the
+    # serial BFV480) pays for the rewrite in its confidence; when that leaves it too
+    # unsure to report, the reading as read, if it fits a shape surely, is the plate.
+    # Only such a look-alike twin of the best fit may stand in for it: any other
+    # reading scored lower for a reason (dropped characters, a worse fit).
+    best = next(iter(ranked))
+    for text, (_, scored, group, i) in ranked.items():
+        if text != best and not compiled.is_lookalike_twin(text, best):
+            continue
+        char_probs = tuple(scored.conf[group.cells[i]].tolist())
+        confidence = min(char_probs) if char_probs else 0.0
+        if confidence >= min_confidence:
+            break
+    else:
         return None
     return PlateText(
         text=text,

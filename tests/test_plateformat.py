@@ -258,3 +258,26 @@ def test_scoring_validation():
         Scoring(lookalikes=(("0O", 1.5),))
     with pytest.raises(PatternError, match="no patterns"):
         PlateFormat("empty", ())
+
+
+def test_a_sure_vanity_reading_is_not_lost_to_a_look_alike_serial():
+    """A vanity 8FV480 fits the serial shape @@@### as BFV480 by an 8 -> B rewrite. The
+    rewrite ranks first but leaves the reading too unsure to report; the plate as read,
+    a look-alike twin of it that fits the vanity shape surely, is reported instead."""
+    us = load_format("us")
+    got = apply_format(read_text("8FV480"), us, min_confidence=0.5)
+    assert got is not None and got.text == "8FV480" and got.confidence > 0.9
+    assert got.candidates[0].text == "BFV480"  # still ranked first among the fits
+    # Without a threshold the best fit stands, as before.
+    assert apply_format(read_text("8FV480"), us).text == "BFV480"
+    # A doubtful 8 is still rewritten and reported if sure enough.
+    doubtful = read((("8", 0.55), ("B", 0.44)), "F", "V", "4", "8", "0")
+    assert apply_format(doubtful, us, min_confidence=0.4).text == "BFV480"
+
+
+def test_only_a_look_alike_twin_stands_in_for_an_unsure_best_fit():
+    # The best fit of "ABC1284" under a one-shape profile rewrites 8 -> B; the only
+    # other fit drops a character, which is no look-alike twin: nothing is reported.
+    fmt = make_format("t", [("serial", 1.0, ["@@@#@##"]), ("short", 0.1, ["@@@###"])])
+    assert apply_format(read_text("ABC1834"), fmt).text == "ABC1B34"
+    assert apply_format(read_text("ABC1834"), fmt, min_confidence=0.5) is None
