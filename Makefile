@@ -45,9 +45,14 @@ system-deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	command -v ffmpeg >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	fonts=/usr/share/fonts/truetype; \
+	[ -f $$fonts/dejavu/DejaVuSans-Bold.ttf ] && [ -f $$fonts/dejavu/DejaVuSansMono-Bold.ttf ] \
+	  || missing="$$missing fonts-dejavu-core"; \
+	[ -f $$fonts/dejavu/DejaVuSansCondensed-Bold.ttf ] || missing="$$missing fonts-dejavu-extra"; \
+	[ -f $$fonts/wqy/wqy-zenhei.ttc ] || missing="$$missing fonts-wqy-zenhei"; \
 	[ -z "$$missing" ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing the Debian package(s)$$missing (the tests start real brokers and streams)"; \
+	    echo "installing the Debian package(s)$$missing (the tests start real brokers and streams and draw plates in real fonts)"; \
 	    export DEBIAN_FRONTEND=noninteractive; \
 	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else \

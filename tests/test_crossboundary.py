@@ -42,3 +42,38 @@ def test_the_plate_above_is_the_nearest_stacked_one():
     # A detector box that takes in the top of the lower plate still counts as above.
     overlapping = (110.0, 150.0, 290.0, 205.0)
     assert cb.stacked_above(below, [(7, overlapping)]) == 7
+
+
+@pytest.fixture(scope="module")
+def recognizer():
+    from edge.config import load_config
+    from edge.recognize import open_recognizer
+    from tests.conftest import model_path
+
+    model_path("PP-OCRv6_rec_small.onnx")
+    with open_recognizer(load_config(None, environ={}), plate_format="hk") as rec:
+        yield rec
+
+
+@pytest.mark.parametrize(("hk_rows", "mark"), [(1, "粤Z1234港"), (2, "粤ZA123澳")])
+def test_a_cross_boundary_plate_is_read_with_its_marks_and_linked(recognizer, hk_rows, mark):
+    """A car with its Hong Kong plate and, under it, its Guangdong plate, read at the
+    plates' boxes: the Guangdong plate reads as its core, is a cross-boundary plate
+    with its Chinese characters, and names the Hong Kong plate as its vehicle's."""
+    import numpy as np
+
+    from edge.synth_hk import HkPlate, render_hk_scene
+    from edge.types import Detections
+
+    rng = np.random.default_rng(5)
+    car = HkPlate("AB1234", rows=hk_rows, style="rear", crossboundary=mark)
+    image, truths = render_hk_scene([car], rng=rng, plate_frac=(0.3, 0.3), perspective=False)
+    boxes = np.array([t.box for t in truths], np.float32)
+    plates = recognizer.read(image, Detections(boxes, np.array([0.9, 0.8], np.float32)))
+    by_text = {p.text: p for p in plates}
+    core = mark[1:-1]
+    assert set(by_text) == {"AB1234", core}
+    assert by_text["AB1234"].kind == "plate" and by_text["AB1234"].linked_to is None
+    cross = by_text[core]
+    assert cross.kind == "crossboundary" and cross.marked_text == mark
+    assert plates[cross.linked_to].text == "AB1234"

@@ -116,3 +116,19 @@ def test_portrait_scene_and_style_count_check():
     assert 0 <= x1 < x2 <= 720
     with pytest.raises(ValueError):
         render_scene(["AB12", "CD34"], rng=np.random.default_rng(5), styles=["front"])
+
+
+def test_pixels_are_unchanged():
+    """The INT8 detector is calibrated on these scenes and accepted by its hash in
+    models/manifest.toml, so any change to them must come with a new model hash (and
+    new plate looks belong in edge.synth_hk instead)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for style in ("front", "rear"):
+        digest.update(render_plate("AB1234", style=style).tobytes())
+    image, _ = render_scene(["AB1234", "K88"], rng=np.random.default_rng(3))
+    digest.update(image.tobytes())
+    assert digest.hexdigest() == (
+        "d1f30f8f4878d256916d5b9a984750fd91d43c3258b9d48475ee19de0f896207"
+    ), "edge.synth output changed: the INT8 calibration scenes would differ"
