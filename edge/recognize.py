@@ -25,11 +25,14 @@ from edge.detect import BaseDetector, YoloPlateDetector
 from edge.models import require
 from edge.ocr.base import BaseOCR
 from edge.plateformat import PlateFormat, apply_format, load_format
+from edge.textdetect import TextPlateDetector, merge_proposals
 from edge.types import Detections, PlateText, RecognizedPlate
 
 log = logging.getLogger(__name__)
 
 OCR_ENGINES = ("ppocr", "easyocr")
+#: A text box overlapping a plate box by more than this is the same plate.
+PROPOSAL_IOU = 0.3
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 
@@ -58,15 +61,21 @@ class PlateRecognizer:
         plate_format: PlateFormat,
         *,
         min_confidence: float = 0.5,
+        proposals: BaseDetector | None = None,
     ):
         self.detector = detector
         self.ocr = ocr
         self.plate_format = plate_format
         self.min_confidence = min_confidence
+        #: A second source of boxes for still images (text detection), whose boxes the
+        #: plate detector's do not cover are read too.
+        self.proposals = proposals
 
     def recognize(self, image: np.ndarray) -> Recognition:
         start = time.perf_counter()
         detections = self.detector.detect(image)
+        if self.proposals is not None:
+            detections = merge_proposals(detections, self.proposals.detect(image), PROPOSAL_IOU)
         detected = time.perf_counter()
         plates = self.read(image, detections)
         done = time.perf_counter()
@@ -138,6 +147,8 @@ class PlateRecognizer:
     def close(self) -> None:
         self.detector.close()
         self.ocr.close()
+        if self.proposals is not None:
+            self.proposals.close()
 
     def __enter__(self) -> PlateRecognizer:
         return self
@@ -196,12 +207,24 @@ def open_recognizer(
         input_size=rec.detector_input,
         tile=rec.detector_tile,
     )
+    opened: list[BaseDetector | BaseOCR] = [detector]
     try:
         engine = open_ocr(ocr or rec.ocr, config)
+        opened.append(engine)
+        proposals = None
+        if rec.text_proposals:
+            proposals = TextPlateDetector(
+                require("ppocr-v6-det", config.models_dir),
+                threads=rec.threads,
+                providers=rec.providers,
+            )
     except BaseException:
-        detector.close()
+        for resource in opened:
+            resource.close()
         raise
-    return PlateRecognizer(detector, engine, fmt, min_confidence=rec.min_confidence)
+    return PlateRecognizer(
+        detector, engine, fmt, min_confidence=rec.min_confidence, proposals=proposals
+    )
 
 
 def iter_images(paths: Sequence[str]) -> Iterator[Path]:

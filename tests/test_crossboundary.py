@@ -77,3 +77,37 @@ def test_a_cross_boundary_plate_is_read_with_its_marks_and_linked(recognizer, hk
     cross = by_text[core]
     assert cross.kind == "crossboundary" and cross.marked_text == mark
     assert plates[cross.linked_to].text == "AB1234"
+
+
+def test_text_proposals_find_plates_the_plate_detector_does_not():
+    """Plates on a flat background, no car around them: the plate detector draws no
+    box, the text detector boxes both, and both are read, the lower one as the
+    cross-boundary plate of the car whose plate is above it."""
+    import dataclasses
+
+    import numpy as np
+
+    from edge.config import load_config
+    from edge.recognize import open_recognizer
+    from edge.synth_hk import render_hk_plate
+    from tests.conftest import model_path
+
+    model_path("PP-OCRv6_det_small.onnx")
+    scene = np.full((600, 800, 3), 100, np.uint8)
+    hk = render_hk_plate("AB1234", style="rear", width=400)
+    cross = render_hk_plate("粤ZA123港", style="crossboundary", width=340)
+    scene[150 : 150 + hk.shape[0], 200 : 200 + hk.shape[1]] = hk
+    top = 160 + hk.shape[0]
+    scene[top : top + cross.shape[0], 230 : 230 + cross.shape[1]] = cross
+    config = load_config(None, environ={})
+    with open_recognizer(config) as plain:
+        assert plain.recognize(scene).plates == ()
+    with_text = dataclasses.replace(
+        config, recognition=dataclasses.replace(config.recognition, text_proposals=True)
+    )
+    with open_recognizer(with_text) as reader:
+        plates = reader.recognize(scene).plates
+    by_text = {p.text: p for p in plates}
+    assert set(by_text) == {"AB1234", "ZA123"}
+    assert by_text["ZA123"].marked_text == "粤ZA123港"
+    assert plates[by_text["ZA123"].linked_to].text == "AB1234"
