@@ -72,6 +72,19 @@ def read_record(read: PlateRead, fix: PositionFix | None = None) -> dict:
         "source": read.source,
         "linked_event_id": read.linked_event_id,
         "position": position_record(fix),
+        **cross_boundary_fields(read),
+    }
+
+
+def cross_boundary_fields(read: PlateRead) -> dict:
+    """The keys a cross-boundary plate's read or hit adds (none for other plates):
+    its kind, its text with the Chinese characters, and its vehicle's plate above it."""
+    if not read.marked_plate:
+        return {}
+    return {
+        "plate_kind": read.kind,
+        "marked_plate": read.marked_plate,
+        "vehicle_plate": read.vehicle_plate,
     }
 
 
@@ -128,6 +141,7 @@ def hit_message(hit: Hit) -> dict:
         "context_image": (
             base64.b64encode(hit.context_jpeg).decode("ascii") if hit.context_jpeg else None
         ),
+        **cross_boundary_fields(read),
     }
 
 

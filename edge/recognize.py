@@ -97,31 +97,11 @@ class PlateRecognizer:
                     confidence=text.confidence,
                     char_confidences=text.char_confidences,
                     candidates=text.candidates,
+                    kind="crossboundary" if text.marked_text else "plate",
+                    marked_text=text.marked_text,
                 )
             )
-        return self._cross_boundary(image, plates)
-
-    def _cross_boundary(
-        self, image: np.ndarray, plates: list[RecognizedPlate]
-    ) -> tuple[RecognizedPlate, ...]:
-        """``plates`` with cross-boundary ones marked: a reading of the core's shape
-        is read again with the Chinese characters allowed, and is one when they show."""
-        shaped = [i for i, p in enumerate(plates) if crossboundary.has_core_shape(p.text)]
-        if not shaped:
-            return tuple(plates)
-        lines = [plate_lines(image, plates[i].box)[0] for i in shaped]
-        marks = self.ocr.read_marks(lines, crossboundary.MARKS)
-        if marks is None:
-            return tuple(plates)
-        for i, read in zip(shaped, marks, strict=True):
-            full = crossboundary.marked_text(plates[i].text, read)
-            if full is not None:
-                plates[i] = replace(plates[i], kind="crossboundary", marked_text=full)
-        others = [(j, p.box) for j, p in enumerate(plates) if p.kind != "crossboundary"]
-        for i, plate in enumerate(plates):
-            if plate.kind == "crossboundary":
-                plates[i] = replace(plate, linked_to=crossboundary.stacked_above(plate.box, others))
-        return tuple(plates)
+        return link_cross_boundary(plates)
 
     def read_boxes(self, image: np.ndarray, boxes: np.ndarray) -> list[PlateText | None]:
         """The plate reading of each box (N, 4), or None where none fits the format
@@ -142,6 +122,28 @@ class PlateRecognizer:
                 for _ in lines
             ]
             texts.append(_surer(*readings) if len(readings) == 2 else readings[0])
+        return self._mark_cross_boundary(texts, [lines[0] for lines in layouts])
+
+    def _mark_cross_boundary(
+        self, texts: list[PlateText | None], lines: list[np.ndarray]
+    ) -> list[PlateText | None]:
+        """``texts`` with cross-boundary plates' ``marked_text`` set: a reading of the
+        core's shape is read again with the Chinese characters allowed, and is one when
+        they show. Ordinary plates cost nothing: only the core's shape is asked."""
+        shaped = [
+            i for i, t in enumerate(texts) if t is not None and crossboundary.has_core_shape(t.text)
+        ]
+        if not shaped:
+            return texts
+        marks = self.ocr.read_marks([lines[i] for i in shaped], crossboundary.MARKS)
+        if marks is None:
+            return texts
+        for i, read in zip(shaped, marks, strict=True):
+            text = texts[i]
+            assert text is not None
+            full = crossboundary.marked_text(text.text, read)
+            if full is not None:
+                texts[i] = replace(text, marked_text=full)
         return texts
 
     def close(self) -> None:
@@ -155,6 +157,18 @@ class PlateRecognizer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def link_cross_boundary(plates: list[RecognizedPlate]) -> tuple[RecognizedPlate, ...]:
+    """``plates`` of one image with each cross-boundary plate linked to the plate
+    mounted directly above it, its vehicle's Hong Kong plate."""
+    others = [(j, p.box) for j, p in enumerate(plates) if p.kind != "crossboundary"]
+    return tuple(
+        replace(p, linked_to=crossboundary.stacked_above(p.box, others))
+        if p.kind == "crossboundary"
+        else p
+        for p in plates
+    )
 
 
 def _surer(one_row: PlateText | None, two_rows: PlateText | None) -> PlateText | None:

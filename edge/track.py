@@ -25,13 +25,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
 
+from edge import crossboundary
 from edge.config import TrackingConfig
 from edge.crop import expand_box
 from edge.detect import box_iou
@@ -542,7 +543,33 @@ class PlateTracker:
             context=track.best_frame,
             last_capture_mono=track.last.capture_mono,
             emitted_mono=self._clock(),
+            **self._cross_boundary(track, consensus.text),
         )
+
+    def _cross_boundary(self, track: Track, plate: str) -> dict:
+        """A cross-boundary plate's marked text, the one most of its readings of the
+        voted core gave (a frame that missed a mark gives a shorter one), and the plate
+        of the track mounted above it (its vehicle's), when that one has a plate."""
+        marked = Counter(r.marked_text for r in track.readings if r.text == plate and r.marked_text)
+        if not marked:
+            return {}
+        best = max(marked.items(), key=lambda item: (item[1], len(item[0])))[0]
+        above = [
+            (i, tuple(float(v) for v in other.box))
+            for i, other in enumerate(self._tracks)
+            if other is not track and self._plate_of(other) is not None
+        ]
+        found = crossboundary.stacked_above(tuple(float(v) for v in track.box), above)
+        vehicle = None if found is None else self._plate_of(self._tracks[found])
+        return {"marked_plate": best, "vehicle_plate": vehicle}
+
+    def _plate_of(self, track: Track) -> str | None:
+        """The plate a track gave or, before that, its vote so far."""
+        if track.emitted is not None:
+            return track.emitted
+        if track.consensus is None and track.readings:
+            track.consensus = vote(track.readings, self.plate_format)
+        return None if track.consensus is None else track.consensus.text
 
 
 class PassLinker:

@@ -90,6 +90,9 @@ class PlateText:
     char_confidences: tuple[float, ...]
     pattern: str
     candidates: tuple[TextCandidate, ...] = field(default_factory=tuple)
+    #: A cross-boundary plate's text with its Chinese characters where they were read
+    #: (``粤Z1234港``, see :mod:`edge.crossboundary`); empty for any other plate.
+    marked_text: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +173,15 @@ class PlateRead:
     linked_event_id: str | None = None
     #: The whole frame ``box`` is in, when context images are configured (else None).
     context: np.ndarray | None = None
+    #: A cross-boundary plate's text with its Chinese characters (``粤Z1234港``; then
+    #: ``plate`` is its core), and the plate of the same vehicle mounted above it when
+    #: that was read; empty and None for any other plate.
+    marked_plate: str = ""
+    vehicle_plate: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return "crossboundary" if self.marked_plate else "plate"
 
     @property
     def latency_ms(self) -> float:

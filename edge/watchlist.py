@@ -38,6 +38,7 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
+from edge import crossboundary
 from edge.messages import parse_utc
 from edge.plateformat import normalize
 
@@ -622,8 +623,13 @@ def _check_plate(raw: str) -> tuple[str, list[str]]:
     plate = normalize_plate(raw)
     if not raw:
         return plate, ["missing plate"]
-    if any(c not in ALPHABET and c not in "?* -" for c in raw.upper()):
-        return plate, [f"plate {raw!r} has characters other than letters, digits, ? and *"]
+    # A cross-boundary plate may be listed as issued, 粤Z1234港: it is matched by its
+    # core, which is what the recogniser reads as the plate.
+    if any(c not in ALPHABET and c not in "?* -" + crossboundary.MARKS for c in raw.upper()):
+        return plate, [
+            f"plate {raw!r} has characters other than letters, digits, ? and * "
+            f"(and {', '.join(crossboundary.MARKS)} of a cross-boundary plate)"
+        ]
     if not plate.replace("?", "").replace("*", ""):
         return plate, [f"plate {raw!r} has no letter or digit"]
     if len(plate.replace("*", "")) > MAX_PLATE_LENGTH:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import sys
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,7 @@ from edge.ids import new_event_id
 from edge.messages import hit_message, without_images
 from edge.outbox import Outbox
 from edge.types import PlateRead, Position, TextCandidate
-from edge.watchlist import Watchlist, WatchlistEntry
+from edge.watchlist import Watchlist, WatchlistEntry, parse_csv
 from edge.watchlist_live import LiveWatchlist
 
 T0 = datetime(2026, 11, 23, 8, 0, 0, 125000, tzinfo=UTC)
@@ -211,3 +212,23 @@ def test_blurred_context_keeps_the_plate_and_hides_everything_else():
     assert sign_before.text.replace(" ", "") == "WANTED77"
     assert after == {hit_text}
     assert not any(c.isalnum() for c in sign_after.text) or sign_after.confidence < 0.5
+
+
+def test_a_cross_boundary_plate_matches_an_entry_of_either_form_and_says_what_it_is():
+    read = dataclasses.replace(make_read("Z1234"), marked_plate="粤Z1234港", vehicle_plate="AB1234")
+    # Listed with its Chinese characters or as its core, the entry is the same plate.
+    for listed in ("粤Z1234港", "Z1234"):
+        (listed_entry,) = parse_csv(f"plate,list\n{listed},stolen-vehicle\n")
+        match = Watchlist([listed_entry]).match(read.plate, at=T0)
+        assert match is not None and match.kind == "exact"
+        message = hit_message(make_hit(read, match, "car-7"))
+        jsonschema.Draft202012Validator(HIT_SCHEMA).validate(message)
+        assert message["plate"] == "Z1234" and message["plate_kind"] == "crossboundary"
+        assert message["marked_plate"] == "粤Z1234港" and message["vehicle_plate"] == "AB1234"
+    # Any other plate's hit carries none of the three keys (the contract is unchanged).
+    ordinary = hit_message(make_hit(make_read("AB1234"), match, "car-7"))
+    assert not {"plate_kind", "marked_plate", "vehicle_plate"} & set(ordinary)
+    # A forged marked plate breaks the schema.
+    bad = dict(message, marked_plate="粤Z12345港")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(HIT_SCHEMA).validate(bad)

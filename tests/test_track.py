@@ -435,3 +435,25 @@ def test_tracks_needing_no_reading_are_followed_only_now_and_then():
     every = PlateTracker("front", "cam", dataclasses.replace(cfg, follow_interval_seconds=0), HK)
     step(every, 0, [[500, 300, 540, 310]], [None])
     assert len(every.search_regions(frame(1).timestamp, hw)) == 1
+
+
+def test_a_cross_boundary_read_carries_its_marks_and_its_vehicles_plate():
+    """The HK plate and, under it, the car's cross-boundary plate, tracked together:
+    the lower plate's read has the marked text most of its readings gave and the plate
+    of the track above it; the HK plate's read has neither."""
+    tracker = PlateTracker("front", "cam", TrackingConfig(decide_margin=0, min_reads=2))
+    hk_box, cb_box = (500, 300, 700, 345), (520, 350, 680, 395)
+    cb = reading("Z1234")
+    marked = [
+        dataclasses.replace(cb, marked_text="粤Z1234港"),
+        dataclasses.replace(cb, marked_text="Z1234港"),  # a frame that missed 粤
+        dataclasses.replace(cb, marked_text="粤Z1234港"),
+    ]
+    for n in range(3):
+        step(tracker, n, [hk_box, cb_box], [reading("AB1234"), marked[n]])
+    reads = tracker.collect(final=True)
+    by_plate = {r.plate: r for r in reads}
+    assert by_plate["Z1234"].kind == "crossboundary"
+    assert by_plate["Z1234"].marked_plate == "粤Z1234港"
+    assert by_plate["Z1234"].vehicle_plate == "AB1234"
+    assert by_plate["AB1234"].kind == "plate" and by_plate["AB1234"].vehicle_plate is None
