@@ -1,6 +1,7 @@
 """Sample input for `make demo`: generated Hong Kong-style plate scenes and a dashcam clip.
 
-Writes a few still scenes (front plates white, rear plates yellow), a short dashcam-like
+Writes a few still scenes (generated HK plates in real typefaces: one and two rows,
+front plates white, rear plates yellow), a short dashcam-like
 clip of passing cars, and their ground truth to a folder; the Makefile then runs the
 real pipeline over them (`recognize` on the stills, `replay` on the clip). Generated,
 so the demo needs no camera, broker or outside data.
@@ -18,21 +19,28 @@ import numpy as np
 
 from edge.outbox import Outbox
 from edge.state import OUTBOX_FILE
-from edge.synth import random_hk_plate, render_scene
+from edge.synth_hk import HkPlate, render_hk_scene
 from edge.synthclip import ClipSpec, ClipTruth, render_clip
 
+#: The demo's still scenes: one-row and two-row plates, white front and yellow rear,
+#: a personalised mark, the three typefaces of the generated HK plates.
+SAMPLE_CARS = (
+    (HkPlate("AB1234", style="front"),),
+    (HkPlate("KT88", rows=2, style="rear"), HkPlate("L0VEBB", style="rear")),
+    (HkPlate("PX5170", style="rear", typeface="sans"),),
+    (HkPlate("GR8", style="front", typeface="mono"), HkPlate("UV288", rows=2, style="rear")),
+)
 
-def write_samples(folder: Path, *, count: int = 4, seed: int = 2026) -> list[dict]:
+
+def write_samples(folder: Path, *, seed: int = 7) -> list[dict]:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     truth = []
-    for i in range(count):
-        texts = [random_hk_plate(rng) for _ in range(1 + i % 2)]
-        styles = ["front" if (i + j) % 2 == 0 else "rear" for j in range(len(texts))]
-        image, plates = render_scene(texts, rng=rng, styles=styles)
+    for i, cars in enumerate(SAMPLE_CARS):
+        image, plates = render_hk_scene(cars, rng=rng, wear=0.3)
         path = folder / f"sample-{i + 1}.jpg"
         cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 92])
-        truth.append({"image": str(path), "plates": [text for text, _ in plates]})
+        truth.append({"image": str(path), "plates": [p.text for p in plates]})
     (folder / "truth.json").write_text(json.dumps(truth, indent=2) + "\n")
     return truth
 
