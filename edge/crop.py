@@ -329,6 +329,28 @@ def widen(line: np.ndarray, min_aspect: float = MIN_LINE_ASPECT) -> np.ndarray:
     return cv2.resize(line, (math.ceil(min_aspect * h), h), interpolation=cv2.INTER_LINEAR)
 
 
+#: The plate's own background must make up this much of the box it is found in, and
+#: fill this much of that box, to be taken as the plate (else the crop is kept whole).
+PLATE_AREA_MIN = 0.35
+PLATE_FILL_MIN = 0.5
+
+
+def plate_region(crop: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The box (x1, y1, x2, y2) of a light plate's background inside ``crop``: the
+    largest light region (by Otsu), whose holes are the characters. None when no such
+    region dominates (a dark plate, or a crop the plate already fills)."""
+    grey = _grey(crop)
+    _, light = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(light, connectivity=4)
+    if n < 2:
+        return None
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, w, h, area = (int(v) for v in stats[best])
+    if w * h < PLATE_AREA_MIN * grey.size or area < PLATE_FILL_MIN * w * h:
+        return None
+    return x, y, x + w, y + h
+
+
 def two_row_line(crop: np.ndarray, inset: float = TWO_ROW_INSET) -> np.ndarray:
     """A squarish crop read as a two-row plate: cut at half height (HK's two-row
     plates have rows of equal height), without the sides, each row trimmed to its
@@ -336,6 +358,12 @@ def two_row_line(crop: np.ndarray, inset: float = TWO_ROW_INSET) -> np.ndarray:
 
     An ink-profile valley was tried for the cut and lost to half height on real
     two-row plates: the car body and frame in the margins flatten the profile."""
+    region = plate_region(crop)
+    if region is not None:
+        # The plate's own background: a chrome frame or the car around a loose box
+        # moves the rows off the box's half height and reads as 1 at a row's end.
+        x1, y1, x2, y2 = region
+        crop = crop[y1:y2, x1:x2]
     h, w = crop.shape[:2]
     dx = round(inset * w)
     inner = crop[:, dx : w - dx]

@@ -189,3 +189,28 @@ def test_a_plate_its_text_fills_is_not_trimmed(width):
 def test_no_text_no_span():
     assert C.text_span(np.full((40, 200, 3), 255, np.uint8)) is None
     assert C.text_span(_hk("", 200)) is None
+
+
+def _framed(img: np.ndarray, left: int = 40) -> np.ndarray:
+    """``img`` in a loose box: dark car body at the left, a chrome frame around it."""
+    framed = cv2.copyMakeBorder(img, 10, 10, 10, 10, cv2.BORDER_CONSTANT, value=(200, 200, 200))
+    return cv2.copyMakeBorder(framed, 6, 6, left, 6, cv2.BORDER_CONSTANT, value=(40, 40, 40))
+
+
+def test_plate_region_is_the_light_plate_inside_a_loose_box():
+    img = two_row_plate()
+    loose = _framed(img)
+    x1, y1, x2, y2 = C.plate_region(loose)
+    # The plate (and its light frame, same brightness) without the dark body.
+    assert x1 >= 40 and y1 >= 6 and x2 <= loose.shape[1] - 6 and y2 <= loose.shape[0] - 6
+    assert (x2 - x1) >= img.shape[1] and (y2 - y1) >= img.shape[0]
+    dark = cv2.bitwise_not(img)  # light characters on a dark plate: no light background
+    assert C.plate_region(_framed(dark, left=6)) is None
+
+
+def test_a_loose_two_row_box_is_read_from_the_plate_itself():
+    """The car body in a loose box's margin would stand at the rows' ends, where it
+    reads as 1 (KF7881 as KF17881 on a real photo)."""
+    line = C.two_row_line(_framed(two_row_plate(), left=60))
+    ends = np.concatenate([line[:, :4], line[:, -4:]], axis=1)
+    assert ends.min() > 100, "no dark body at either end of the line"

@@ -323,3 +323,17 @@ def test_a_long_strip_is_searched_in_tiles():
         # A photo no more than 1.5 tiles long is searched whole only.
         small = image[:, :1500]
         assert tiled.detect(small).xyxy.tolist() == whole.detect(small).xyxy.tolist()
+
+
+def test_a_box_near_a_regions_inner_side_is_taken_as_cut():
+    rng = np.random.default_rng(41)
+    image, truths = render_scene(
+        [random_hk_plate(rng)], size=(1920, 1080), rng=rng, plate_frac=(0.07, 0.09)
+    )
+    (_, (x1, y1, x2, y2)) = truths[0]
+    w = x2 - x1
+    # The region's right side passes 10 px beyond the plate, inside the image.
+    region = (int(x1 - w), int(y1 - w), int(x2 + 10), int(y2 + w))
+    with YoloPlateDetector(model_path("platedet-int8.onnx"), threads=2, input_size=640) as det:
+        assert len(det.detect_regions(image, [region], 640)) == 1
+        assert len(det.detect_regions(image, [region], 640, edge_px=20)) == 0
