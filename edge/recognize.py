@@ -97,7 +97,6 @@ class PlateRecognizer:
                     confidence=text.confidence,
                     char_confidences=text.char_confidences,
                     candidates=text.candidates,
-                    kind="crossboundary" if text.marked_text else "plate",
                     marked_text=text.marked_text,
                 )
             )

@@ -105,15 +105,17 @@ class RecognizedPlate:
     confidence: float
     char_confidences: tuple[float, ...]
     candidates: tuple[TextCandidate, ...]
-    #: "plate", or "crossboundary" for a cross-boundary vehicle's Guangdong plate,
-    #: whose ``text`` is its core (``Z1234``).
-    kind: str = "plate"
-    #: A cross-boundary plate's text with its Chinese characters where they were read
-    #: (``粤Z1234港``); empty otherwise.
+    #: A cross-boundary vehicle's Guangdong plate's text with its Chinese characters
+    #: where they were read (``粤Z1234港``; its ``text`` is then the core, ``Z1234``);
+    #: empty for any other plate.
     marked_text: str = ""
     #: Index, among the same image's plates, of the plate of the same vehicle: for a
     #: cross-boundary plate, the Hong Kong plate mounted above it.
     linked_to: int | None = None
+
+    @property
+    def kind(self) -> str:
+        return "crossboundary" if self.marked_text else "plate"
 
 
 @dataclass(frozen=True, slots=True)
