@@ -109,7 +109,7 @@ def two_row_plate() -> np.ndarray:
 def test_a_squarish_crop_is_also_read_as_two_rows_side_by_side():
     img = two_row_plate()
     one_row, two_rows = C.plate_lines(img, (0, 0, 260, 180), margin_x=0, margin_y=0)
-    assert one_row.shape == (180, 540, 3)  # widened to 3:1
+    assert one_row.shape == (180, 540 + 270, 3)  # widened to 3:1, then the blank tail
     h, w = two_rows.shape[:2]
     assert h == 90 and w > 3 * h, "rows of half the height, one beside the other"
     # Ink in both halves of the line: AB on the left, 1234 on the right.
@@ -126,10 +126,15 @@ def test_a_long_crop_is_read_as_one_row_only():
 @pytest.mark.parametrize(("hw", "expected"), [((48, 96), (48, 144)), ((20, 300), (20, 300))])
 def test_a_line_gets_three_heights_of_width_at_least(hw, expected):
     """Frames per character: a recogniser gives one output column per sixth of the
-    line's height and needs about three per character."""
+    line's height and needs about three per character. A widened line is followed by
+    half its width of the recognisers' padding grey."""
     line = np.zeros((*hw, 3), np.uint8)
-    assert C.widen(line).shape[:2] == expected
-    assert C.widen(line, min_aspect=4).shape[1] == max(hw[1], 4 * hw[0])
+    out = C.widen(line)
+    width = expected[1]
+    tail = 0 if width == hw[1] else width // 2
+    assert out.shape[:2] == (expected[0], width + tail)
+    assert (out[:, :width] == 0).all() and (out[:, width:] == C.PAD_GREY).all()
+    assert C.widen(line, min_aspect=4).shape[1] >= max(hw[1], 4 * hw[0])
 
 
 def test_two_row_line_drops_frame_lines_at_the_rows_ends():
