@@ -28,6 +28,13 @@ def has_core_shape(text: str) -> bool:
     return CORE.fullmatch(text) is not None
 
 
+def core_after_text(read: str) -> str | None:
+    """A core of the cross-boundary shape in ``read`` after other characters (a
+    Hong Kong plate and the cross-boundary plate under it, read as one line), or None."""
+    found = CORE.search(read, 1)
+    return None if found is None else found.group()
+
+
 def marked_text(core: str, read: str) -> str | None:
     """The plate's full text from ``read`` (the recogniser's reading with the Chinese
     characters allowed), or None when ``read`` shows no cross-boundary mark around

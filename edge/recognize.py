@@ -26,7 +26,7 @@ from edge.models import require
 from edge.ocr.base import BaseOCR
 from edge.plateformat import PlateFormat, apply_format, load_format
 from edge.textdetect import TextPlateDetector, merge_proposals
-from edge.types import Detections, PlateText, RecognizedPlate
+from edge.types import Detections, OcrResult, PlateText, RecognizedPlate
 
 log = logging.getLogger(__name__)
 
@@ -114,14 +114,41 @@ class PlateRecognizer:
             return []
         layouts = [plate_lines(image, box) for box in boxes]
         results = iter(self.ocr.read([line for lines in layouts for line in lines]))
+        raw = [[next(results) for _ in lines] for lines in layouts]
         texts: list[PlateText | None] = []
-        for lines in layouts:
+        for reads in raw:
             readings = [
-                apply_format(next(results), self.plate_format, min_confidence=self.min_confidence)
-                for _ in lines
+                apply_format(r, self.plate_format, min_confidence=self.min_confidence)
+                for r in reads
             ]
             texts.append(_surer(*readings) if len(readings) == 2 else readings[0])
+        for i in self._stacked_pairs(layouts, raw):
+            texts[i] = None
         return self._mark_cross_boundary(texts, [lines[0] for lines in layouts])
+
+    def _stacked_pairs(
+        self, layouts: list[tuple[np.ndarray, ...]], raw: list[list[OcrResult]]
+    ) -> list[int]:
+        """The boxes that hold a Hong Kong plate and the cross-boundary plate under it:
+        their two-row line reads as text, then a core of the cross-boundary shape with
+        its Chinese characters. The detector often boxes the pair as one, and any
+        reading of such a box is a wrong one (U8 over 粤Z1997港 read U8Z1997), so it
+        gives none; other views of the car, boxed apart, give the plates."""
+        suspects = [
+            i
+            for i, reads in enumerate(raw)
+            if len(reads) == 2 and crossboundary.core_after_text(reads[1].text) is not None
+        ]
+        if not suspects:
+            return []
+        marks = self.ocr.read_marks([layouts[i][1] for i in suspects], crossboundary.MARKS)
+        if marks is None:
+            return []
+        return [
+            i
+            for i, read in zip(suspects, marks, strict=True)
+            if crossboundary.marked_text(crossboundary.core_after_text(raw[i][1].text), read)
+        ]
 
     def _mark_cross_boundary(
         self, texts: list[PlateText | None], lines: list[np.ndarray]

@@ -111,3 +111,32 @@ def test_text_proposals_find_plates_the_plate_detector_does_not():
     assert set(by_text) == {"AB1234", "ZA123"}
     assert by_text["ZA123"].marked_text == "粤ZA123港"
     assert plates[by_text["ZA123"].linked_to].text == "AB1234"
+
+
+@pytest.mark.parametrize(("hk", "rows"), [("AB1234", 1), ("KT88", 2), ("U8", 1)])
+def test_one_box_over_a_plate_and_the_cross_boundary_plate_under_it_reads_nothing(
+    recognizer, hk, rows
+):
+    """Read as one, such a box is a two-row plate of the two (U8Z1997, 234Z1997): a
+    wrong read. The box gives none; the plates boxed apart read as themselves."""
+    import numpy as np
+
+    from edge.synth_hk import HkPlate, render_hk_scene
+
+    car = HkPlate(hk, rows=rows, style="rear", crossboundary="粤Z1997港")
+    rng = np.random.default_rng(5)
+    image, (plate, cross) = render_hk_scene(
+        [car], rng=rng, plate_frac=(0.25, 0.25), perspective=False
+    )
+    both = (
+        min(plate.box[0], cross.box[0]),
+        plate.box[1],
+        max(plate.box[2], cross.box[2]),
+        cross.box[3],
+    )
+    boxes = np.array([both, plate.box, cross.box], np.float32)
+    pair, alone, under = recognizer.read_boxes(image, boxes)
+    assert pair is None
+    assert alone is not None and alone.text == hk
+    assert under is not None and under.text == "Z1997" and under.marked_text == "粤Z1997港"
+    assert cb.core_after_text("U8Z1997") == "Z1997" and cb.core_after_text("Z1997") is None
