@@ -281,3 +281,16 @@ def test_only_a_look_alike_twin_stands_in_for_an_unsure_best_fit():
     fmt = make_format("t", [("serial", 1.0, ["@@@#@##"]), ("short", 0.1, ["@@@###"])])
     assert apply_format(read_text("ABC1834"), fmt).text == "ABC1B34"
     assert apply_format(read_text("ABC1834"), fmt, min_confidence=0.5) is None
+
+
+@pytest.mark.parametrize(
+    ("read_as", "issued"),
+    [("LOVEBB", "L0VEBB"), ("WHOAMI", "WH0AM1"), ("KINWOLLY", "K1NW0LLY"), ("AM1234", "AM1234")],
+)
+def test_hk_marks_come_out_as_issued_without_i_o_or_q(read_as, issued):
+    """HK marks never use I, O or Q: a personalised plate that looks like LOVE BB is
+    L0VEBB. The recogniser reads the glyphs as letters; the profile gives them back as
+    the digits they are, at no cost in confidence (one glyph on the plate)."""
+    got = apply_format(read_text(read_as), load_format("hk"), min_confidence=0.5)
+    assert got is not None and got.text == issued
+    assert got.confidence == pytest.approx(0.99)

@@ -238,6 +238,7 @@ def _flat_plate(text: str, ink: tuple[int, int, int], paper: tuple[int, int, int
         ((20, 20, 20), (242, 242, 242)),  # HK front: black on white
         ((20, 20, 20), (0, 200, 255)),  # HK rear: black on yellow
         ((235, 235, 235), (25, 25, 25)),  # cross-boundary: white on black
+        ((30, 30, 200), (242, 242, 242)),  # trade plate: red on white
     ],
 )
 def test_plates_of_either_polarity_are_read(ink, paper):
