@@ -294,3 +294,11 @@ def test_hk_marks_come_out_as_issued_without_i_o_or_q(read_as, issued):
     got = apply_format(read_text(read_as), load_format("hk"), min_confidence=0.5)
     assert got is not None and got.text == issued
     assert got.confidence == pytest.approx(0.99)
+
+
+def test_the_hk_profile_knows_the_cross_boundary_core():
+    hk = load_format("hk")
+    got = apply_format(read_text("ZA123"), hk)
+    assert got is not None and got.text == "ZA123" and got.pattern == "Z[A-HJ-NP-Z0-9]{4}"
+    # A Z and four digits is also a standard HK mark; the Chinese characters decide.
+    assert apply_format(read_text("Z1234"), hk).text == "Z1234"
