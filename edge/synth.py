@@ -143,8 +143,24 @@ def _draw_car(img: np.ndarray, corners: np.ndarray, rng: np.random.Generator) ->
     """
     x1, y1 = corners.min(axis=0)
     x2, y2 = corners.max(axis=0)
-    pw, ph = x2 - x1, y2 - y1
-    cx = (x1 + x2) / 2
+    colour = draw_car_body(img, (x1 + x2) / 2, y1, y2, x2 - x1, y2 - y1, rng)
+    cv2.fillConvexPoly(img, _scaled_quad(corners, 1.16, 1.55), _shade(colour, 0.55), cv2.LINE_AA)
+    cv2.fillConvexPoly(img, _scaled_quad(corners, 1.04, 1.16), (20, 20, 20), cv2.LINE_AA)
+
+
+def draw_car_body(
+    img: np.ndarray,
+    cx: float,
+    top: float,
+    bottom: float,
+    pw: float,
+    ph: float,
+    rng: np.random.Generator,
+) -> tuple[float, ...]:
+    """The back of a car whose plate mount spans ``top`` to ``bottom`` (px) around
+    ``cx``, sized in units of a plate ``pw`` x ``ph`` px: shadow, tyres, cabin, glass,
+    body, trunk, lights, badge and bumper. Returns the body's colour (BGR)."""
+    y1, y2 = top, bottom
     body_w = pw * rng.uniform(3.4, 4.2)
     left, right = int(cx - body_w / 2), int(cx + body_w / 2)
     roof = y1 - ph * rng.uniform(6.0, 7.5)
@@ -209,9 +225,7 @@ def _draw_car(img: np.ndarray, corners: np.ndarray, rng: np.random.Generator) ->
         (right - int(pw * 0.5), int(bottom)),
     )
     cv2.rectangle(img, *diffuser, (30, 30, 30), -1)
-
-    cv2.fillConvexPoly(img, _scaled_quad(corners, 1.16, 1.55), _shade(colour, 0.55), cv2.LINE_AA)
-    cv2.fillConvexPoly(img, _scaled_quad(corners, 1.04, 1.16), (20, 20, 20), cv2.LINE_AA)
+    return colour
 
 
 def _paste_warped(img: np.ndarray, plate: np.ndarray, corners: np.ndarray) -> None:
@@ -293,6 +307,14 @@ def render_scene(
         _paste_warped(img, plate, corners)
         truths.append((text, box))
 
+    return blur_and_grain(img, blur, noise, rng), truths
+
+
+def blur_and_grain(
+    img: np.ndarray, blur: float, noise: float, rng: np.random.Generator
+) -> np.ndarray:
+    """``img`` as a camera sees it: Gaussian blur of sigma ``blur`` px, then uniform
+    per-pixel grain of standard deviation ``noise`` grey levels (0 turns either off)."""
     if blur > 0:
         img = cv2.GaussianBlur(img, (0, 0), blur)
     if noise > 0:
@@ -301,4 +323,4 @@ def render_scene(
         grain = rng.integers(0, 256, img.shape, dtype=np.uint8)
         k = noise / UNIFORM_BYTE_STD
         img = cv2.addWeighted(img, 1.0, grain, k, -127.5 * k, dtype=cv2.CV_8U)
-    return img, truths
+    return img

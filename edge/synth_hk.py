@@ -19,7 +19,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from edge.synth import CAR_COLOURS, UNIFORM_BYTE_STD, _background, _paste_warped, _shade
+from edge.synth import _background, _paste_warped, blur_and_grain, draw_car_body
 
 Style = Literal["front", "rear", "crossboundary"]
 Kind = Literal["hk", "crossboundary"]
@@ -538,64 +538,6 @@ class PlateTruth:
     rows: int
 
 
-def _draw_car_hk(img: np.ndarray, cx: float, top: float, bottom: float, mm: float, rng) -> None:
-    """The back of a car around a plate mount from ``top`` to ``bottom`` (px), ``mm``
-    pixels per millimetre. Proportions follow a real car, not the plate, so two-row
-    and stacked plates sit on cars of the usual size."""
-    ref = 110 * mm  # a one-row plate's height, the unit of the car's proportions
-    body_w = 520 * mm * rng.uniform(3.4, 4.2)
-    left, right = int(cx - body_w / 2), int(cx + body_w / 2)
-    roof = top - ref * rng.uniform(6.0, 7.5)
-    shoulder = top - ref * rng.uniform(2.6, 3.2)
-    floor = bottom + ref * rng.uniform(1.4, 2.0)
-    base = np.array(CAR_COLOURS[int(rng.integers(len(CAR_COLOURS)))], np.float64)
-    colour = tuple(float(c) for c in np.clip(base * rng.uniform(0.85, 1.1), 0, 255))
-    line = max(1, round(ref * 0.07))
-    pw = 520 * mm
-
-    axes = (int(body_w * 0.55), int(ref * 0.9))
-    cv2.ellipse(img, (int(cx), int(floor + ref * 0.6)), axes, 0, 0, 360, (25, 25, 25), -1)
-    for side in (-1, 1):
-        tx = int(cx + side * body_w * 0.36)
-        a, b = (
-            (tx - int(pw * 0.35), int(floor - ref * 0.5)),
-            (tx + int(pw * 0.35), int(floor + ref * 0.9)),
-        )
-        cv2.rectangle(img, a, b, (18, 18, 18), -1)
-    cabin_w = body_w * 0.78
-    cabin = [(-0.5, shoulder), (-0.36, roof), (0.36, roof), (0.5, shoulder)]
-    cv2.fillConvexPoly(
-        img, np.array([[cx + f * cabin_w, y] for f, y in cabin], np.int32), _shade(colour, 0.95)
-    )
-    glass = [(-0.44, shoulder - ref * 0.3), (-0.33, roof + ref * 0.5)]
-    glass += [(0.33, roof + ref * 0.5), (0.44, shoulder - ref * 0.3)]
-    cv2.fillConvexPoly(
-        img, np.array([[cx + f * cabin_w, y] for f, y in glass], np.int32), (60, 50, 45)
-    )
-    bands = 6
-    for k in range(bands):
-        ya = int(shoulder + (floor - shoulder) * k / bands)
-        yb = int(shoulder + (floor - shoulder) * (k + 1) / bands) + 1
-        cv2.rectangle(img, (left, ya), (right, yb), _shade(colour, 1.08 - 0.06 * k), -1)
-    trunk_y = int(top - ref * 1.2)
-    cv2.line(img, (left + int(pw * 0.3), trunk_y), (right - int(pw * 0.3), trunk_y),
-             _shade(colour, 0.6), line, cv2.LINE_AA)  # fmt: skip
-    for side in (-1, 1):
-        lx = cx + side * body_w * 0.38
-        a = (int(lx - pw * 0.3), int(top - ref * 2.4))
-        b = (int(lx + pw * 0.3), int(top - ref * 1.4))
-        cv2.rectangle(img, a, b, (20, 20, 150), -1)
-        inner = (
-            (a[0] + int(pw * 0.06), a[1] + int(ref * 0.2)),
-            (b[0] - int(pw * 0.06), b[1] - int(ref * 0.2)),
-        )
-        cv2.rectangle(img, *inner, (60, 60, 230), -1)
-    bumper_y = int(bottom + ref * 0.6)
-    cv2.rectangle(img, (left - int(pw * 0.05), bumper_y), (right + int(pw * 0.05), int(floor)),
-                  _shade(colour, 0.8), -1)  # fmt: skip
-    cv2.line(img, (left, bumper_y), (right, bumper_y), _shade(colour, 1.25), line, cv2.LINE_AA)
-
-
 def render_hk_scene(
     plates: Sequence[HkPlate | str],
     *,
@@ -646,7 +588,9 @@ def render_hk_scene(
         top = rng.uniform(min(low, high), high) - stack_h / 2
         angle = np.deg2rad(rng.uniform(-4, 4)) if perspective else 0.0
         squeeze = rng.uniform(-0.08, 0.08) if perspective else 0.0
-        _draw_car_hk(img, cx, top, top + stack_h, mm, rng)
+        # Sized by a one-row plate (520 x 110 mm), not by the plates mounted, so two-row
+        # and stacked plates sit on cars of the usual size.
+        draw_car_body(img, cx, top, top + stack_h, ONE_ROW_MM[0] * mm, ONE_ROW_MM[1] * mm, rng)
         half_w = max(s[3][0] for s in stack) * mm / 2
         rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
         centre = np.array([cx, top + stack_h / 2])
@@ -697,12 +641,7 @@ def render_hk_scene(
 
     if night:
         img = _night_glare(img, rng)
-    if blur > 0:
-        img = cv2.GaussianBlur(img, (0, 0), blur)
-    if noise > 0:
-        grain = rng.integers(0, 256, img.shape, dtype=np.uint8)
-        k = noise / UNIFORM_BYTE_STD
-        img = cv2.addWeighted(img, 1.0, grain, k, -127.5 * k, dtype=cv2.CV_8U)
+    img = blur_and_grain(img, blur, noise, rng)
     if jpeg is not None:
         img = _jpeg(img, jpeg)
     return img, truths
