@@ -24,6 +24,17 @@ CORE = re.compile(r"Z[A-Z0-9]{4}")
 Box = tuple[float, float, float, float]
 
 
+#: A cross-boundary plate written as issued, as a watchlist may list it: 粤Z1234港,
+#: 粤Z·1234港 (the dot the plate shows), or without the province or the region.
+AS_ISSUED = re.compile(r"粤?Z[·.]?[A-Z0-9]{4}[港澳]?")
+
+
+def written_as_issued(text: str) -> bool:
+    """Whether ``text`` (upper case, spaces removed) is a cross-boundary plate with its
+    Chinese characters where they belong."""
+    return AS_ISSUED.fullmatch(text) is not None and any(c in MARKS for c in text)
+
+
 def has_core_shape(text: str) -> bool:
     return CORE.fullmatch(text) is not None
 

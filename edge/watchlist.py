@@ -624,11 +624,14 @@ def _check_plate(raw: str) -> tuple[str, list[str]]:
     if not raw:
         return plate, ["missing plate"]
     # A cross-boundary plate may be listed as issued, 粤Z1234港: it is matched by its
-    # core, which is what the recogniser reads as the plate.
-    if any(c not in ALPHABET and c not in "?* -" + crossboundary.MARKS for c in raw.upper()):
+    # core, which is what the recogniser reads as the plate. Its marks anywhere else
+    # are a typing error, not a plate.
+    if crossboundary.written_as_issued(raw.upper().replace(" ", "")):
+        return plate, []
+    if any(c not in ALPHABET and c not in "?* -" for c in raw.upper()):
         return plate, [
             f"plate {raw!r} has characters other than letters, digits, ? and * "
-            f"(and {', '.join(crossboundary.MARKS)} of a cross-boundary plate)"
+            f"(a cross-boundary plate may be written 粤Z1234港)"
         ]
     if not plate.replace("?", "").replace("*", ""):
         return plate, [f"plate {raw!r} has no letter or digit"]

@@ -364,3 +364,13 @@ def test_cli_check_uses_the_configured_list(tmp_path):
     assert result.returncode == 0, result.stderr
     late = lpr_edge("watchlist", "check", "AB1234", "--config", str(config), "--at", "2026-02-01")
     assert late.returncode == 1
+
+
+def test_a_cross_boundary_plate_is_listed_as_issued_and_matched_by_its_core():
+    entries = parse_csv("plate,list\n粤Z1234港,stolen\n粤Z·AB12澳,stolen\nZ 9876 港,stolen\n")
+    assert [e.plate for e in entries] == ["Z1234", "ZAB12", "Z9876"]
+    # The marks anywhere else are a typing error, reported with the line.
+    for bad in ("AB港1234", "粤AB1234", "港", "粤Z12345港"):
+        with pytest.raises(WatchlistError) as info:
+            parse_csv(f"plate,list\n{bad},stolen\n", "list.csv")
+        assert "line 2" in str(info.value) and "粤Z1234港" in str(info.value)
