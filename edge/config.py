@@ -206,6 +206,8 @@ class MqttConfig:
 
 @dataclass(frozen=True, slots=True)
 class PrivacyConfig:
+    #: Only false is accepted (see _cross_checks): non-hit reads never leave the car.
+    #: The key stays so that configs which spell out the default still load.
     publish_reads: bool = False
     keep_reads_seconds: int = field(default=0, metadata=_range(0, None))
     context_image: Literal["none", "blurred"] = "none"
@@ -474,6 +476,15 @@ def _cross_checks(config: Config, label: str) -> list[str]:
         problems.append(
             f"{label}: 'recognition.detector_input' expected a multiple of 32, "
             f"got {config.recognition.detector_input}"
+        )
+    if config.privacy.publish_reads:
+        # Under Hong Kong's Personal Data (Privacy) Ordinance this product keeps non-hit
+        # reads in the car and purges them; the broker's ACL refuses a vehicle's /read
+        # topic and HQ does not subscribe to it, so such reads could never be delivered.
+        problems.append(
+            f"{label}: 'privacy.publish_reads' = true is not supported: non-hit reads stay "
+            "in the car and are purged (Personal Data (Privacy) Ordinance; see PRIVACY.md), "
+            "and neither the broker nor HQ accepts them; set it to false or remove it"
         )
     tls = config.mqtt.tls
     if bool(tls.cert_file) != bool(tls.key_file):
