@@ -285,17 +285,7 @@ def load_config(path: Path | str | None = None, *, environ: dict[str, str] | Non
     if path is not None:
         path = Path(path)
         label = str(path)
-        try:
-            with path.open("rb") as fh:
-                raw = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError([f"{label}: file not found"]) from None
-        except IsADirectoryError:
-            raise ConfigError([f"{label}: is a directory, expected a TOML file"]) from None
-        except PermissionError:
-            raise ConfigError([f"{label}: permission denied"]) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([f"{label}: not valid TOML: {exc}"]) from None
+        raw = _parse_toml(path, label)
     problems: list[str] = []
     config = _build(Config, raw, label, "", problems)
     if not problems:
@@ -305,6 +295,40 @@ def load_config(path: Path | str | None = None, *, environ: dict[str, str] | Non
     if problems:
         raise ConfigError(problems)
     return dataclasses.replace(config, source_path=Path(path).resolve() if path else None)
+
+
+def _parse_toml(path: Path, label: str) -> dict[str, Any]:
+    """The file's TOML tables; every way a file can be unreadable is a ConfigError."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"{label}: file not found"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{label}: is a directory, expected a TOML file"]) from None
+    except PermissionError:
+        raise ConfigError([f"{label}: permission denied"]) from None
+    try:
+        # Decoded here rather than by tomllib, which would raise a bare
+        # UnicodeDecodeError: TOML files are UTF-8, and the technician needs the place.
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            [
+                f"{label}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                f"{exc.start}, line {line}); save the file as UTF-8"
+            ]
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{label}: not valid TOML: {exc}"]) from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively: a few thousand
+        # levels exhaust Python's stack. No real config nests more than two or three.
+        raise ConfigError(
+            [f"{label}: not valid TOML: arrays or tables nested too deep to be a configuration"]
+        ) from None
 
 
 def _build(cls: type, raw: Any, label: str, where: str, problems: list[str]) -> Any:
