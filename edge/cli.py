@@ -13,7 +13,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from edge import __version__
-from edge.config import Config, ConfigError, dumps_toml, load_config, to_dict
+from edge.config import (
+    Config,
+    ConfigError,
+    dumps_toml,
+    load_config,
+    state_dir_problem,
+    to_dict,
+)
 from edge.logs import setup_logging
 from edge.models import ModelError, ModelState, check, fetch, load_manifest
 from edge.mqtt import add_broker_arguments
@@ -66,9 +73,31 @@ def _models_dir(args: argparse.Namespace) -> Path:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     config = load_config(args.file)
+    problems = environment_problems(config, args.file)
+    if problems:
+        raise ConfigError(problems)
     print(f"# {args.file}: OK", file=sys.stderr)
     print(dumps_toml(to_dict(config, mask_secrets=True)), end="")
     return EXIT_OK
+
+
+def environment_problems(config: Config, label: str) -> list[str]:
+    """What in this machine keeps a valid config from running: checked by `config
+    check` only, since load_config is used where these files do not exist (tests, HQ
+    tools), and the commands that need them say so when they open them."""
+    problems = []
+    state_dir = state_dir_problem(config.state_dir)
+    if state_dir:
+        problems.append(f"{label}: 'storage.state_dir' {state_dir}")
+    # Imported here: cryptography is not needed to parse arguments.
+    from edge.watchlist_push import load_public_keys
+
+    base = config.source_path.parent if config.source_path else Path.cwd()
+    try:
+        load_public_keys(config.watchlist.public_keys, base)
+    except ConfigError as exc:
+        problems.extend(f"{label}: {problem}" for problem in exc.problems)
+    return problems
 
 
 def cmd_models_fetch(args: argparse.Namespace) -> int:
@@ -431,7 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         help="validate FILE and print the effective configuration",
         description="Validate FILE and print the effective configuration "
-        "(environment overrides applied, secrets masked).",
+        "(environment overrides applied, secrets masked). Also checks this machine: "
+        "that the state directory can be created and written and that the watchlist "
+        "public key files can be read. Exit code 2 names each problem.",
     )
     cp.add_argument("file", metavar="FILE")
     cp.set_defaults(handler=cmd_config_check)

@@ -12,6 +12,8 @@ table section.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import difflib
 import os
@@ -61,8 +63,9 @@ class VehicleConfig:
 @dataclass(frozen=True, slots=True)
 class CameraConfig:
     name: str = ""
-    #: V4L2 device (/dev/video0 or an index), network stream URL or video file.
-    source: str = ""
+    #: V4L2 device (/dev/video0 or an index), network stream URL or video file. A URL
+    #: may carry the camera's password (rtsp://user:password@host/...): masked on output.
+    source: str = field(default="", metadata={"password_in_url": True})
     enabled: bool = True
     #: For file sources run live: restart at the end.
     loop: bool = False
@@ -88,8 +91,10 @@ class CameraConfig:
 
 @dataclass(frozen=True, slots=True)
 class RecognitionConfig:
-    #: A detector model from models/manifest.toml.
-    detector: str = "platedet-int8"
+    #: A plate detector model from models/manifest.toml. A fixed list, not any string:
+    #: the name is looked up in the manifest to find a file, so only these are models
+    #: a detector can run (a test checks they are in the manifest).
+    detector: Literal["platedet-int8", "platedet-dynamic", "platedet"] = "platedet-int8"
     #: Longest side of the detector input in pixels (multiple of 32); frames are
     #: letterboxed to the smallest stride-aligned rectangle (384x640 for 16:9 at 640).
     #: The fixed-size "platedet" model takes 640 only.
@@ -170,7 +175,8 @@ class TrackingConfig:
 class WatchlistConfig:
     path: str = ""
     max_distance: int = field(default=1, metadata=_range(0, 3))
-    #: Ed25519 public keys (base64 or PEM file paths) trusted to sign pushed lists.
+    #: Ed25519 public keys trusted to sign pushed lists: each the base64 of the raw
+    #: 32-byte key, or the path of a PEM or .pub key file (relative to the config's folder).
     public_keys: tuple[str, ...] = ()
     #: Seconds between checks of the CSV file for a change (it is then reloaded).
     reload_check_seconds: float = field(default=2.0, metadata=_range(0.1, 3600))
@@ -513,7 +519,60 @@ def _cross_checks(config: Config, label: str) -> list[str]:
     tls = config.mqtt.tls
     if bool(tls.cert_file) != bool(tls.key_file):
         problems.append(f"{label}: 'mqtt.tls.cert_file' and 'mqtt.tls.key_file' go together")
+    for i, key in enumerate(config.watchlist.public_keys):
+        problem = _public_key_problem(key.strip())
+        if problem:
+            problems.append(f"{label}: 'watchlist.public_keys[{i}]' {problem}")
     return problems
+
+
+#: Bytes of a raw Ed25519 public key, the form a vehicle's public_keys holds in base64.
+ED25519_PUBLIC_KEY_BYTES = 32
+
+
+def _public_key_problem(key: str) -> str | None:
+    """What is wrong with a public_keys entry that can be told without reading files.
+
+    A value that decodes as base64 is meant as a key, and must be one; anything else
+    is a key file's path, read (and checked) by edge.watchlist_push where it is used
+    and by `config check`."""
+    if not key:
+        return "is empty: expected the base64 of a 32-byte Ed25519 public key or a key file"
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) == ED25519_PUBLIC_KEY_BYTES:
+        return None
+    return (
+        "expected the base64 of a 32-byte Ed25519 public key (44 characters) or a key "
+        f"file's path, got {key!r} (the base64 of {len(raw)} bytes)"
+    )
+
+
+def state_dir_problem(state_dir: Path) -> str | None:
+    """Why this process could not create or write ``state_dir``, or None if it could.
+
+    Only looks (nothing is created): for `config check`, which must not leave folders
+    behind, and which may run as another user than the service (under systemd,
+    StateDirectory= creates the folder for the service's user)."""
+    path = state_dir.absolute()
+    # os.path rather than Path: its exists() is False, not an exception, for a path
+    # under a file or an unreadable folder; the walk up then finds why.
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            return f"{path} is not a directory"
+        if not os.access(path, os.W_OK | os.X_OK):
+            return f"{path} is not writable: no write permission in it for this user"
+        return None
+    ancestor = path.parent
+    while not os.path.exists(ancestor):
+        ancestor = ancestor.parent
+    if not os.path.isdir(ancestor):
+        return f"{path} cannot be created: {ancestor} is not a directory"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"{path} cannot be created: no write permission in {ancestor} for this user"
+    return None
 
 
 # --- presentation ------------------------------------------------------------------
@@ -531,6 +590,12 @@ def to_dict(config: Config, *, mask_secrets: bool = True) -> dict[str, Any]:
                 value = getattr(obj, fld.name)
                 if mask_secrets and fld.name in SECRET_KEYS and value:
                     value = "********"
+                elif mask_secrets and fld.metadata.get("password_in_url"):
+                    # The logs' masking, so output and logs agree. Imported here:
+                    # edge.capture imports this module (and OpenCV).
+                    from edge.capture import redact
+
+                    value = redact(value)
                 out[fld.name] = convert(value)
             return out
         if isinstance(obj, tuple):
