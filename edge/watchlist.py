@@ -48,6 +48,9 @@ LOOKALIKE_COST = 0.5
 COLUMNS = ("plate", "list", "priority", "reason", "valid_from", "valid_until", "covert", "entry_id")
 DEFAULT_PRIORITY = 5
 MAX_PLATE_LENGTH = 16
+#: The longest field a CSV list may hold (characters). Reasons are a line or two; a
+#: longer field is a quote left open or a file that is not a watchlist.
+MAX_FIELD_LENGTH = 1000
 
 _GROUP_OF = {c: i for i, group in enumerate(LOOKALIKE_GROUPS) for c in group}
 _LOOKALIKES = {c: tuple(o for o in group if o != c) for group in LOOKALIKE_GROUPS for c in group}
@@ -414,6 +417,10 @@ def parse_csv(text: str, source: str = "<watchlist>") -> list[WatchlistEntry]:
     ``valid_until`` (ISO date or datetime, naive is UTC, a date-only
     ``valid_until`` lasts through that day), ``covert`` (true/false/1/0/yes/no),
     ``entry_id`` (default: the line number).
+
+    One entry per line: a field may be quoted to hold a comma (a quote in it doubled,
+    ``"known as ""Keung"" locally"``) but never a line break, and no field is longer than
+    :data:`MAX_FIELD_LENGTH` characters.
     """
     return parse_lines(io.StringIO(text.removeprefix("\ufeff"), newline=""), source)
 
@@ -421,18 +428,17 @@ def parse_csv(text: str, source: str = "<watchlist>") -> list[WatchlistEntry]:
 @_without_gc
 def parse_lines(lines: Iterable[str], source: str = "<watchlist>") -> list[WatchlistEntry]:
     """:func:`parse_csv` over lines (an open file), so a large file is never held whole."""
-    reader = csv.reader(lines)
+    problems: list[str] = []
+    rows = _one_line_rows(lines, source, problems)
     header: list[str] | None = None
     header_line = 0
-    problems: list[str] = []
-    try:
-        for row in reader:
-            header_line = reader.line_num
-            if any(cell.strip() for cell in row):
-                header = [cell.strip().lower() for cell in row]
-                break
-    except csv.Error as exc:
-        raise WatchlistError([f"{source}: line {reader.line_num}: {exc}"]) from None
+    for line, row, _ in rows:
+        if any(cell.strip() for cell in row):
+            header = [cell.strip().lower() for cell in row]
+            header_line = line
+            break
+    if problems:  # broken quoting up to the header: what the columns are is unknown
+        raise WatchlistError(problems)
     if header is None:
         raise WatchlistError([f"{source}: empty file: expected a header line with 'plate'"])
     unknown = [h for h in header if h not in COLUMNS]
@@ -466,17 +472,12 @@ def parse_lines(lines: Iterable[str], source: str = "<watchlist>") -> list[Watch
     pad = [""]
     entries: list[WatchlistEntry] = []
     check = entry_checker()
-    line = reader.line_num
-    while True:
-        start = line + 1
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            problems.append(f"{source}: line {start}: {exc}")
-            break
-        line = reader.line_num
+    for start, row, long_line in rows:
+        if long_line:
+            too_long = _too_long_fields(header, row)
+            if too_long:
+                problems.append(f"{source}: line {start}: {'; '.join(too_long)}")
+                continue
         if len(row) == width:
             row += pad
         elif len(row) < width:
@@ -507,6 +508,79 @@ def parse_lines(lines: Iterable[str], source: str = "<watchlist>") -> list[Watch
     if problems:
         raise WatchlistError(problems)
     return entries
+
+
+class _RecordRunsOn(Exception):
+    """The csv reader asked for a second line to finish one record."""
+
+
+def _one_line_rows(
+    lines: Iterable[str], source: str, problems: list[str]
+) -> Iterator[tuple[int, list[str], bool]]:
+    """``(line number, fields, long)`` for each line of CSV text, where ``long`` says
+    the line is longer than :data:`MAX_FIELD_LENGTH`, so it may hold a field that is.
+
+    A watchlist holds one entry per line. A quoted field may hold commas and doubled
+    quotes, but a quote left open must not let the csv module read on into the next
+    lines: one stray ``"`` would swallow every later entry into one reason and load a
+    short list without a word. So the reader is handed one line per record; a record
+    that asks for more (an unclosed quote, even on the last line) or is otherwise
+    badly quoted is added to ``problems`` naming the line its quoted field starts on,
+    and reading goes on from the next line so that every other problem is named too.
+    """
+    remaining = iter(lines)
+    given = 0  # lines handed to the csv reader so far
+    record_start = 0  # ``given`` when the reader began its current record
+    length = 0  # of the line given last
+
+    # A generator over closure cells, not a class: it runs once per line of
+    # million-entry lists.
+    def one_record_at_a_time() -> Iterator[str]:
+        nonlocal given, length
+        while given == record_start:  # the reader wants the first line of a record
+            text = next(remaining, None)
+            if text is None:
+                return
+            given += 1
+            length = len(text)
+            yield text
+        raise _RecordRunsOn
+
+    while True:
+        # strict: text after a closing quote ("a"b) is an error, not silently joined.
+        reader = csv.reader(one_record_at_a_time(), strict=True)
+        try:
+            for row in reader:
+                record_start = given
+                yield given, row, length > MAX_FIELD_LENGTH
+            return
+        except _RecordRunsOn:
+            problems.append(
+                f"{source}: line {given}: a quoted field is not closed on its line "
+                f'(a stray " ?); a watchlist has one entry per line, a field in quotes '
+                f"may hold commas but no line break"
+            )
+        except csv.Error as exc:
+            if length > csv.field_size_limit():  # the csv module's own, far larger, limit
+                why = f"a field is more than the {MAX_FIELD_LENGTH} characters allowed"
+            else:
+                why = (
+                    f"badly quoted field ({exc}); a field in quotes must end with a quote "
+                    f"followed by a comma or the end of the line"
+                )
+            problems.append(f"{source}: line {given}: {why}")
+        # The broken line is done with: a fresh reader starts on the next one.
+        record_start = given
+
+
+def _too_long_fields(header: list[str], row: list[str]) -> list[str]:
+    """A problem for each named field of ``row`` longer than :data:`MAX_FIELD_LENGTH`."""
+    return [
+        f"{name} is {len(cell)} characters long, "
+        f"more than the {MAX_FIELD_LENGTH} allowed in a field"
+        for name, cell in zip(header, row, strict=False)
+        if len(cell) > MAX_FIELD_LENGTH
+    ]
 
 
 class EntryCheck(Protocol):

@@ -10,6 +10,7 @@ import pytest
 from edge.bench.watchlist import random_plate
 from edge.watchlist import (
     ALPHABET,
+    MAX_FIELD_LENGTH,
     Watchlist,
     WatchlistEntry,
     WatchlistError,
@@ -328,6 +329,83 @@ def test_index_agrees_with_brute_force_on_50000_entries():
         assert [m.sort_key() for m in found] == sorted(m.sort_key() for m in found)
         matched += bool(found)
     assert matched > 100  # the queries exercise hits, not only misses
+
+
+# --- quoting: one entry per line ------------------------------------------------------
+
+
+def test_a_stray_quote_is_an_error_naming_its_line_and_every_later_line_is_still_read():
+    # Quoted, "reason" ran on to the end of the file and 4 entries loaded as 1.
+    text = (
+        "plate,priority,reason\n"
+        "AB1,1,stolen\n"
+        'CD2,1,"wanted for robbery\n'  # line 3: the quote is never closed
+        "EF3,1,stolen\n"
+        "GH4,12,stolen\n"  # line 5: still checked
+        'JK5,1,"disqualified driver\n'  # line 6: the last line, unclosed too
+    )
+    with pytest.raises(WatchlistError) as info:
+        parse_csv(text, "list.csv")
+    problems = info.value.problems
+    assert len(problems) == 3, problems
+    assert problems[0].startswith("list.csv: line 3: a quoted field is not closed on its line")
+    assert "priority '12'" in problems[1] and problems[1].startswith("list.csv: line 5: ")
+    assert problems[2].startswith("list.csv: line 6: a quoted field is not closed on its line")
+
+
+def test_a_quote_closed_on_a_later_line_is_refused_too():
+    # Well-formed CSV, but a watchlist holds one entry per line: an entry that spans
+    # lines is a mistake, not a reason with a line break.
+    text = 'plate,reason\nAB1,"stolen\nresprayed"\nCD2,wanted\n'
+    with pytest.raises(WatchlistError) as info:
+        parse_csv(text, "list.csv")
+    assert len(info.value.problems) == 2, info.value.problems  # and its tail on line 3
+    assert info.value.problems[0].startswith("list.csv: line 2: a quoted field is not closed")
+
+
+def test_a_quoted_reason_with_a_comma_or_a_doubled_quote_loads():
+    entries = parse_csv(
+        'plate,reason,list\nAB1,"stolen, then resprayed",stolen-vehicle\n'
+        'CD2,"known as ""the driver""",wanted-person\n'
+    )
+    assert [(e.plate, e.reason, e.list, e.line) for e in entries] == [
+        ("AB1", "stolen, then resprayed", "stolen-vehicle", 2),
+        ("CD2", 'known as "the driver"', "wanted-person", 3),
+    ]
+
+
+def test_text_after_a_closing_quote_is_an_error_naming_the_line():
+    with pytest.raises(WatchlistError) as info:
+        parse_csv('plate,reason\nAB1,"stolen" twice\n', "list.csv")
+    (problem,) = info.value.problems
+    assert problem.startswith("list.csv: line 2: ") and "quote" in problem
+
+
+def test_a_field_longer_than_the_limit_is_an_error_naming_line_and_column():
+    ok = "x" * MAX_FIELD_LENGTH
+    assert parse_csv(f"plate,reason\nAB1,{ok}\n")[0].reason == ok
+    with pytest.raises(WatchlistError) as info:
+        parse_csv(f"plate,reason\nAB1,{ok}\nCD2,{ok}y\n", "list.csv")
+    assert info.value.problems == [
+        f"list.csv: line 3: reason is {MAX_FIELD_LENGTH + 1} characters long, "
+        f"more than the {MAX_FIELD_LENGTH} allowed in a field"
+    ]
+    # Past the csv module's own limit (131072) too, the same rule in other words.
+    with pytest.raises(WatchlistError) as info:
+        parse_csv(f"plate,reason\nAB1,{'x' * 200_000}\n", "list.csv")
+    assert info.value.problems == [
+        f"list.csv: line 2: a field is more than the {MAX_FIELD_LENGTH} characters allowed"
+    ]
+
+
+def test_cli_check_refuses_a_file_with_a_stray_quote(tmp_path):
+    path = tmp_path / "list.csv"
+    path.write_text(
+        'plate,reason\nAB1,stolen\nCD2,"wanted\nEF3,stolen\nGH4,stolen\n', encoding="utf-8"
+    )
+    result = lpr_edge("watchlist", "check", "GH4", "--watchlist", str(path))
+    assert result.returncode == 2, result.stdout
+    assert f"{path}: line 3: a quoted field is not closed on its line" in result.stderr
 
 
 # --- command line --------------------------------------------------------------------
