@@ -66,6 +66,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge.config import ConfigError
+from edge.files import write_private
 from edge.messages import iso_utc, parse_utc
 from edge.watchlist import (
     COLUMNS,
@@ -688,7 +689,8 @@ def cmd_watchlist_sign(args: argparse.Namespace) -> int:
         where = "stdout"
     else:
         try:
-            Path(out).write_bytes(payload)
+            # 0600 whatever the shell's umask: a list can hold covert entries.
+            write_private(out, payload)
         except OSError as exc:
             raise UsageError(f"cannot write {out}: {exc.strerror}") from None
         where = str(out)

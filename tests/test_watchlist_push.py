@@ -543,6 +543,27 @@ def test_cli_sign_and_verify(tmp_path, capsys):
     assert cmd_watchlist_verify(trusted) == 0
 
 
+def test_cli_sign_writes_the_document_0600_whatever_the_umask(tmp_path):
+    # The document can hold covert entries; a shell's umask 022 made it 0644.
+    keygen(tmp_path)
+    (tmp_path / "list.csv").write_text(CSV)
+    out = tmp_path / "list.json"
+    out.write_text("an older document")
+    out.chmod(0o644)
+    old_umask = os.umask(0o022)
+    try:
+        assert cmd_watchlist_sign(sign_args(tmp_path, out=str(out))) == 0
+        fresh = tmp_path / "fresh.json"
+        assert cmd_watchlist_sign(sign_args(tmp_path, out=str(fresh))) == 0
+    finally:
+        os.umask(old_umask)
+    for path in (out, fresh):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert json.loads(path.read_bytes())["version"] == 42
+    with pytest.raises(UsageError, match="cannot write"):
+        cmd_watchlist_sign(sign_args(tmp_path, out=str(tmp_path / "no" / "list.json")))
+
+
 def test_cli_sign_to_stdout_with_default_version(tmp_path, capsysbinary, monkeypatch):
     keygen(tmp_path)
     (tmp_path / "list.csv").write_text(CSV)
