@@ -222,7 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "recognize",
         "find and read plates in still images",
-        "Find and read plates in still images (files or folders of images).",
+        "Find and read plates in still images (files or folders of images). An image "
+        "that cannot be read (not PNG, JPEG, BMP, WebP or TIFF, corrupt, or over 50 "
+        "megapixels) is skipped with a line on stderr naming it and why, and the rest "
+        "are read. Exit code: 0 all read; 1 some skipped, none found or a model missing; "
+        "2 bad usage or configuration.",
     )
     config_arg(p)
     p.add_argument("paths", nargs="+", metavar="PATH", help="image file or folder of images")

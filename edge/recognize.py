@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import struct
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -34,6 +35,14 @@ OCR_ENGINES = ("ppocr", "easyocr")
 #: A text box overlapping a plate box by more than this is the same plate.
 PROPOSAL_IOU = 0.3
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+#: Largest still image decoded, in pixels. 50 megapixels holds any camera's photo (a
+#: 48 MP phone photo is 8000x6000) and decodes to 150 MB as BGR. The size is read from
+#: the file's header before decoding, so a small file declaring a huge picture costs
+#: nothing (OpenCV's own limit, 2**30 pixels, would let it allocate 3 GB first).
+MAX_IMAGE_PIXELS = 50_000_000
+#: JPEG markers that start a frame header (SOF0-SOF15 but DHT, JPG and DAC), which
+#: holds the picture's size.
+_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,16 +287,117 @@ def iter_images(paths: Sequence[str]) -> Iterator[Path]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Decode an image file to BGR; ValueError with a reason a user understands."""
+    """Decode an image file to BGR; ValueError with a reason a user understands.
+
+    Only PNG, JPEG, BMP, WebP and TIFF files are decoded, and only when their header
+    declares at most MAX_IMAGE_PIXELS: the size is known before any pixel is."""
     if not path.exists():
         raise ValueError("file not found")
     if not path.is_file():
         raise ValueError("not a regular file")
-    data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    data = path.read_bytes()
+    size = image_dimensions(data)
+    if size is None:
+        raise ValueError(
+            "not a readable image (not PNG, JPEG, BMP, WebP or TIFF, or its header is "
+            "corrupt or truncated)"
+        )
+    width, height = size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ValueError(
+            f"{width}x{height} pixels ({width * height / 1e6:.1f} megapixels): over the "
+            f"limit of {MAX_IMAGE_PIXELS // 10**6} megapixels for a still image"
+        )
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        # OpenCV raises rather than returning None for some damage (a header it
+        # rejects); its message's last line says what.
+        raise ValueError(f"not a readable image ({str(exc).strip().splitlines()[-1]})") from None
     if image is None:
         raise ValueError("not a readable image (corrupt, truncated or not an image format)")
     return image
+
+
+def image_dimensions(data: bytes) -> tuple[int, int] | None:
+    """(width, height) declared by a PNG, JPEG, BMP, WebP or TIFF file's header, read
+    without decoding; None for another format or a header cut short."""
+    try:
+        if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR":
+            width, height = struct.unpack(">II", data[16:24])
+            return width, height
+        if data.startswith(b"\xff\xd8"):
+            return _jpeg_dimensions(data)
+        if data.startswith(b"BM"):
+            (header_size,) = struct.unpack("<I", data[14:18])
+            if header_size == 12:  # OS/2 bitmap header: unsigned 16-bit sizes
+                width, height = struct.unpack("<HH", data[18:22])
+                return width, height
+            width, height = struct.unpack("<ii", data[18:26])
+            return abs(width), abs(height)  # a negative height is a top-down bitmap
+        if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+            return _webp_dimensions(data)
+        if data[:4] in (b"II*\0", b"MM\0*"):
+            return _tiff_dimensions(data)
+    except struct.error:
+        return None
+    return None
+
+
+def _jpeg_dimensions(data: bytes) -> tuple[int, int] | None:
+    """The frame header's size, found by walking the segments (an EXIF thumbnail's
+    own frame header lies inside an APP1 segment, which is skipped whole)."""
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            at += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            at += 2
+            continue
+        if marker in _JPEG_FRAME_MARKERS:
+            height, width = struct.unpack(">HH", data[at + 5 : at + 9])
+            return width, height
+        (length,) = struct.unpack(">H", data[at + 2 : at + 4])
+        at += 2 + length
+    return None
+
+
+def _webp_dimensions(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8X":  # extended: 24-bit sizes minus one
+        width = int.from_bytes(data[24:27], "little") + 1
+        height = int.from_bytes(data[27:30], "little") + 1
+        return width, height
+    if chunk == b"VP8L":  # lossless: 14-bit sizes minus one, after a signature byte
+        (bits,) = struct.unpack("<I", data[21:25])
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 ":  # lossy: 14-bit sizes after the frame tag and start code
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    return None
+
+
+def _tiff_dimensions(data: bytes) -> tuple[int, int] | None:
+    """ImageWidth (256) and ImageLength (257) of the first image directory."""
+    order = "<" if data.startswith(b"II") else ">"
+    (directory,) = struct.unpack(order + "I", data[4:8])
+    (entries,) = struct.unpack(order + "H", data[directory : directory + 2])
+    size: dict[int, int] = {}
+    for i in range(entries):
+        at = directory + 2 + 12 * i
+        tag, kind = struct.unpack(order + "HH", data[at : at + 4])
+        if tag in (256, 257):
+            short = kind == 3  # SHORT; otherwise LONG
+            value_format = order + ("H" if short else "I")
+            value_end = at + (10 if short else 12)
+            (size[tag],) = struct.unpack(value_format, data[at + 8 : value_end])
+    if 256 in size and 257 in size:
+        return size[256], size[257]
+    return None
 
 
 def plate_json(plate: RecognizedPlate) -> dict:
@@ -326,14 +436,14 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     if not images:
         print("lpr-edge recognize: no images found in the given paths", file=sys.stderr)
         return 1
-    failed = 0
+    skipped = 0
     with open_recognizer(config, ocr=args.ocr, plate_format=args.format) as recognizer:
         for path in images:
             try:
                 image = read_image(path)
             except ValueError as exc:
-                failed += 1
-                log.error("%s: %s", path, exc)
+                skipped += 1
+                print(f"lpr-edge recognize: {path}: skipped: {exc}", file=sys.stderr, flush=True)
                 if args.json:
                     print(json.dumps({"image": str(path), "error": str(exc)}), flush=True)
                 continue
@@ -357,7 +467,7 @@ def cmd_recognize(args: argparse.Namespace) -> int:
                 found = ", ".join(_plate_line(p, result.plates) for p in result.plates)
                 found = found or "no plate read"
                 print(f"{path}: {found}  [{result.total_ms:.0f} ms]", flush=True)
-    if failed:
-        print(f"lpr-edge recognize: {failed} of {len(images)} file(s) failed", file=sys.stderr)
+    if skipped:
+        print(f"lpr-edge recognize: {skipped} of {len(images)} image(s) skipped", file=sys.stderr)
         return 1
     return 0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import cv2
@@ -14,7 +16,14 @@ import pytest
 from edge.bench.accuracy import load_labels, run_benchmark
 from edge.config import PROJECT_ROOT, load_config
 from edge.detect import box_iou
-from edge.recognize import PlateRecognizer, _surer, open_recognizer
+from edge.recognize import (
+    MAX_IMAGE_PIXELS,
+    PlateRecognizer,
+    _surer,
+    image_dimensions,
+    open_recognizer,
+    read_image,
+)
 from edge.synth import render_scene
 from edge.types import PlateText
 from tests.conftest import model_path
@@ -105,7 +114,7 @@ def test_recognize_cli_json_reports_corrupt_file_and_continues(scene_folder):
     assert len(plate["box"]) == 4 and 0 < plate["confidence"] <= 1
     assert plate["candidates"][0]["text"] == "AB1234"
     assert set(scene0["timing_ms"]) == {"detect", "ocr", "total"}
-    assert "1 of 4 file(s) failed" in result.stderr
+    assert "1 of 4 image(s) skipped" in result.stderr
 
 
 def test_recognize_cli_all_good_exits_0(scene_folder):
@@ -251,3 +260,75 @@ def test_plates_of_either_polarity_are_read(ink, paper):
     with open_recognizer(load_config(None, environ={}), plate_format="hk") as reader:
         (text,) = reader.read_boxes(image, np.array([[100, 100, 500, 190]], np.float32))
     assert text is not None and text.text == "PX5170" and text.confidence > 0.9
+
+
+# --- images that must not be decoded --------------------------------------------------
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A well-formed PNG that declares ``width`` x ``height`` pixels: valid signature,
+    IHDR and CRCs, but only a few kilobytes of (zero) image data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    pixels = zlib.compress(bytes(14_000_000), 9)  # about 14 KB: a row start, no more
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+def jpeg_declaring(width: int, height: int) -> bytes:
+    """The start of a baseline JPEG whose frame header declares ``width`` x ``height``."""
+    frame = struct.pack(">BHHB", 8, height, width, 3) + b"\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    return b"\xff\xd8" + b"\xff\xc0" + struct.pack(">H", 2 + len(frame)) + frame + b"\xff\xd9"
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "declared"),
+    [
+        ("huge.png", png_declaring(100_000, 100_000), "100000x100000 pixels (10000.0"),
+        ("huge.jpg", jpeg_declaring(65_535, 65_535), "65535x65535 pixels (4294.8"),
+        ("wide.png", png_declaring(10_000, 5_001), "10000x5001 pixels (50.0"),
+    ],
+)
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path, name, data, declared):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(ValueError) as err:
+        read_image(path)
+    assert MAX_IMAGE_PIXELS == 50_000_000
+    limit = "megapixels): over the limit of 50 megapixels for a still image"
+    assert str(err.value) == f"{declared} {limit}"
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".webp", ".tif"])
+def test_images_within_the_limit_are_measured_from_their_header_and_decoded(tmp_path, suffix):
+    picture = np.zeros((37, 53, 3), np.uint8)
+    ok, encoded = cv2.imencode(suffix, picture)
+    assert ok
+    assert image_dimensions(encoded.tobytes()) == (53, 37)
+    path = tmp_path / f"small{suffix}"
+    path.write_bytes(encoded.tobytes())
+    assert read_image(path).shape == (37, 53, 3)
+
+
+def test_recognize_cli_skips_a_bomb_names_it_and_reads_the_rest(scene_folder, tmp_path):
+    model_path("platedet.onnx")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a-scene.jpg").write_bytes((scene_folder / "scene0.jpg").read_bytes())
+    (folder / "b-bomb.png").write_bytes(png_declaring(100_000, 100_000))
+    (folder / "c-scene.jpg").write_bytes((scene_folder / "scene2.jpg").read_bytes())
+    result = lpr_edge("recognize", "--format", "hk", str(folder))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"{folder / 'a-scene.jpg'}: AB1234" in result.stdout
+    assert f"{folder / 'c-scene.jpg'}: " in result.stdout
+    assert (
+        f"lpr-edge recognize: {folder / 'b-bomb.png'}: skipped: 100000x100000 pixels "
+        "(10000.0 megapixels): over the limit of 50 megapixels for a still image" in result.stderr
+    )
+    assert "lpr-edge recognize: 1 of 3 image(s) skipped" in result.stderr
