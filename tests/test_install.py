@@ -8,6 +8,8 @@ import os
 import shutil
 import stat
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -184,16 +186,51 @@ def test_wheels_make_the_models_step_offline(stage):
     assert missing.returncode != 0 and "is not a folder" in missing.stderr
 
 
-def test_without_destdir_it_needs_root(stage):
+@pytest.fixture
+def scripts_any_user_can_read() -> Iterator[Path]:
+    """A copy of systemd/install.sh and lib.sh in a folder every user can reach.
+
+    For running them as a plain user from a root test run: the clone, and pytest's
+    tmp_path (under /tmp/pytest-of-root), may lie in folders only their owner can
+    enter (mode 0700, as `mktemp -d` makes), where that user could not read them."""
+    bases = [Path(tempfile.gettempdir()), Path("/tmp"), Path("/var/tmp"), Path("/dev/shm")]
+    base = next((b for b in bases if b.is_dir() and _any_user_can_enter(b)), None)
+    if base is None:
+        pytest.skip(f"no temporary folder that every user can enter among {bases}")
+    copy = Path(tempfile.mkdtemp(prefix="lpr-edge-install-test-", dir=base))
+    try:
+        copy.chmod(0o755)
+        (copy / "systemd").mkdir(mode=0o755)
+        for script in (INSTALL, PROJECT_ROOT / "systemd" / "lib.sh"):
+            target = copy / "systemd" / script.name
+            shutil.copyfile(script, target)
+            target.chmod(0o644)
+        yield copy / "systemd" / INSTALL.name
+    finally:
+        shutil.rmtree(copy)
+
+
+def _any_user_can_enter(folder: Path) -> bool:
+    return all(p.stat().st_mode & stat.S_IXOTH for p in (folder, *folder.parents))
+
+
+def test_without_destdir_it_needs_root(stage, scripts_any_user_can_read):
     env = {k: v for k, v in stage["env"].items() if k != "DESTDIR"}
     command = ["bash", str(INSTALL)]
+    cwd = None
     if os.geteuid() == 0:
         if not shutil.which("setpriv"):
             pytest.skip("running as root and setpriv is missing: cannot drop to a plain user")
+        # As the plain user the script must be readable wherever the clone lies: the copy.
+        command = ["bash", str(scripts_any_user_can_read)]
         command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+        cwd = scripts_any_user_can_read.parent
+    result = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
-    assert "run as root" in result.stderr
+    assert result.stderr == (
+        "lpr-edge install: error: run as root (sudo make install), "
+        "or set DESTDIR= to stage the files in a folder\n"
+    )
     assert system_calls(stage) == []
 
 
