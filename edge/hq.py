@@ -12,7 +12,11 @@ Delivery is at least once from end to end:
   dropped, so the broker sends it again on the next session resumption; a crash
   before the commit has the same effect;
 * a message that arrives twice (a vehicle resending after a lost PUBACK, or the broker
-  redelivering) is recognised by its ``event_id`` and stored once.
+  redelivering) is recognised by its ``event_id`` and stored once. Only an identical
+  message from the same vehicle is such a duplicate: a hit that reuses an ``event_id``
+  with other content (another vehicle's, or changed) is stored all the same, flagged
+  as a conflict (``hits.conflict_of``), logged, counted and printed as a conflict,
+  because dropping it could lose a real hit to whoever sent that id first.
 
 Validation: a payload must be a UTF-8 JSON object; hits and status are checked against
 the shipped JSON Schemas (``edge/data/*.schema.json``, Draft 2020-12), audit records
@@ -21,7 +25,20 @@ trusted identity (the broker's ACL lets a vehicle publish under its own id only)
 ``vehicle_id`` in the payload that differs from the topic's is a reject. A reject is
 counted by reason, logged at WARNING with its topic and a short reason (never the
 payload), stored with a size-capped excerpt in ``rejects``, and acknowledged: sending
-it again would not mend it.
+it again would not mend it. JSON's non-numbers (``NaN``, ``Infinity``, a number
+beyond a double's range) are not JSON (RFC 8259) and are rejected as ``not-json``;
+an image must be base64 of a JPEG (it starts with the SOI marker) of at most
+:data:`MAX_IMAGE_BYTES`.
+
+Every text a sender controls is shown escaped (control characters as ``\\x1b``,
+``\\n``, ...) on the console and in the log (:func:`escape_control`): a camera name
+holding a newline and terminal codes must neither forge a line nor reach the
+operator's terminal. The schemas already refuse such text; escaping on output does
+not rely on them.
+
+The database is created owner-only whatever the umask; one that SQLite says is not a
+database (or is malformed) is set aside under a new name, never deleted, and a fresh
+one is started, so that HQ does not stop at every start.
 """
 
 from __future__ import annotations
@@ -33,7 +50,9 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -43,6 +62,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -53,7 +73,8 @@ from jsonschema.exceptions import best_match
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.cli import UsageError
-from edge.config import MqttConfig
+from edge.config import VEHICLE_ID, MqttConfig
+from edge.files import ensure_private, set_aside
 from edge.messages import IMAGE_KEYS, now_iso, without_images
 from edge.mqtt import (
     Topics,
@@ -82,10 +103,24 @@ REJECT_EXCERPT_BYTES = 512
 MAX_REJECT_ROWS = 10_000
 #: Characters of a validation error kept in logs and ``rejects``.
 REASON_CHARS = 200
+#: The largest image (decoded) a hit may carry: the most ``[mqtt]
+#: plate_image_max_bytes`` allows. The schemas cap the base64 text to match.
+MAX_IMAGE_BYTES = 1_000_000
+#: Every JPEG starts with the SOI marker (FF D8) followed by the next marker's FF.
+JPEG_START = b"\xff\xd8\xff"
 
-SCHEMA = """
+#: The database layout's version (``PRAGMA user_version``): 0 is the first release's,
+#: whose ``hits`` had ``event_id`` as its primary key; 1 keys hits by ``id`` and adds
+#: ``conflict_of``.
+SCHEMA_VERSION = 1
+
+#: Hits, one row per distinct message. ``conflict_of`` is NULL for the first hit
+#: stored with its ``event_id`` and that hit's ``id`` for any later one with other
+#: content (or from another vehicle).
+HITS_TABLE = """
 CREATE TABLE IF NOT EXISTS hits (
-    event_id    TEXT PRIMARY KEY,
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id    TEXT NOT NULL,
     vehicle_id  TEXT NOT NULL,
     camera      TEXT NOT NULL,
     plate       TEXT NOT NULL,
@@ -95,8 +130,36 @@ CREATE TABLE IF NOT EXISTS hits (
     priority    INTEGER NOT NULL,
     "match"     TEXT NOT NULL,
     covert      INTEGER NOT NULL,
-    payload     TEXT NOT NULL
+    payload     TEXT NOT NULL,
+    conflict_of INTEGER REFERENCES hits (id)
 );
+"""
+
+#: Version 0 to 1: ``hits`` rebuilt with the same rows (SQLite cannot change a primary
+#: key in place); its indexes are dropped here and made again on the new table.
+MIGRATE_HITS_0_TO_1 = (
+    """
+ALTER TABLE hits RENAME TO hits_version_0;
+DROP INDEX IF EXISTS hits_plate;
+DROP INDEX IF EXISTS hits_observed;
+DROP INDEX IF EXISTS hits_vehicle;
+"""
+    + HITS_TABLE
+    + """
+INSERT INTO hits (event_id, vehicle_id, camera, plate, observed_at, received_at, "list",
+                  priority, "match", covert, payload)
+    SELECT event_id, vehicle_id, camera, plate, observed_at, received_at, "list",
+           priority, "match", covert, payload
+    FROM hits_version_0 ORDER BY event_id;
+DROP TABLE hits_version_0;
+"""
+)
+
+SCHEMA = (
+    HITS_TABLE
+    + """
+CREATE INDEX IF NOT EXISTS hits_event ON hits (event_id);
+CREATE INDEX IF NOT EXISTS hits_conflicts ON hits (conflict_of) WHERE conflict_of IS NOT NULL;
 CREATE INDEX IF NOT EXISTS hits_plate ON hits (plate);
 CREATE INDEX IF NOT EXISTS hits_observed ON hits (observed_at);
 CREATE INDEX IF NOT EXISTS hits_vehicle ON hits (vehicle_id, observed_at);
@@ -122,9 +185,65 @@ CREATE TABLE IF NOT EXISTS rejects (
     payload       TEXT NOT NULL
 );
 """
+)
 
 
 # --- storage ---------------------------------------------------------------------
+
+
+class DatabaseVersionError(Exception):
+    """The database was made by a newer HQ: this one does not know its layout."""
+
+
+class StoreOutcome(Enum):
+    """What :meth:`HitStore.add_hit` did with a hit."""
+
+    #: The first hit stored with its ``event_id``.
+    NEW = "new"
+    #: The same message from the same vehicle again (a redelivery): nothing stored.
+    DUPLICATE = "duplicate"
+    #: Stored, flagged: its ``event_id`` was first used by another message.
+    CONFLICT = "conflict"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredHit:
+    outcome: StoreOutcome
+    #: For a conflict: the message first stored with the same ``event_id``.
+    first: dict | None = None
+
+
+def _is_damaged(exc: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite says the file itself is unusable (not a full or failing disk,
+    a lock or a permission, which setting it aside would not mend)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT)
+
+
+def _prepare(db: sqlite3.Connection) -> None:
+    """Set the journal mode and bring the tables to :data:`SCHEMA_VERSION`."""
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise DatabaseVersionError(
+            f"made by a newer HQ (layout version {version}; this one knows {SCHEMA_VERSION})"
+        )
+    if version == SCHEMA_VERSION:
+        db.executescript(SCHEMA)  # (only adds what is missing)
+        return
+    hits_columns = {row[1] for row in db.execute("PRAGMA table_info(hits)")}
+    migration = MIGRATE_HITS_0_TO_1 if hits_columns and "conflict_of" not in hits_columns else ""
+    # One transaction: a crash in the middle leaves the previous layout.
+    script = (
+        f"BEGIN IMMEDIATE;\n{migration}{SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"
+    )
+    try:
+        db.executescript(script)
+    except sqlite3.Error:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 class HitStore:
@@ -135,6 +254,11 @@ class HitStore:
     that wrote it returns. The owner opens and closes it (or uses it as a context
     manager); every method is safe to call from any thread (paho's callback thread
     writes, the owner reads).
+
+    A database made by an earlier HQ is migrated when opened. A file that SQLite says
+    is not a database, or is malformed, is set aside (renamed beside it, never
+    deleted) and a fresh database started, logged at ERROR with the new name: HQ must
+    keep receiving hits rather than stop at every start.
     """
 
     def __init__(self, path: Path | str, *, max_rejects: int = MAX_REJECT_ROWS):
@@ -142,16 +266,33 @@ class HitStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_rejects = max_rejects
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level=None, timeout=10.0
-        )
+        #: Where a damaged database found at open was put, or None.
+        self.set_aside_as: Path | None = None
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
-        except sqlite3.Error:
-            self._db.close()
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:
+            if not _is_damaged(exc):
+                raise
+            self.set_aside_as = set_aside(self.path)
+            log.error(
+                "HQ: %s is not a usable database (%s): set aside as %s; starting a fresh one",
+                self.path,
+                exc,
+                self.set_aside_as,
+            )
+            self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        # Owner-only before SQLite creates it with the umask's mode (hits are personal
+        # data); the WAL and shared-memory files take the database's mode.
+        ensure_private(self.path)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
+        try:
+            _prepare(db)
+        except BaseException:
+            db.close()
             raise
+        return db
 
     def close(self) -> None:
         with self._lock:
@@ -165,11 +306,37 @@ class HitStore:
 
     # ----------------------------------------------------------------- writes
 
-    def add_hit(self, message: dict) -> bool:
-        """Store a validated hit message; False (and nothing changes) when its
-        ``event_id`` is already stored."""
+    def add_hit(self, message: dict) -> StoredHit:
+        """Store a validated hit message, unless it is a redelivery: the same message
+        from the same vehicle as one stored with its ``event_id``. Any other message
+        with a stored ``event_id`` is stored as a conflict of the first one."""
+        event_id, vehicle_id = message["event_id"], message["vehicle_id"]
+        with self._lock, self._db:
+            # One transaction: the hits compared with are the ones still there.
+            self._db.execute("BEGIN IMMEDIATE")
+            same_id = self._db.execute(
+                "SELECT id, vehicle_id, payload FROM hits WHERE event_id = ? ORDER BY id",
+                (event_id,),
+            ).fetchall()
+            for _row_id, stored_vehicle, payload in same_id:
+                # Compared parsed: key order and number spelling are not content.
+                if stored_vehicle == vehicle_id and json.loads(payload) == message:
+                    return StoredHit(StoreOutcome.DUPLICATE)
+            conflict_of = same_id[0][0] if same_id else None
+            self._db.execute(
+                "INSERT INTO hits (event_id, vehicle_id, camera, plate, observed_at, "
+                'received_at, "list", priority, "match", covert, payload, conflict_of) '
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*self._hit_columns(message), conflict_of),
+            )
+        if conflict_of is None:
+            return StoredHit(StoreOutcome.NEW)
+        return StoredHit(StoreOutcome.CONFLICT, json.loads(same_id[0][2]))
+
+    @staticmethod
+    def _hit_columns(message: dict) -> tuple:
         wl = message["watchlist"]
-        row = (
+        return (
             message["event_id"],
             message["vehicle_id"],
             message["camera"],
@@ -182,14 +349,6 @@ class HitStore:
             int(bool(wl["covert"])),
             json.dumps(message, ensure_ascii=False, separators=(",", ":")),
         )
-        with self._lock:
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO hits (event_id, vehicle_id, camera, plate, observed_at, "
-                'received_at, "list", priority, "match", covert, payload) '
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-            return cursor.rowcount == 1
 
     def set_status(self, message: dict) -> str | None:
         """Keep a validated status message as its vehicle's last; returns the state it
@@ -248,12 +407,16 @@ class HitStore:
     # ----------------------------------------------------------------- reads
 
     def counts(self) -> dict[str, int]:
-        """Rows in each table."""
+        """Rows in each table, and ``conflicts``: the hits among them flagged as such."""
         with self._lock:
-            return {
+            counts = {
                 table: self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
                 for table in ("hits", "vehicle_status", "audit", "rejects")
             }
+            counts["conflicts"] = self._db.execute(
+                "SELECT COUNT(*) FROM hits WHERE conflict_of IS NOT NULL"
+            ).fetchone()[0]
+        return counts
 
     def hits(
         self,
@@ -262,7 +425,8 @@ class HitStore:
         plate: str | None = None,
         limit: int | None = None,
     ) -> list[dict]:
-        """Stored hit messages, oldest event first (event ids sort by creation time)."""
+        """Stored hit messages, conflicts included, oldest event first (event ids sort
+        by creation time; hits sharing an id in the order they arrived)."""
         where, params = [], []
         if vehicle_id is not None:
             where.append("vehicle_id = ?")
@@ -273,7 +437,7 @@ class HitStore:
         sql = "SELECT payload FROM hits"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY event_id"
+        sql += " ORDER BY event_id, id"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
@@ -282,15 +446,24 @@ class HitStore:
         return [json.loads(r[0]) for r in rows]
 
     def hit_row(self, event_id: str) -> dict | None:
-        """One hit's row, columns by name (the payload parsed)."""
+        """The row of the first hit stored with ``event_id``, columns by name (the
+        payload parsed); see :meth:`conflicts` for any later ones."""
+        rows = self._hit_rows("WHERE event_id = ? ORDER BY id LIMIT 1", (event_id,))
+        return rows[0] if rows else None
+
+    def conflicts(self) -> list[dict]:
+        """The rows of hits flagged as conflicts, in the order they arrived: each
+        reused the ``event_id`` of the hit whose ``id`` is its ``conflict_of``."""
+        return self._hit_rows("WHERE conflict_of IS NOT NULL ORDER BY id", ())
+
+    def _hit_rows(self, where: str, params: tuple) -> list[dict]:
         with self._lock:
-            cursor = self._db.execute("SELECT * FROM hits WHERE event_id = ?", (event_id,))
-            row = cursor.fetchone()
+            cursor = self._db.execute(f"SELECT * FROM hits {where}", params)
+            rows = cursor.fetchall()
             names = [d[0] for d in cursor.description]
-        if row is None:
-            return None
-        out = dict(zip(names, row, strict=True))
-        out["payload"] = json.loads(out["payload"])
+        out = [dict(zip(names, row, strict=True)) for row in rows]
+        for row in out:
+            row["payload"] = json.loads(row["payload"])
         return out
 
     def statuses(self) -> dict[str, dict]:
@@ -318,6 +491,58 @@ class HitStore:
             ).fetchall()
         keys = ("received_at", "topic", "reason", "payload_bytes", "payload")
         return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+# --- output ---------------------------------------------------------------------------
+
+#: Characters never shown as they are: C0 and C1 controls and DEL (terminal escape
+#: sequences, line breaks), Unicode's line and paragraph separators, invisible format
+#: characters and bidirectional overrides (which reorder what is shown), and lone
+#: surrogates (which JSON's \\u escapes can make and no terminal can show). The hit
+#: schema's text fields refuse the same set.
+_UNSHOWABLE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]"
+)
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def escape_control(text: str) -> str:
+    """``text`` safe for a terminal and a one-line log record: each character of
+    :data:`_UNSHOWABLE` written as a Python escape (``\\n``, ``\\x1b``, ``\\u202e``);
+    everything else, Chinese included, as it is."""
+    return _UNSHOWABLE.sub(_escape_one, text)
+
+
+def json_line(value: Any) -> str:
+    """``value`` as one line of compact JSON for the console: like ``json.dumps``
+    with ``ensure_ascii=False``, but with :data:`_UNSHOWABLE` characters written as
+    JSON ``\\uXXXX`` escapes (json escapes only C0 controls; DEL, C1 and the rest
+    reach the terminal otherwise)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _UNSHOWABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+class _EscapeLogRecords(logging.Filter):
+    """Escapes every record HQ logs (:func:`escape_control`), so that no topic, vehicle
+    id, list name or validation message a sender chose can break a log line in two
+    or send codes to a terminal that shows the log. On the logger, so it applies
+    whatever handler the process configured."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        escaped = escape_control(message)
+        if escaped != message:
+            record.msg, record.args = escaped, None
+        return True
+
+
+log.addFilter(_EscapeLogRecords())
 
 
 # --- validation --------------------------------------------------------------------
@@ -356,8 +581,21 @@ def _schema_check(name: str, message: dict) -> None:
     raise Reject("schema", _short(f"{where}: {_short(error.message, REASON_CHARS)}", REASON_CHARS))
 
 
+def _refuse_constant(name: str) -> float:
+    # Python's json reads NaN, Infinity and -Infinity; JSON (RFC 8259) has no such
+    # numbers, and a NaN confidence compares false with every threshold.
+    raise Reject("not-json", f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 reads as infinity
+        raise Reject("not-json", f"number {_short(text, 24)} is out of range")
+    return value
+
+
 def parse_object(payload: bytes) -> dict:
-    """The payload as a JSON object, or :class:`Reject`."""
+    """The payload as a JSON object with finite numbers only, or :class:`Reject`."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise Reject("too-large", f"{len(payload)} bytes")
     try:
@@ -365,9 +603,12 @@ def parse_object(payload: bytes) -> dict:
     except UnicodeDecodeError as exc:
         raise Reject("not-utf8", f"byte {exc.start}") from None
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise Reject("not-json", f"line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except ValueError:
+        # An integer of more digits than Python converts (4300).
+        raise Reject("not-json", "a number too long") from None
     except RecursionError:
         raise Reject("not-json", "nested too deep") from None
     if not isinstance(value, dict):
@@ -390,10 +631,21 @@ def validate_hit(message: dict, vehicle_id: str) -> None:
     for key in IMAGE_KEYS:
         image = message.get(key)
         if image is not None:
-            try:
-                base64.b64decode(image, validate=True)
-            except (binascii.Error, ValueError):
-                raise Reject("bad-image", f"{key} is not base64") from None
+            _check_jpeg(key, image)
+
+
+def _check_jpeg(key: str, image: str) -> None:
+    """An image field must be base64 of a JPEG of at most :data:`MAX_IMAGE_BYTES`:
+    whatever else it is (an SVG with script, HTML) could run in a viewer that trusts
+    the stored content type."""
+    try:
+        data = base64.b64decode(image, validate=True)
+    except (binascii.Error, ValueError):
+        raise Reject("bad-image", f"{key} is not base64") from None
+    if len(data) > MAX_IMAGE_BYTES:
+        raise Reject("bad-image", f"{key} is {len(data)} bytes, over {MAX_IMAGE_BYTES}")
+    if not data.startswith(JPEG_START):
+        raise Reject("bad-image", f"{key} is not a JPEG (no SOI marker)")
 
 
 def validate_status(message: dict, vehicle_id: str) -> None:
@@ -427,7 +679,18 @@ def format_hit(message: dict) -> str:
         f"{message['observed_at']} {message['vehicle_id']} {message['camera']} "
         f"{message['plate']} {wl['list'] or '-'} P{wl['priority']} {wl['match']} (entry {entry})"
     )
-    return line + " covert" if wl.get("covert") else line
+    # Every field is the sender's: escaped, so none can end the line or drive the
+    # terminal (the template itself holds no control characters).
+    return escape_control(line + " covert" if wl.get("covert") else line)
+
+
+def format_conflict(message: dict, first: dict) -> str:
+    """A hit stored as a conflict: its :func:`format_hit` line marked ``CONFLICT``,
+    naming the vehicle that used its ``event_id`` first."""
+    return escape_control(
+        f"CONFLICT {format_hit(message)} "
+        f"[event_id {message['event_id']} first used by {first['vehicle_id']}]"
+    )
 
 
 # --- the subscriber ----------------------------------------------------------------
@@ -440,6 +703,8 @@ class _Counters:
     statuses: int = 0
     audit: int = 0
     duplicates: int = 0
+    #: Hits stored that reused another message's event_id.
+    conflicts: int = 0
     ignored: int = 0
     store_errors: int = 0
     connects: int = 0
@@ -449,6 +714,9 @@ HitCallback = Callable[[dict], None]
 #: ``on_status(message, previous_state)``: a vehicle's status changed state (or was
 #: seen for the first time, ``previous_state`` None).
 StatusCallback = Callable[[dict, str | None], None]
+#: ``on_conflict(message, first)``: a hit was stored as a conflict of ``first``, the
+#: message stored earlier with the same ``event_id``.
+ConflictCallback = Callable[[dict, dict], None]
 
 
 class HqSubscriber:
@@ -456,8 +724,9 @@ class HqSubscriber:
     :class:`HitStore` (owned by the caller, open while this runs).
 
     ``on_hit`` is called on paho's thread for each new hit (never a duplicate),
-    after it is stored; ``on_status`` when a vehicle's state changes. An exception in
-    either is logged and changes nothing else.
+    after it is stored; ``on_conflict`` instead for a hit stored as a conflict;
+    ``on_status`` when a vehicle's state changes. An exception in any of them is
+    logged and changes nothing else.
     """
 
     def __init__(
@@ -469,6 +738,7 @@ class HqSubscriber:
         prefix: str | None = None,
         on_hit: HitCallback | None = None,
         on_status: StatusCallback | None = None,
+        on_conflict: ConflictCallback | None = None,
     ):
         if not config.host:
             raise ValueError("no broker host")
@@ -478,6 +748,7 @@ class HqSubscriber:
         self.prefix = prefix if prefix is not None else config.topic_prefix
         self.on_hit = on_hit
         self.on_status = on_status
+        self.on_conflict = on_conflict
         self._lock = threading.Lock()
         self._counters = _Counters()
         self._rejected: Counter[str] = Counter()
@@ -546,8 +817,9 @@ class HqSubscriber:
                 "connected": self.connected,
                 "connects": c.connects,
                 "received": c.received,
-                "stored": c.hits + c.statuses + c.audit,
+                "stored": c.hits + c.conflicts + c.statuses + c.audit,
                 "hits": c.hits,
+                "conflicts": c.conflicts,
                 "statuses": c.statuses,
                 "audit": c.audit,
                 "duplicates": c.duplicates,
@@ -676,7 +948,9 @@ class HqSubscriber:
     def _parse_topic(self, topic: str) -> tuple[str, str]:
         head = self.prefix + "/"
         parts = topic[len(head) :].split("/") if topic.startswith(head) else []
-        if len(parts) != 2 or not parts[0] or parts[1] not in KINDS:
+        # A vehicle id is what the configuration allows (and the broker's ACL keys
+        # on): nothing else is a vehicle's topic.
+        if len(parts) != 2 or not VEHICLE_ID.fullmatch(parts[0]) or parts[1] not in KINDS:
             raise Reject("bad-topic", _short(topic, 120))
         return parts[0], parts[1]
 
@@ -690,10 +964,14 @@ class HqSubscriber:
             log.error("HQ: recording a rejected message failed: %s", exc)
 
     def _store_hit(self, message: dict) -> None:
-        if not self.store.add_hit(message):
+        stored = self.store.add_hit(message)
+        if stored.outcome is StoreOutcome.DUPLICATE:
             with self._lock:
                 self._counters.duplicates += 1
             log.debug("HQ: duplicate hit %s", message["event_id"])
+            return
+        if stored.outcome is StoreOutcome.CONFLICT:
+            self._conflicting_hit(message, stored.first or {})
             return
         with self._lock:
             self._counters.hits += 1
@@ -708,6 +986,22 @@ class HqSubscriber:
                 self.on_hit(message)
             except Exception:
                 log.exception("HQ: the hit callback failed for %s", message["event_id"])
+
+    def _conflicting_hit(self, message: dict, first: dict) -> None:
+        with self._lock:
+            self._counters.conflicts += 1
+        log.warning(
+            "HQ: conflicting hit %s from %s: its event_id was first used by %s with other "
+            "content; stored and flagged as a conflict",
+            message["event_id"],
+            message["vehicle_id"],
+            first.get("vehicle_id"),
+        )
+        if self.on_conflict:
+            try:
+                self.on_conflict(message, first)
+            except Exception:
+                log.exception("HQ: the conflict callback failed for %s", message["event_id"])
 
     def _store_status(self, message: dict) -> None:
         previous = self.store.set_status(message)
@@ -751,7 +1045,9 @@ def cmd_hq(args: argparse.Namespace) -> int:
 
     def write(line: str, stream) -> None:
         try:
-            print(line, file=stream, flush=True)
+            # Escaped here too: whatever a line is made of, nothing a vehicle sent
+            # reaches the terminal as a control character.
+            print(escape_control(line), file=stream, flush=True)
         except BrokenPipeError:
             # The reader went away: stop (the hits are stored all the same).
             # Later writes (and the interpreter's final flush) go nowhere.
@@ -762,11 +1058,17 @@ def cmd_hq(args: argparse.Namespace) -> int:
             stop.set()
 
     def on_hit(message: dict) -> None:
+        write(json_line(hit_summary_json(message)) if as_json else format_hit(message), sys.stdout)
+
+    def on_conflict(message: dict, first: dict) -> None:
         if as_json:
-            line = json.dumps(hit_summary_json(message), ensure_ascii=False, separators=(",", ":"))
+            summary = hit_summary_json(message)
+            summary["conflict_with"] = {
+                key: first.get(key) for key in ("vehicle_id", "camera", "plate", "observed_at")
+            }
+            write(json_line(summary), sys.stdout)
         else:
-            line = format_hit(message)
-        write(line, sys.stdout)
+            write(format_conflict(message, first), sys.stdout)
 
     def on_status(message: dict, previous: str | None) -> None:
         if not as_json:
@@ -775,7 +1077,7 @@ def cmd_hq(args: argparse.Namespace) -> int:
 
     try:
         store = HitStore(db)
-    except (sqlite3.Error, OSError) as exc:
+    except (sqlite3.Error, OSError, DatabaseVersionError) as exc:
         raise UsageError(f"--db {db}: cannot open: {exc}") from None
     with store:
         try:
@@ -786,6 +1088,7 @@ def cmd_hq(args: argparse.Namespace) -> int:
                 prefix=config.topic_prefix,
                 on_hit=on_hit,
                 on_status=on_status,
+                on_conflict=on_conflict,
             )
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise UsageError(f"TLS set-up failed: {exc}") from None

@@ -27,6 +27,7 @@ from edge.hits import Hit
 from edge.hq import (
     HitStore,
     HqSubscriber,
+    StoreOutcome,
     cmd_hq,
     format_hit,
     hit_summary_json,
@@ -180,8 +181,8 @@ def test_hit_summary_json_replaces_the_image_by_its_size():
 
 def test_store_dedups_and_keeps_columns(store):
     message = hit_msg(covert=True)
-    assert store.add_hit(message) is True
-    assert store.add_hit(message) is False
+    assert store.add_hit(message).outcome is StoreOutcome.NEW
+    assert store.add_hit(message).outcome is StoreOutcome.DUPLICATE
     row = store.hit_row(message["event_id"])
     assert row is not None
     assert (row["vehicle_id"], row["plate"], row["list"], row["priority"]) == (
@@ -194,7 +195,13 @@ def test_store_dedups_and_keeps_columns(store):
     assert store.set_status(status_msg("car-7", "online")) is None
     assert store.set_status(status_msg("car-7", "offline")) == "online"
     assert store.statuses()["car-7"]["state"] == "offline"
-    assert store.counts() == {"hits": 1, "vehicle_status": 1, "audit": 0, "rejects": 0}
+    assert store.counts() == {
+        "hits": 1,
+        "vehicle_status": 1,
+        "audit": 0,
+        "rejects": 0,
+        "conflicts": 0,
+    }
     # WAL with full sync, as promised to the operator.
     with sqlite3.connect(store.path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
