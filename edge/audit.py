@@ -108,6 +108,8 @@ WATCHLIST_QUERY = "watchlist.query"
 PURGE = "purge"
 CONFIG_CHANGED = "config.changed"
 AUDIT_REPAIRED = "audit.repaired"
+#: A damaged state database was set aside and its readable rows recovered.
+STATE_RECOVERED = "state.recovered"
 
 #: ``sink(record, payload)``: called with each record as a dict and its canonical JSON
 #: bytes (the line without its newline: the MQTT payload), in ``seq`` order.

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from edge import __version__
 from edge.alerts import InCarAlert
 from edge.audit import CONFIG_CHANGED, PURGE, SERVICE_START, config_hash
 from edge.config import Config, ConfigError, MqttConfig, load_config
+from edge.files import write_private
 from edge.gps import GpsReceiver, PositionFix, PositionTrack, clock_synchronised
 from edge.health import STATUS_FILE, STATUS_FILE_INTERVAL_S, write_status_file
 from edge.hits import CONTEXT_IMAGE_MAX_BYTES, Hit, best_match, make_hit
@@ -40,6 +42,7 @@ from edge.outbox import Outbox
 from edge.publish import MqttPublisher
 from edge.readlog import ReadLog
 from edge.retention import make_room
+from edge.sqlitedb import is_disk_error
 from edge.state import OUTBOX_FILE, VehicleState
 from edge.types import PlateRead
 from edge.waits import poll_until
@@ -77,6 +80,8 @@ class Dispatcher:
         self.echo = echo
         self.reads = 0
         self.hits = 0
+        #: Non-hit reads the read log could not store (a full or failing disk).
+        self.reads_not_logged = 0
 
     def __call__(self, read: PlateRead) -> Hit | None:
         self.reads += 1
@@ -92,7 +97,7 @@ class Dispatcher:
             # and the read is kept or sent only where [privacy] says so.
             log.debug("read %s on %s: no watchlist match", read.plate, read.camera)
             if self.readlog is not None:
-                self.readlog.add(read)
+                self._log_read(read)
             if self.config.privacy.publish_reads:
                 message = read_message(read, self.config.vehicle.id)
                 self.outbox.add("read", read.event_id, self.topics.read, encode(message))
@@ -119,6 +124,22 @@ class Dispatcher:
             self.echo.write(json.dumps(without_images(message)) + "\n")
             self.echo.flush()
         return hit
+
+    def _log_read(self, read: PlateRead) -> None:
+        """Keep a non-hit read in the read log; a disk that refuses it is counted and
+        reported (status), never raised: it must not stop the next hit."""
+        try:
+            self.readlog.add(read)
+        except (sqlite3.Error, OSError) as exc:
+            if not is_disk_error(exc):
+                raise
+            self.reads_not_logged += 1
+            if self.reads_not_logged == 1 or self.reads_not_logged % 100 == 0:
+                log.error(
+                    "read log: %d non-hit read(s) could not be kept (%s)",
+                    self.reads_not_logged,
+                    exc,
+                )
 
 
 class Delivery:
@@ -153,17 +174,18 @@ class Delivery:
         #: True when another process (the service) sends this outbox.
         self.handed_over = False
         self.disk_low = False
+        #: Audit records the disk refused (see :meth:`audit`).
+        self.audit_failures = 0
 
     def open(self) -> Delivery:
         self.state.open()
         self.outbox = self.state.outbox
         # What expired while the service was down goes before anything else happens.
-        self.state.retention.run()
-        audit = self.state.audit
+        self._apply_retention()
         self.watchlists = LiveWatchlist(
             self.config,
             state_dir=self.state_dir,
-            on_event=lambda action, details: audit.record(action, **details),
+            on_event=lambda action, details: self.audit(action, **details),
         )
         self.watchlists.load()
         if not self.watchlists.lists():
@@ -201,6 +223,18 @@ class Delivery:
         )
         return self
 
+    def audit(self, action: str, /, **details) -> bool:
+        """Record in the audit trail; a disk that refuses is logged and counted in
+        status (:attr:`audit_failures`), never raised: reading plates and delivering
+        hits must go on while the disk is full."""
+        try:
+            self.state.audit.record(action, **details)
+            return True
+        except OSError as exc:
+            self.audit_failures += 1
+            log.error("audit: cannot record %s (%s)", action, exc)
+            return False
+
     def audit_start(self, action: str = SERVICE_START, **details) -> None:
         """Record a start in the audit trail with the config's hash, and a
         ``config.changed`` first when the configuration differs from the last start."""
@@ -211,34 +245,67 @@ class Delivery:
         except OSError:
             previous = None
         if previous and previous != digest:
-            self.state.audit.record(CONFIG_CHANGED, old_hash=previous, new_hash=digest)
-        marker.write_text(digest + "\n")
-        self.state.audit.record(
+            self.audit(CONFIG_CHANGED, old_hash=previous, new_hash=digest)
+        recorded = self.audit(
             action, config_hash=digest, version=__version__, pid=os.getpid(), **details
         )
+        if recorded and previous != digest:
+            # Replaced whole or not at all: a full disk must not leave an empty hash
+            # (the next start would then miss a configuration change). Written only
+            # once the change is audited, so a change that could not be recorded is
+            # recorded at the next start.
+            try:
+                write_private(marker, (digest + "\n").encode())
+            except OSError as exc:
+                log.error("cannot write %s (%s)", marker, exc)
+
+    def _apply_retention(self) -> None:
+        try:
+            self.state.retention.run()
+        except (sqlite3.Error, OSError) as exc:
+            if not is_disk_error(exc):
+                raise
+            log.error("retention: cannot apply it now (%s); tried again later", exc)
 
     def idle(self) -> None:
         """Background upkeep, called when no read is waiting: a changed watchlist file
         is loaded, retention applied, the status file written and the disk watched."""
         self.watchlists.refresh()
-        self.state.retention.tick()
+        try:
+            self.state.retention.tick()
+        except (sqlite3.Error, OSError) as exc:
+            if not is_disk_error(exc):
+                raise
+            log.error("retention: cannot apply it now (%s); tried again later", exc)
+        # Hits the disk refused are written as soon as it takes them.
+        self.outbox.save_unsaved()
         now = time.monotonic()
         if now >= self._next_status:
             self._next_status = now + STATUS_FILE_INTERVAL_S
-            self._watch_disk()
-            write_status_file(self.state_dir / STATUS_FILE, self.status())
+            self.watch_disk()
+            try:
+                write_status_file(self.state_dir / STATUS_FILE, self.status())
+            except OSError as exc:
+                # The heartbeat to HQ still carries the status (and says why).
+                log.error("cannot write the status file (%s)", exc)
 
-    def _watch_disk(self) -> None:
+    def watch_disk(self) -> None:
         state = self.state
-        counts = make_room(
-            self.config.privacy,
-            state.outbox,
-            state.readlog,
-            lambda: disk_free_mb(self.state_dir),
-            self.config.storage.min_free_mb,
-        )
+        try:
+            counts = make_room(
+                self.config.privacy,
+                state.outbox,
+                state.readlog,
+                lambda: disk_free_mb(self.state_dir),
+                self.config.storage.min_free_mb,
+            )
+        except (sqlite3.Error, OSError) as exc:
+            if not is_disk_error(exc):
+                raise
+            log.error("disk: cannot make room now (%s)", exc)
+            counts = None
         if counts is not None:
-            state.audit.record(PURGE, reason="disk_low", **counts.to_json())
+            self.audit(PURGE, reason="disk_low", **counts.to_json())
         free = disk_free_mb(self.state_dir)
         self.disk_low = free is not None and free < self.config.storage.min_free_mb
 
@@ -262,7 +329,7 @@ class Delivery:
         if self.publisher:
             self.publisher.close()
         if self.state.retention:
-            self.state.retention.run()
+            self._apply_retention()
         self.state.close()
 
     def __enter__(self) -> Delivery:
@@ -278,12 +345,24 @@ class Delivery:
             "uptime_s": round(time.monotonic() - self._started, 1),
             "cameras": self.cameras(),
             "outbox": self.outbox.stats().to_json() if self.outbox else None,
-            "watchlist": self.watchlists.status() if self.watchlists else None,
+            # `is not None`: a LiveWatchlist with no list in force is empty, and HQ's
+            # schema wants the object (what is in force, errors) all the same.
+            "watchlist": self.watchlists.status() if self.watchlists is not None else None,
             "gps": self.gps.status() if isinstance(self.gps, GpsReceiver) else None,
             "clock_synchronised": clock_synchronised(),
             "disk_free_mb": disk_free_mb(self.state_dir),
             "disk_low": self.disk_low,
             "broker": self.publisher.stats.to_json() if self.publisher else None,
+            "state_files": self.state_files(),
+        }
+
+    def state_files(self) -> dict:
+        """Trouble with the state directory's files, for status: damaged databases set
+        aside at start, audit records and non-hit reads the disk refused."""
+        return {
+            "recovered": list(self.state.recovered),
+            "audit_failures": self.audit_failures,
+            "reads_not_logged": self.dispatcher.reads_not_logged if self.dispatcher else 0,
         }
 
 

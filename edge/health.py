@@ -83,6 +83,18 @@ def summary_lines(status: dict, age_s: float) -> list[str]:
     disk = status.get("disk_free_mb")
     low = "  ALARM: low" if status.get("disk_low") else ""
     lines.append(f"  disk free: {disk if disk is not None else '?'} MB{low}")
+    files = status.get("state_files") or {}
+    for damaged in files.get("recovered") or []:
+        rows = sum((damaged.get("rows_recovered") or {}).values())
+        lines.append(
+            f"  ALARM: {damaged.get('file')} was damaged ({damaged.get('error')}): kept as "
+            f"{damaged.get('set_aside_as')}, {rows} row(s) recovered"
+            f"{', some unreadable' if damaged.get('incomplete') else ''}"
+        )
+    if files.get("audit_failures"):
+        lines.append(f"  ALARM: {files['audit_failures']} audit record(s) refused by the disk")
+    if files.get("reads_not_logged"):
+        lines.append(f"  {files['reads_not_logged']} non-hit read(s) not kept (disk refused)")
     return lines
 
 

@@ -10,13 +10,16 @@ log is truncated after each purge, so the plate text is gone from the files too.
 
 from __future__ import annotations
 
-import sqlite3
+import logging
 import threading
 import time
 from pathlib import Path
 
 from edge.messages import iso_utc
+from edge.sqlitedb import CLOCK_TOLERANCE_S, Recovery, open_state_db
 from edge.types import PlateRead
+
+log = logging.getLogger(__name__)
 
 READLOG_FILE = "reads.sqlite"
 
@@ -38,14 +41,15 @@ CREATE INDEX IF NOT EXISTS reads_plate ON reads (plate);
 class ReadLog:
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA secure_delete=ON")
-        self._db.executescript(SCHEMA)
+        # A damaged log is set aside and its readable rows kept (the reads in it are
+        # still purged on time); see edge.sqlitedb.
+        db, recovery = open_state_db(self.path, SCHEMA, ("reads",), synchronous="FULL")
+        self._db = db
+        self.recovery: Recovery | None = recovery
 
-    def add(self, read: PlateRead) -> None:
+    def add(self, read: PlateRead, *, now: float | None = None) -> None:
+        stored_at = time.time() if now is None else now
         with self._lock:
             self._db.execute(
                 "INSERT OR IGNORE INTO reads VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -56,7 +60,7 @@ class ReadLog:
                     read.confidence,
                     iso_utc(read.first_seen),
                     iso_utc(read.last_seen),
-                    time.time(),
+                    stored_at,
                 ),
             )
 
@@ -82,6 +86,19 @@ class ReadLog:
             ).rowcount
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return removed
+
+    def restamp_future(self, now: float | None = None) -> int:
+        """Reads stored while the clock ran ahead are re-stamped ``now``, so the clock
+        coming back does not keep them past ``keep_reads_seconds`` (see
+        :meth:`edge.outbox.Outbox.restamp_future`)."""
+        now = time.time() if now is None else now
+        with self._lock:
+            moved = self._db.execute(
+                "UPDATE reads SET stored_at = ? WHERE stored_at > ?", (now, now + CLOCK_TOLERANCE_S)
+            ).rowcount
+        if moved:
+            log.warning("clock: %d logged read(s) were stamped in the future; re-stamped", moved)
+        return moved
 
     def vacuum(self) -> None:
         with self._lock:

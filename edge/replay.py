@@ -40,6 +40,8 @@ from edge.types import Frame, PlateRead
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 0.5
+#: Seconds between reminders that hits wait in memory for disk space.
+UNSAVED_REPORT_S = 10.0
 
 
 @dataclasses.dataclass(slots=True)
@@ -171,14 +173,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
     hits = 0
 
     def write(read: PlateRead) -> None:
-        target = out or sys.stdout
-        fix = track.position_at(read.first_seen) if track else None
-        target.write(json.dumps(read_record(read, fix)) + "\n")
-        target.flush()
+        # The hit first: it is safe in the outbox (or held in memory while the disk is
+        # full) whatever happens to the analyst's output file.
         delivery.dispatcher(read)
+        fix = track.position_at(read.first_seen) if track else None
+        line = json.dumps(read_record(read, fix)) + "\n"
+        try:
+            target = out or sys.stdout
+            target.write(line)
+            target.flush()
+        except OSError as exc:
+            out_errors.append(f"{read.event_id}: {exc}")
+            if len(out_errors) == 1:
+                log.error("--out: cannot write a read (%s); the file goes on missing reads", exc)
 
     out = None
     undelivered = 0
+    out_errors: list[str] = []
     try:
         with open_recognizer(config) as recognizer, Delivery(config, gps=track) as delivery:
             # Opened once the models are known good, so a failed start leaves an
@@ -210,7 +221,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     print(f"lpr-edge replay: {path}: {result.error}", file=sys.stderr)
             latencies = list(pipeline.latencies_ms)
             hits = delivery.dispatcher.hits
-            delivery.state.audit.record("replay.end", reads=delivery.dispatcher.reads, hits=hits)
+            wait_until_saved(delivery)
+            delivery.audit("replay.end", reads=delivery.dispatcher.reads, hits=hits)
             if not delivery.wait_delivered(args.wait_delivery):
                 undelivered = delivery.outbox.stats().pending
                 print(
@@ -220,12 +232,45 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 )
     finally:
         if out:
-            out.close()
+            try:
+                out.close()
+            except OSError as exc:
+                out_errors.append(str(exc))
     # Reads own stdout (when no --out); the summary goes beside the log, on stderr.
     summary = _summary(results, latencies)
-    summary.update(hits=hits, undelivered=undelivered)
+    summary.update(hits=hits, undelivered=undelivered, out_errors=len(out_errors))
     print(json.dumps({"summary": summary}), file=sys.stderr)
-    return 1 if any(r.error for r in results) else 0
+    if out_errors:
+        print(
+            f"lpr-edge replay: --out {args.out}: {len(out_errors)} read(s) could not be "
+            "written; the hits among them are in the outbox",
+            file=sys.stderr,
+        )
+    return 1 if any(r.error for r in results) or out_errors else 0
+
+
+def wait_until_saved(delivery: Delivery, *, interval_s: float = 1.0) -> None:
+    """Hits the full disk refused are held in memory and would die with this process:
+    a replay does not end before they are written. It says so every
+    :data:`UNSAVED_REPORT_S` and keeps making room (delivered and non-hit data first,
+    as the service does); Ctrl-C stops it and names what is lost."""
+    outbox = delivery.outbox
+    if outbox.save_unsaved() == 0:
+        return
+    next_report = 0.0
+    while (held := outbox.save_unsaved()) > 0:
+        now = time.monotonic()
+        if now >= next_report:
+            next_report = now + UNSAVED_REPORT_S
+            print(
+                f"lpr-edge replay: {held} hit(s) wait in memory for room in "
+                f"{delivery.state_dir} (disk full); free space there, or Ctrl-C to give "
+                "them up",
+                file=sys.stderr,
+                flush=True,
+            )
+        delivery.watch_disk()
+        time.sleep(interval_s)
 
 
 def _open_out(path: str | None) -> TextIO | None:

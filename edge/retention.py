@@ -58,8 +58,13 @@ def apply_retention(
     now: float | None = None,
     vacuum: bool = False,
 ) -> PurgeCounts:
-    """Delete what is past its retention; returns what went."""
+    """Delete what is past its retention; returns what went. Stamps the clock put in
+    the future are first brought back to ``now`` (a clock that ran ahead and was
+    corrected must not keep data for as long as it was wrong)."""
     now = time.time() if now is None else now
+    outbox.restamp_future(now)
+    if readlog:
+        readlog.restamp_future(now)
     hit_cut = now - privacy.hit_retention_days * 86400.0
     read_cut = now - privacy.keep_reads_seconds
     counts = PurgeCounts(

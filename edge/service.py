@@ -341,7 +341,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            out.state.audit.record(
+            out.audit(
                 SERVICE_STOP, reason=reason, reads=out.dispatcher.reads, hits=out.dispatcher.hits
             )
     result = stats.to_json()

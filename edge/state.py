@@ -11,16 +11,21 @@ goes through it, so each file has one owner per process.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from edge.audit import AUDIT_FILE, PURGE, AuditLog
+from edge.audit import AUDIT_FILE, PURGE, STATE_RECOVERED, AuditLog
 from edge.config import Config
 from edge.mqtt import Topics
 from edge.outbox import Outbox
 from edge.readlog import READLOG_FILE, ReadLog
 from edge.retention import PurgeCounts, Retention
+from edge.sqlitedb import is_disk_error
+
+log = logging.getLogger(__name__)
 
 OUTBOX_FILE = "outbox.sqlite"
 # Held by the one process that sends this outbox to the broker (see claim_sender).
@@ -38,6 +43,9 @@ class VehicleState:
         #: Called after a record is queued for HQ (the publisher's wake-up).
         self.queued: Callable[[], None] = lambda: None
         self._sender_lock: int | None = None
+        #: Damaged databases set aside at open: {"file", "set_aside_as", ...} each,
+        #: for status (and each is in the audit trail).
+        self.recovered: list[dict] = []
 
     def open(self) -> VehicleState:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -49,7 +57,16 @@ class VehicleState:
         )
         readlog_path = self.state_dir / READLOG_FILE
         if privacy.keep_reads_seconds > 0 or readlog_path.exists():
-            self.readlog = ReadLog(readlog_path)
+            try:
+                self.readlog = ReadLog(readlog_path)
+            except sqlite3.Error as exc:
+                if not is_disk_error(exc):
+                    raise
+                # Only non-hit reads kept by choice live there: the car goes on reading
+                # and matching without it (the outbox holds hits in memory likewise).
+                log.error(
+                    "read log %s cannot be opened (%s): reads are not kept", readlog_path, exc
+                )
         topic = Topics(self.config.mqtt.topic_prefix, self.config.vehicle.id).audit
 
         def to_hq(record: dict, payload: bytes) -> None:
@@ -59,6 +76,11 @@ class VehicleState:
         self.audit = AuditLog(
             self.state_dir / AUDIT_FILE, self.config.vehicle.id, sink=to_hq
         ).open()
+        for resource in (self.outbox, self.readlog):
+            if resource is not None and resource.recovery is not None:
+                report = {"file": resource.path.name, **resource.recovery.to_json()}
+                self.recovered.append(report)
+                self.audit.record(STATE_RECOVERED, **report)
         self.retention = Retention(privacy, self.outbox, self.readlog, on_purge=self._purged)
         return self
 
