@@ -121,13 +121,16 @@ class WatchlistEntry:
 @dataclass(frozen=True, slots=True)
 class WatchlistMatch:
     """Why ``entry`` matched: ``text`` (the read, or one of its candidates when
-    ``via_candidate``) is ``distance`` edits from the entry's plate."""
+    ``via_candidate``) is ``distance`` edits from the entry's plate. ``scope`` is the
+    list the entry is in (its :attr:`Watchlist.scope`): a vehicle matches against
+    several lists at once, and HQ needs to know which one named the plate."""
 
     entry: WatchlistEntry
     kind: Kind
     distance: float
     text: str
     via_candidate: bool = False
+    scope: str = ""
 
     def sort_key(self) -> tuple:
         return (
@@ -246,7 +249,8 @@ def _longest_run(plate: str) -> str:
 
 class Watchlist:
     """An immutable, indexed watchlist. Build with :func:`load_watchlist` or directly
-    from entries; ``version`` and ``source`` say which list this is."""
+    from entries; ``version`` and ``source`` say which list this is, and ``scope`` which
+    of a vehicle's lists it is ("file", "fleet" or "vehicle"; "" when not one of them)."""
 
     __slots__ = (
         "_always",
@@ -255,6 +259,7 @@ class Watchlist:
         "_frozen",
         "_runs",
         "loaded_at",
+        "scope",
         "source",
         "version",
     )
@@ -266,6 +271,7 @@ class Watchlist:
         *,
         version: int = 0,
         source: str = "",
+        scope: str = "",
         loaded_at: datetime | None = None,
     ) -> None:
         exact: dict[str, WatchlistEntry | tuple[WatchlistEntry, ...]] = {}
@@ -293,6 +299,7 @@ class Watchlist:
         self._count = count
         self.version = version
         self.source = source
+        self.scope = scope
         self.loaded_at = loaded_at or datetime.now(UTC)
         self._frozen = True
         # A list lives until replaced and holds no cycles: moving it out of the
@@ -346,6 +353,7 @@ class Watchlist:
         best first (priority, then distance, exact before wildcard before fuzzy, then
         the read itself before a candidate, then entry id); one match per entry."""
         at = _utc(at)
+        scope = self.scope
         best: dict[int, WatchlistMatch] = {}
 
         def offer(m: WatchlistMatch) -> None:
@@ -365,9 +373,9 @@ class Watchlist:
                 continue
             via = k > 0
             for e in self._lookup(read):
-                offer(WatchlistMatch(e, "exact", 0.0, read, via))
+                offer(WatchlistMatch(e, "exact", 0.0, read, via, scope))
             for e in self._wildcards(read):
-                offer(WatchlistMatch(e, "wildcard", 0.0, read, via))
+                offer(WatchlistMatch(e, "wildcard", 0.0, read, via, scope))
             if max_distance > 0:
                 # Set intersection runs in C: most of the few hundred strings miss.
                 near = self._exact.keys() & neighbourhood(read, max_distance)
@@ -376,7 +384,7 @@ class Watchlist:
                     for e in self._lookup(variant):
                         # The generated cost is an upper bound: report the true one.
                         d = distance(read, variant)
-                        offer(WatchlistMatch(e, "fuzzy", d, read, via))
+                        offer(WatchlistMatch(e, "fuzzy", d, read, via, scope))
         return sorted(best.values(), key=WatchlistMatch.sort_key)
 
     def match(

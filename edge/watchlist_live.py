@@ -1,15 +1,18 @@
 """The watchlists in force on a running vehicle, and how they are replaced.
 
-Two lists can be in force at once, and a read is matched against both:
+Three lists can be in force at once, and a read is matched against each (a hit's
+match says which list its entry is in, :attr:`edge.watchlist.WatchlistMatch.scope`):
 
 * the **file** list, ``[watchlist] path``: reloaded whole when the file changes
   (checked every ``reload_check_seconds``). A file that fails to load keeps the
   previous list in force and the error (with its line numbers) shows in status;
-* the **pushed** list, a signed document HQ published (:mod:`edge.watchlist_push`):
-  accepted only if its signature verifies against ``[watchlist] public_keys``, it is
-  addressed to this vehicle or the fleet and it is newer than the one in force. The
-  accepted document is kept in the state directory, so a car that restarts out of
-  coverage still has it.
+* the two **pushed** lists, signed documents HQ published (:mod:`edge.watchlist_push`):
+  the **fleet** list (for every vehicle) and this vehicle's own **vehicle** list. They
+  are separate lists with separate version sequences: a document replaces only the
+  list of its scope, and is accepted only if its signature verifies against
+  ``[watchlist] public_keys``, it is addressed to this vehicle or the fleet and it is
+  newer than that list's version in force. Each accepted document is kept in the
+  state directory, so a car that restarts out of coverage still has both.
 
 A new list is built completely before it replaces the old one (a reference swap),
 so a match never sees half a list. Rejections are logged and kept for status.
@@ -20,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,9 +32,12 @@ from edge.config import Config
 from edge.messages import iso_utc
 from edge.watchlist import Watchlist, WatchlistError, read_csv
 from edge.watchlist_push import (
+    SCOPES,
+    ListScope,
     PushedList,
     PushedListStore,
     PushRejected,
+    list_name,
     load_public_keys,
     verify_document,
 )
@@ -75,7 +81,8 @@ class LiveWatchlist:
         self.keys = load_public_keys(config.watchlist.public_keys, base)
         self.store = PushedListStore(state_dir) if state_dir else None
         self.file_list: Watchlist | None = None
-        self.pushed: PushedList | None = None
+        # Replaced whole, never changed in place: a match reads it without the lock.
+        self.pushed_lists: Mapping[ListScope, PushedList] = {}
         self.last_rejection: Rejection | None = None
         self.file_error: str | None = None
         self._file_stamp: tuple[int, int, int] | None = None
@@ -89,8 +96,14 @@ class LiveWatchlist:
     # ----------------------------------------------------------------- reading
 
     def lists(self) -> tuple[Watchlist, ...]:
-        pushed = self.pushed
-        return tuple(w for w in (self.file_list, pushed.watchlist if pushed else None) if w)
+        """Every list in force: the file list, then the fleet and the vehicle list."""
+        pushed = self.pushed_lists
+        found = (self.file_list, *(pushed[s].watchlist for s in SCOPES if s in pushed))
+        return tuple(w for w in found if w is not None)
+
+    def pushed_list(self, scope: ListScope) -> PushedList | None:
+        """The fleet or the vehicle list in force, if any."""
+        return self.pushed_lists.get(scope)
 
     def __len__(self) -> int:
         return sum(len(w) for w in self.lists())
@@ -98,15 +111,16 @@ class LiveWatchlist:
     # ----------------------------------------------------------------- updates
 
     def load(self) -> None:
-        """At start: the file and the stored pushed list, whichever are there."""
+        """At start: the file and the stored pushed lists, whichever are there."""
         if self.store is not None:
-            self.pushed = self.store.load(self.keys, self.vehicle_id)
-            if self.pushed:
+            self.pushed_lists = self.store.load(self.keys, self.vehicle_id)
+            for scope, pushed in self.pushed_lists.items():
                 log.info(
-                    "watchlist: pushed list v%d (%d entries) restored from %s",
-                    self.pushed.version,
-                    len(self.pushed.watchlist),
-                    self.store.path,
+                    "watchlist: %s v%d (%d entries) restored from %s",
+                    list_name(pushed.vehicle_id),
+                    pushed.version,
+                    len(pushed.watchlist),
+                    self.store.path(scope),
                 )
         self.refresh(force=True)
 
@@ -132,13 +146,21 @@ class LiveWatchlist:
             except WatchlistError as exc:
                 return self._file_failed(str(exc), stamp)
             version = (self.file_list.version + 1) if self.file_list else 1
-            self.file_list = Watchlist(entries, version=version, source=str(self.path))
+            self.file_list = Watchlist(
+                entries, version=version, source=str(self.path), scope="file"
+            )
             self._file_stamp = stamp
             self.file_error = None
         log.info("watchlist: %s loaded, %d entries", self.path, len(self.file_list))
         self.on_event(
             "watchlist.applied",
-            {"source": "file", "path": str(self.path), "version": version, "entries": len(entries)},
+            {
+                "source": "file",
+                "scope": "file",
+                "path": str(self.path),
+                "version": version,
+                "entries": len(entries),
+            },
         )
         return True
 
@@ -156,6 +178,7 @@ class LiveWatchlist:
             "watchlist.rejected",
             {
                 "source": "file",
+                "scope": "file",
                 "path": str(self.path),
                 "code": "invalid_file",
                 "message": message[:500],
@@ -164,12 +187,15 @@ class LiveWatchlist:
         return False
 
     def apply_push(self, topic: str, payload: bytes) -> bool:
-        """Verify and apply a pushed document; False (and logged) when it is refused."""
+        """Verify and apply a pushed document to the list of its scope (the fleet list
+        or this vehicle's own); False (and logged) when it is refused."""
         with self._update:
-            current = self.pushed.version if self.pushed else 0
+            # Each list is checked against its own version: the fleet's and the
+            # vehicle's sequences are unrelated.
+            in_force = {scope: p.version for scope, p in self.pushed_lists.items()}
             try:
                 pushed = verify_document(
-                    payload, self.keys, vehicle_id=self.vehicle_id, current_version=current
+                    payload, self.keys, vehicle_id=self.vehicle_id, current_version=in_force
                 )
             except PushRejected as exc:
                 if exc.code == "same_version":
@@ -182,10 +208,11 @@ class LiveWatchlist:
                 )
                 return False
             if self.store is not None:
-                self.store.save(payload)
-            self.pushed = pushed
+                self.store.save(pushed.scope, payload)
+            self.pushed_lists = {**self.pushed_lists, pushed.scope: pushed}
         log.info(
-            "watchlist: pushed list v%d applied from %s: %d entries, signed by key %s",
+            "watchlist: %s v%d applied from %s: %d entries, signed by key %s",
+            list_name(pushed.vehicle_id),
             pushed.version,
             topic,
             len(pushed.watchlist),
@@ -195,6 +222,7 @@ class LiveWatchlist:
             "watchlist.applied",
             {
                 "source": topic,
+                "scope": pushed.scope,
                 "version": pushed.version,
                 "entries": len(pushed.watchlist),
                 "signed_by": pushed.key_id,
@@ -207,8 +235,10 @@ class LiveWatchlist:
     # ----------------------------------------------------------------- status
 
     def status(self) -> dict:
+        """``file``, ``fleet`` and ``vehicle`` (each list's version, entries and age;
+        None when there is none) and ``last_rejection``."""
         now = datetime.now(UTC)
-        file_list, pushed = self.file_list, self.pushed
+        file_list, pushed_lists = self.file_list, self.pushed_lists
         file_status = None
         if self.path is not None:
             file_status = {
@@ -219,9 +249,9 @@ class LiveWatchlist:
                 "age_s": round((now - file_list.loaded_at).total_seconds()) if file_list else None,
                 "error": self.file_error,
             }
-        pushed_status = None
-        if pushed is not None:
-            pushed_status = {
+        pushed_status: dict[ListScope, dict | None] = dict.fromkeys(SCOPES)
+        for scope, pushed in pushed_lists.items():
+            pushed_status[scope] = {
                 "version": pushed.version,
                 "entries": len(pushed.watchlist),
                 "key_id": pushed.key_id,
@@ -230,6 +260,6 @@ class LiveWatchlist:
             }
         return {
             "file": file_status,
-            "pushed": pushed_status,
+            **pushed_status,
             "last_rejection": self.last_rejection.to_json() if self.last_rejection else None,
         }

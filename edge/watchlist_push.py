@@ -38,9 +38,16 @@ Document (a public contract, ``lpr.watchlist/1``): one JSON object, UTF-8::
   so the payload itself may be formatted in any way.
 
 A vehicle trusts the keys in ``[watchlist] public_keys`` (each the base64 of the raw
-32-byte key, or a path to a PEM public key or to a ``.pub`` file holding that base64),
-keeps the last list it accepted in ``<state_dir>/watchlist-pushed.json`` and checks it
-again at every start, since a key may have been withdrawn meanwhile.
+32-byte key, or a path to a PEM public key or to a ``.pub`` file holding that base64).
+
+A vehicle holds two pushed lists, both in force together: the **fleet** list
+(``vehicle_id`` null) and its own **vehicle** list (``vehicle_id`` its id). They are
+separate lists, each with its own version sequence: a document replaces only the list
+of its own scope, and only with a higher version than that list's. The scope is taken
+from the signed ``vehicle_id``, never from the topic it came on. The last document
+accepted for each is kept in ``<state_dir>/watchlist-pushed-fleet.json`` and
+``<state_dir>/watchlist-pushed-vehicle.json`` and checked again at every start, since a
+key may have been withdrawn meanwhile.
 """
 
 from __future__ import annotations
@@ -53,20 +60,19 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge.config import ConfigError
-from edge.files import write_private
+from edge.files import set_aside, sync_folder, write_private
 from edge.messages import iso_utc, parse_utc
 from edge.watchlist import (
     COLUMNS,
@@ -80,7 +86,16 @@ from edge.watchlist import (
 
 SCHEMA = "lpr.watchlist/1"
 ALG = "ed25519"
-STORE_NAME = "watchlist-pushed.json"
+#: Which of a vehicle's two pushed lists a document is: for every vehicle, or for one.
+ListScope = Literal["fleet", "vehicle"]
+SCOPES: tuple[ListScope, ...] = ("fleet", "vehicle")
+#: Where a vehicle keeps the last document accepted for each list, in its state_dir.
+STORE_NAMES: dict[ListScope, str] = {
+    "fleet": "watchlist-pushed-fleet.json",
+    "vehicle": "watchlist-pushed-vehicle.json",
+}
+#: The one stored file of versions that held a single pushed list (migrated at start).
+SINGLE_STORE_NAME = "watchlist-pushed.json"
 #: A million entries from the generator of `bench watchlist` take 180 MB; 256 MiB is
 #: also the most that one MQTT message can carry.
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
@@ -112,16 +127,31 @@ class PushKeyError(ConfigError):
     """A key file or a configured public key is unusable; one problem per line."""
 
 
+def scope_of(vehicle_id: str | None) -> ListScope:
+    """The list a document addressed to ``vehicle_id`` (None: every vehicle) replaces."""
+    return "fleet" if vehicle_id is None else "vehicle"
+
+
+def list_name(vehicle_id: str | None) -> str:
+    """How messages name the list a document is for."""
+    return "the fleet list" if vehicle_id is None else f"vehicle {vehicle_id}'s own list"
+
+
 @dataclass(frozen=True)
 class PushedList:
     """A verified pushed list. ``vehicle_id`` is the document's target (None: every
-    vehicle); ``watchlist`` has the document's version and names it in ``source``."""
+    vehicle); ``watchlist`` has the document's version and scope and names it in
+    ``source``."""
 
     watchlist: Watchlist
     version: int
     key_id: str
     issued_at: datetime
     vehicle_id: str | None
+
+    @property
+    def scope(self) -> ListScope:
+        return scope_of(self.vehicle_id)
 
 
 # --------------------------------------------------------------------------- keys
@@ -340,10 +370,14 @@ def verify_document(
     keys: PublicKeys,
     *,
     vehicle_id: str,
-    current_version: int,
+    current_version: int | Mapping[ListScope, int],
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> PushedList:
     """Check a pushed document for this vehicle; the list, or :class:`PushRejected`.
+
+    ``current_version`` is the version in force of the list the document would
+    replace: by scope (the fleet list and the vehicle's own list count separately;
+    a scope not there is at 0), or one number whatever the document's scope.
 
     Codes, in the order checked: "no_keys" (none configured), "too_large",
     "malformed" (not UTF-8 JSON, not an object, a key missing, unknown or of the wrong
@@ -367,10 +401,15 @@ def verify_document(
             "wrong_vehicle", f"addressed to vehicle {_json(target)}, not {vehicle_id!r}"
         )
     version = header["version"]
-    if version == current_version:
-        raise PushRejected("same_version", f"version {version} is the one already in use")
-    if version < current_version:
-        raise PushRejected("stale", f"version {version} is older than {current_version} in use")
+    if isinstance(current_version, int):
+        in_force = current_version
+    else:
+        in_force = current_version.get(scope_of(target), 0)
+    which = list_name(target)
+    if version == in_force:
+        raise PushRejected("same_version", f"{which}: version {version} is the one already in use")
+    if version < in_force:
+        raise PushRejected("stale", f"{which}: version {version} is older than {in_force} in use")
     # Drop the parsed JSON as soon as it is read: a full list is hundreds of MB.
     items = doc.pop("entries")
     del doc
@@ -381,7 +420,12 @@ def verify_document(
             f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
         )
         raise PushRejected("invalid_entries", f"{len(problems)} bad entries: {shown}", problems)
-    watchlist = Watchlist(entries, version=version, source=f"pushed v{version} signed by {kid}")
+    watchlist = Watchlist(
+        entries,
+        version=version,
+        source=f"pushed {scope_of(target)} list v{version} signed by {kid}",
+        scope=scope_of(target),
+    )
     return PushedList(watchlist, version, kid, header["issued_at"], target)
 
 
@@ -575,57 +619,104 @@ def _json(value: Any) -> str:
 
 
 class PushedListStore:
-    """The last accepted pushed document, kept as received in ``state_dir``."""
+    """The last document accepted for each pushed list, kept as received in
+    ``state_dir``: one file per list (:data:`STORE_NAMES`), mode 0600."""
 
     def __init__(self, state_dir: Path | str):
         self.state_dir = Path(state_dir)
-        self.path = self.state_dir / STORE_NAME
 
-    def save(self, payload: bytes) -> None:
-        """Replace the stored copy atomically: a power cut leaves the old or the new."""
+    def path(self, scope: ListScope) -> Path:
+        return self.state_dir / STORE_NAMES[scope]
+
+    def save(self, scope: ListScope, payload: bytes) -> None:
+        """Replace the stored copy of one list atomically: a power cut leaves the old
+        or the new; the other list's copy is not touched."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        # mkstemp makes the file 0600: lists hold covert entries.
-        fd, tmp = tempfile.mkstemp(prefix=f".{STORE_NAME}.", suffix=".tmp", dir=self.state_dir)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        # The rename is durable only once the folder's entry is on disk.
-        dir_fd = os.open(self.state_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        # Lists hold covert entries: owner-only, whatever the umask.
+        write_private(self.path(scope), payload)
 
     def load(
         self, keys: PublicKeys, vehicle_id: str, *, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> dict[ListScope, PushedList]:
+        """The stored lists, each checked again now. A list that is not stored or no
+        longer verifies is left out (logged), so that start-up goes on with the rest."""
+        self._migrate_single_file()
+        stored: dict[ListScope, PushedList] = {}
+        for scope in SCOPES:
+            pushed = self._load(scope, keys, vehicle_id, max_bytes)
+            if pushed is not None:
+                stored[scope] = pushed
+        return stored
+
+    def _load(
+        self, scope: ListScope, keys: PublicKeys, vehicle_id: str, max_bytes: int
     ) -> PushedList | None:
-        """The stored list, checked again now; None (logged) when there is none or it
-        no longer verifies, so that start-up goes on with the configured list."""
+        path = self.path(scope)
         try:
-            payload = self.path.read_bytes()
+            payload = path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
-            log.warning("cannot read the stored pushed watchlist %s: %s", self.path, exc)
+            log.warning("cannot read the stored pushed watchlist %s: %s", path, exc)
             return None
         try:
-            return verify_document(
+            pushed = verify_document(
                 payload, keys, vehicle_id=vehicle_id, current_version=0, max_bytes=max_bytes
             )
         except PushRejected as exc:
-            log.warning(
-                "stored pushed watchlist %s not used (%s): %s", self.path, exc.code, exc.message
-            )
+            log.warning("stored pushed watchlist %s not used (%s): %s", path, exc.code, exc.message)
+            return None
         except Exception:
-            # A start-up must never fail on this file: the configured list still works.
-            log.exception("stored pushed watchlist %s not used: unexpected error", self.path)
+            # A start-up must never fail on this file: the other lists still work.
+            log.exception("stored pushed watchlist %s not used: unexpected error", path)
+            return None
+        if pushed.scope != scope:
+            log.warning(
+                "stored pushed watchlist %s not used: it holds %s, not the %s list",
+                path,
+                list_name(pushed.vehicle_id),
+                scope,
+            )
+            return None
+        return pushed
+
+    def _migrate_single_file(self) -> None:
+        """Versions before the two lists kept whichever was accepted last in one file
+        (:data:`SINGLE_STORE_NAME`). It becomes the stored copy of the list its
+        ``vehicle_id`` names (verified when loaded from there, like any stored copy);
+        the other list comes again from its retained message. A file that is not a
+        document, or a list already stored in the new form, is set aside, not deleted."""
+        single = self.state_dir / SINGLE_STORE_NAME
+        try:
+            payload = single.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("cannot read the stored pushed watchlist %s: %s", single, exc)
+            return
+        scope = _stored_scope(payload)
+        if scope is None or self.path(scope).exists():
+            why = "not a watchlist document" if scope is None else f"the {scope} list is stored"
+            kept = set_aside(single, "unused")
+            log.warning(
+                "stored pushed watchlist %s not migrated (%s); kept as %s", single, why, kept
+            )
+            return
+        os.replace(single, self.path(scope))
+        sync_folder(self.state_dir)
+        log.info("stored pushed watchlist %s moved to %s", single, self.path(scope))
+
+
+def _stored_scope(payload: bytes) -> ListScope | None:
+    """The scope a stored document claims, unverified; None if it is not a document."""
+    try:
+        doc = json.loads(payload)
+    except (ValueError, RecursionError):
         return None
+    if not isinstance(doc, dict) or "vehicle_id" not in doc:
+        return None
+    target = doc["vehicle_id"]
+    return scope_of(target) if target is None or isinstance(target, str) else None
 
 
 # --------------------------------------------------------------------------- CLI

@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from edge.cli import UsageError
 from edge.watchlist import WatchlistEntry, WatchlistError, parse_csv
 from edge.watchlist_push import (
-    STORE_NAME,
+    SINGLE_STORE_NAME,
+    STORE_NAMES,
     PushedListStore,
     PushKeyError,
     PushRejected,
@@ -99,13 +100,18 @@ def test_round_trip_keeps_entries_and_matches(entries, hq):
         None,
     )
     wl = pushed.watchlist
-    assert (wl.version, wl.source) == (42, f"pushed v42 signed by {kid}")
+    assert (wl.version, wl.source, wl.scope) == (
+        42,
+        f"pushed fleet list v42 signed by {kid}",
+        "fleet",
+    )
     # Same entries, in order; only the CSV line numbers are not carried.
     assert sorted(wl.entries(), key=lambda e: e.entry_id) == sorted(
         (dataclasses.replace(e, line=0) for e in entries), key=lambda e: e.entry_id
     )
     m = wl.match("A8 1234", at=AT)
     assert m is not None and m.entry.entry_id == "S1" and m.kind == "fuzzy" and m.entry.covert
+    assert m.scope == "fleet"  # which list named the plate
     m = wl.match("XY19ZZ", at=AT)
     assert m is not None and m.entry.entry_id == "W7" and m.kind == "wildcard"
     # The date-only valid_until still lasts to the end of its day.
@@ -247,6 +253,26 @@ def test_versions_only_go_up(entries, hq):
     assert verify(payload, keys, current=41).version == 42
     assert rejected(payload, keys, current=42).code == "same_version"
     assert rejected(payload, keys, current=43).code == "stale"
+
+
+def test_the_fleet_list_and_the_vehicles_own_list_have_separate_versions(entries, hq):
+    private_key, keys = hq
+    in_force = {"fleet": 7, "vehicle": 6}
+    fleet = {v: sign_document(entries, v, private_key) for v in (6, 7, 8)}
+    own = {v: sign_document(entries, v, private_key, vehicle_id="car-17") for v in (5, 6, 7)}
+    # Fleet v8 is checked against the fleet's v7, not the vehicle's; and the other way.
+    assert verify(fleet[8], keys, current=in_force).watchlist.scope == "fleet"
+    assert verify(own[7], keys, current=in_force).watchlist.scope == "vehicle"
+    # Replay protection stays, per list.
+    stale = rejected(fleet[6], keys, current=in_force)
+    assert stale.code == "stale" and stale.message.startswith("the fleet list: version 6")
+    stale = rejected(own[5], keys, current=in_force)
+    assert stale.code == "stale"
+    assert stale.message == "vehicle car-17's own list: version 5 is older than 6 in use"
+    assert rejected(fleet[7], keys, current=in_force).code == "same_version"
+    assert rejected(own[6], keys, current=in_force).code == "same_version"
+    # A list with nothing in force takes any version.
+    assert verify(own[5], keys, current={"fleet": 7}).version == 5
 
 
 @pytest.mark.parametrize(
@@ -437,36 +463,73 @@ def test_bad_public_key_values_are_each_named(tmp_path):
 # --- stored copy -------------------------------------------------------------------------
 
 
-def test_store_round_trip(entries, hq, tmp_path):
+def test_store_keeps_one_file_per_list(entries, hq, tmp_path):
     private_key, keys = hq
-    store = PushedListStore(tmp_path / "state")
-    assert store.load(keys, "car-17") is None  # nothing stored yet
-    payload = sign_document(entries, 7, private_key)
-    store.save(payload)
-    store.save(payload)  # replacing is fine
-    assert (tmp_path / "state" / STORE_NAME).read_bytes() == payload
-    assert [p.name for p in (tmp_path / "state").iterdir()] == [STORE_NAME]  # no temp files
-    assert stat.S_IMODE((tmp_path / "state" / STORE_NAME).stat().st_mode) == 0o600
+    state = tmp_path / "state"
+    store = PushedListStore(state)
+    assert store.load(keys, "car-17") == {}  # nothing stored yet
+    fleet = sign_document(entries, 7, private_key)
+    own = sign_document(entries[:1], 3, private_key, vehicle_id="car-17")
+    store.save("fleet", fleet)
+    store.save("fleet", fleet)  # replacing is fine
+    store.save("vehicle", own)
+    assert (state / STORE_NAMES["fleet"]).read_bytes() == fleet
+    assert (state / STORE_NAMES["vehicle"]).read_bytes() == own
+    assert sorted(p.name for p in state.iterdir()) == sorted(STORE_NAMES.values())  # no temps
+    for name in STORE_NAMES.values():
+        assert stat.S_IMODE((state / name).stat().st_mode) == 0o600
     loaded = store.load(keys, "car-17")
-    assert loaded is not None and loaded.version == 7 and len(loaded.watchlist) == len(entries)
+    assert {scope: (p.version, len(p.watchlist)) for scope, p in loaded.items()} == {
+        "fleet": (7, len(entries)),
+        "vehicle": (3, 1),
+    }
 
 
 def test_store_ignores_a_corrupt_or_no_longer_trusted_copy(entries, hq, tmp_path, caplog):
     private_key, keys = hq
     store = PushedListStore(tmp_path)
-    store.save(b'{"schema": "lpr.watch')
+    store.save("fleet", b'{"schema": "lpr.watch')
+    store.save("vehicle", sign_document(entries, 3, private_key, vehicle_id="car-17"))
     with caplog.at_level(logging.WARNING, logger="edge.watchlist_push"):
-        assert store.load(keys, "car-17") is None
+        assert list(store.load(keys, "car-17")) == ["vehicle"]  # the other list still loads
     assert "malformed" in caplog.text
-    store.save(sign_document(entries, 7, private_key))
+    store.save("fleet", sign_document(entries, 7, private_key))
     caplog.clear()
     _, other_public = generate_keypair()
     with caplog.at_level(logging.WARNING, logger="edge.watchlist_push"):
-        assert store.load({key_id(other_public): other_public}, "car-17") is None
-        assert store.load({}, "car-17") is None
+        assert store.load({key_id(other_public): other_public}, "car-17") == {}
+        assert store.load({}, "car-17") == {}
     assert "unknown_key" in caplog.text and "no_keys" in caplog.text
-    store.save(sign_document(entries, 7, private_key, vehicle_id="car-18"))
-    assert store.load(keys, "car-17") is None
+    assert list(store.load(keys, "car-18")) == ["fleet"]  # car-17's own list is not car-18's
+    # A document in the other list's file is not taken for that list.
+    store.save("fleet", sign_document(entries, 8, private_key, vehicle_id="car-17"))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edge.watchlist_push"):
+        assert list(store.load(keys, "car-17")) == ["vehicle"]
+    assert "holds vehicle car-17's own list, not the fleet list" in caplog.text
+
+
+def test_the_single_stored_file_of_older_versions_becomes_its_lists_file(entries, hq, tmp_path):
+    private_key, keys = hq
+    state = tmp_path / "state"
+    state.mkdir()
+    own = sign_document(entries[:1], 6, private_key, vehicle_id="car-17")
+    (state / SINGLE_STORE_NAME).write_bytes(own)
+    loaded = PushedListStore(state).load(keys, "car-17")
+    assert {scope: p.version for scope, p in loaded.items()} == {"vehicle": 6}
+    assert [p.name for p in state.iterdir()] == [STORE_NAMES["vehicle"]]
+    assert (state / STORE_NAMES["vehicle"]).read_bytes() == own
+    # Where that list is already stored in the new form, or the old file is no
+    # document, it is set aside for inspection rather than deleted or used.
+    (state / SINGLE_STORE_NAME).write_bytes(
+        sign_document(entries, 2, private_key, vehicle_id="car-17")
+    )
+    assert PushedListStore(state).load(keys, "car-17")["vehicle"].version == 6
+    (state / SINGLE_STORE_NAME).write_bytes(b"not json")
+    assert list(PushedListStore(state).load(keys, "car-17")) == ["vehicle"]
+    names = sorted(p.name for p in state.iterdir())
+    assert names[0] == STORE_NAMES["vehicle"] and len(names) == 3
+    assert all(n.startswith(f"{SINGLE_STORE_NAME}.unused-") for n in names[1:])
 
 
 # --- command line ------------------------------------------------------------------------
