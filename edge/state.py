@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge.audit import AUDIT_FILE, PURGE, STATE_RECOVERED, AuditLog
-from edge.config import Config
+from edge.config import Config, ConfigError, state_dir_problem
 from edge.mqtt import Topics
 from edge.outbox import Outbox
 from edge.readlog import READLOG_FILE, ReadLog
@@ -48,7 +48,13 @@ class VehicleState:
         self.recovered: list[dict] = []
 
     def open(self) -> VehicleState:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            # A configuration problem (a path under a file, no permission), said as
+            # one, not a traceback; `config check` finds it before any start.
+            why = state_dir_problem(self.state_dir) or f"{self.state_dir}: {exc.strerror or exc}"
+            raise ConfigError([f"'storage.state_dir' {why}"]) from None
         storage, privacy = self.config.storage, self.config.privacy
         self.outbox = Outbox(
             self.state_dir / OUTBOX_FILE,

@@ -92,10 +92,10 @@ def _config(work: Path, state: Path, plates: list[str]):
     (work / "watchlist.csv").write_text(
         "plate,list,reason\n" + "".join(f"{p},stolen-vehicle,test\n" for p in plates)
     )
-    alerts = work / "alerts.out"
-    (work / "alert.sh").write_text(
-        f"#!/bin/sh\ncat >> {shlex.quote(str(alerts))}\necho >> {shlex.quote(str(alerts))}\n"
-    )
+    # One file per alert: the commands run concurrently.
+    alerts = work / "alerts"
+    alerts.mkdir()
+    (work / "alert.sh").write_text(f"#!/bin/sh\ncat > {shlex.quote(str(alerts))}/alert-$$.json\n")
     (work / "alert.sh").chmod(0o755)
     (work / "edge.toml").write_text(
         '[vehicle]\nid = "car-1"\n'
@@ -107,9 +107,7 @@ def _config(work: Path, state: Path, plates: list[str]):
 
 
 def _alerted(alerts: Path) -> list[str]:
-    if not alerts.exists():
-        return []
-    return [json.loads(line)["plate"] for line in alerts.read_text().splitlines() if line]
+    return [json.loads(p.read_text())["plate"] for p in alerts.iterdir()]
 
 
 def scenario_running(disk: Path, work: Path, *, full_at_start: bool) -> dict:

@@ -265,3 +265,20 @@ def test_a_vehicle_with_no_watchlist_in_force_sends_a_heartbeat_hq_accepts(tmp_p
         }
     validate_status(json.loads(encode(heartbeat)), "car-1")  # raises when rejected
     assert heartbeat["watchlist"] is not None
+
+
+def test_a_state_dir_that_cannot_be_made_is_a_configuration_error_not_a_traceback(
+    tmp_path: Path, clip: Path
+):
+    (tmp_path / "blocker").write_text("a file where the state folder should go")
+    config = tmp_path / "edge.toml"
+    config.write_text('[vehicle]\nid = "car-1"\n[storage]\nstate_dir = "blocker/lpr-edge"\n')
+    replay = subprocess.run(
+        [*EDGE, "replay", "--config", str(config), str(clip)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert replay.returncode == 2, replay.stderr
+    assert "Traceback" not in replay.stderr
+    assert "'storage.state_dir'" in replay.stderr and "is not a directory" in replay.stderr
