@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from edge.textrules import IDENTIFIER, IDENTIFIER_RULE
+
 ENV_PREFIX = "LPR_EDGE_"
 SECRET_KEYS = frozenset({"password"})
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -478,6 +480,11 @@ def _cross_checks(config: Config, label: str) -> list[str]:
     for i, cam in enumerate(config.cameras):
         if not cam.name:
             problems.append(f"{label}: 'cameras[{i}].name' is required")
+        elif not IDENTIFIER.fullmatch(cam.name):
+            # It is in every hit, and HQ's schema takes names of this form only.
+            problems.append(
+                f"{label}: 'cameras[{i}].name' expected {IDENTIFIER_RULE}, got {cam.name!r}"
+            )
         if not cam.source:
             problems.append(f"{label}: 'cameras[{i}].source' is required")
         if cam.name and names.count(cam.name) > 1:

@@ -36,7 +36,7 @@ from edge.files import write_private
 from edge.gps import GpsReceiver, PositionFix, PositionTrack, clock_synchronised
 from edge.health import STATUS_FILE, STATUS_FILE_INTERVAL_S, write_status_file
 from edge.hits import CONTEXT_IMAGE_MAX_BYTES, Hit, best_match, make_hit
-from edge.messages import encode, hit_message, read_message, without_images
+from edge.messages import encode, hit_message, without_images
 from edge.mqtt import Topics
 from edge.outbox import Outbox
 from edge.publish import MqttPublisher
@@ -98,10 +98,6 @@ class Dispatcher:
             log.debug("read %s on %s: no watchlist match", read.plate, read.camera)
             if self.readlog is not None:
                 self._log_read(read)
-            if self.config.privacy.publish_reads:
-                message = read_message(read, self.config.vehicle.id)
-                self.outbox.add("read", read.event_id, self.topics.read, encode(message))
-                self.sent()
             return None
         hit = make_hit(
             read,

@@ -66,7 +66,7 @@ def summary_lines(status: dict, age_s: float) -> list[str]:
     else:
         lines.append("  broker: none configured (hits stay in the outbox)")
     wl = status.get("watchlist") or {}
-    for kind in ("file", "pushed"):
+    for kind in ("file", "fleet", "vehicle"):
         if wl.get(kind):
             info = wl[kind]
             lines.append(

@@ -83,6 +83,7 @@ from edge.mqtt import (
     new_client,
     reason_ok,
 )
+from edge.textrules import UNSHOWABLE
 from edge.waits import poll_until
 
 log = logging.getLogger(__name__)
@@ -495,14 +496,9 @@ class HitStore:
 
 # --- output ---------------------------------------------------------------------------
 
-#: Characters never shown as they are: C0 and C1 controls and DEL (terminal escape
-#: sequences, line breaks), Unicode's line and paragraph separators, invisible format
-#: characters and bidirectional overrides (which reorder what is shown), and lone
-#: surrogates (which JSON's \\u escapes can make and no terminal can show). The hit
+#: Characters never shown as they are (see :data:`edge.textrules.UNSHOWABLE`): the hit
 #: schema's text fields refuse the same set.
-_UNSHOWABLE = re.compile(
-    r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]"
-)
+_UNSHOWABLE = UNSHOWABLE
 _NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 

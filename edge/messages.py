@@ -88,7 +88,6 @@ def cross_boundary_fields(read: PlateRead) -> dict:
     }
 
 
-READ_SCHEMA = "lpr.read/1"
 HIT_SCHEMA = "lpr.hit/1"
 STATUS_SCHEMA = "lpr.status/1"
 
@@ -133,6 +132,7 @@ def hit_message(hit: Hit) -> dict:
             "distance": match.distance,
             "matched_text": match.text,
             "covert": entry.covert,
+            "scope": match.scope,
         },
         "position": position,
         "plate_image": base64.b64encode(hit.plate_jpeg).decode("ascii") if hit.plate_jpeg else None,
@@ -162,13 +162,6 @@ def base64_size(text: str) -> int:
     """Bytes that base64 ``text`` decodes to (without decoding it)."""
     stripped = text.rstrip("=")
     return len(stripped) * 3 // 4
-
-
-def read_message(read: PlateRead, vehicle_id: str) -> dict:
-    """A non-hit read as published with ``[privacy] publish_reads`` (no image)."""
-    record = read_record(read)
-    del record["type"]
-    return {"schema": READ_SCHEMA, "vehicle_id": vehicle_id, **record}
 
 
 def encode(message: dict) -> bytes:

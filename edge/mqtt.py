@@ -41,11 +41,6 @@ class Topics:
         return f"{self.prefix}/{self.vehicle_id}/status"
 
     @property
-    def read(self) -> str:
-        """Non-hit reads, only with ``[privacy] publish_reads``."""
-        return f"{self.prefix}/{self.vehicle_id}/read"
-
-    @property
     def audit(self) -> str:
         return f"{self.prefix}/{self.vehicle_id}/audit"
 

@@ -353,20 +353,26 @@ class Outbox:
         with self._lock:
             if held := self._unsaved.get(event_id):
                 return held.message()
-            row = self._connect().execute(
-                "SELECT seq, event_id, kind, topic, payload, created_at, attempts "
-                "FROM outbox WHERE event_id = ?",
-                (event_id,),
-            ).fetchone()
+            row = (
+                self._connect()
+                .execute(
+                    "SELECT seq, event_id, kind, topic, payload, created_at, attempts "
+                    "FROM outbox WHERE event_id = ?",
+                    (event_id,),
+                )
+                .fetchone()
+            )
         return OutboxMessage(*row) if row else None
 
     def is_delivered(self, event_id: str) -> bool:
         with self._lock:
             if held := self._unsaved.get(event_id):
                 return held.delivered_at is not None
-            row = self._connect().execute(
-                "SELECT delivered_at FROM outbox WHERE event_id = ?", (event_id,)
-            ).fetchone()
+            row = (
+                self._connect()
+                .execute("SELECT delivered_at FROM outbox WHERE event_id = ?", (event_id,))
+                .fetchone()
+            )
         return bool(row and row[0] is not None)
 
     # ----------------------------------------------------------------- retention
@@ -381,6 +387,14 @@ class Outbox:
             params += list(kinds)
         with self._lock:
             return self._connect().execute(sql, params).rowcount
+
+    def purge_kind(self, kind: str) -> int:
+        """Delete every message of ``kind``, delivered or not: for a kind that must no
+        longer leave the car (non-hit reads queued by an older version)."""
+        with self._lock:
+            for event_id in [e for e, held in self._unsaved.items() if held.kind == kind]:
+                del self._unsaved[event_id]
+            return self._connect().execute("DELETE FROM outbox WHERE kind = ?", (kind,)).rowcount
 
     def restamp_future(self, now: float | None = None) -> int:
         """Stamps later than ``now`` (beyond :data:`CLOCK_TOLERANCE_S`) were written

@@ -2,10 +2,11 @@
 
 * Delivered hits (and delivered audit copies) stay in the outbox for
   ``hit_retention_days`` after HQ acknowledged them, then go.
-* Non-hit reads: published ones (``publish_reads``) leave the outbox once delivered
-  and ``keep_reads_seconds`` old; the local read log (only when
-  ``keep_reads_seconds`` > 0) keeps them that long. With 0, anything left from an
-  earlier setting is deleted at the next pass.
+* Non-hit reads never leave the car (``publish_reads = true`` is refused at load):
+  the local read log (only when ``keep_reads_seconds`` > 0) keeps them that long.
+  With 0, anything left from an earlier setting is deleted at the next pass. Reads a
+  version that still published them left in the outbox are deleted at the next pass,
+  sent or not (``published_reads`` in the counts).
 * Undelivered messages are never deleted: a hit is not lost to retention.
 
 Applied continuously (every ``RETENTION_INTERVAL_S`` by the running service, which
@@ -69,7 +70,7 @@ def apply_retention(
     read_cut = now - privacy.keep_reads_seconds
     counts = PurgeCounts(
         hits=outbox.purge_delivered(hit_cut, kinds=("hit", "audit")),
-        published_reads=outbox.purge_delivered(read_cut, kinds=("read",)),
+        published_reads=outbox.purge_kind("read"),
         logged_reads=readlog.purge(read_cut) if readlog else 0,
     )
     if counts.total or vacuum:
@@ -143,7 +144,7 @@ def make_room(
     log.warning("disk: %.0f MB free (keep %d MB): deleting non-hit data first", free, min_free_mb)
     now = time.time()
     counts = PurgeCounts(
-        published_reads=outbox.purge_delivered(now, kinds=("read",)),
+        published_reads=outbox.purge_kind("read"),
         logged_reads=readlog.purge(now) if readlog else 0,
     )
     outbox.compact(vacuum=True)

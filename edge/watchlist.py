@@ -41,6 +41,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from edge import crossboundary
 from edge.messages import parse_utc
 from edge.plateformat import normalize
+from edge.textrules import IDENTIFIER, IDENTIFIER_RULE, MAX_TEXT_LENGTH, unshowable_in
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 LOOKALIKE_GROUPS: tuple[str, ...] = ("0ODQ", "1IL", "2Z", "5S", "6G", "8B")
@@ -676,10 +677,20 @@ def entry_checker(where: Callable[[int], str] = "line {}".format) -> EntryCheck:
         first = ids.setdefault(entry_id, pos)
         if first != pos:
             bad.append(f"entry_id {entry_id!r} already used on {where(first)}")
+        name, reason = name.strip(), reason.strip()
+        # Names and texts go into every hit: HQ's schema refuses what is refused here.
+        if name not in strings and name and not IDENTIFIER.fullmatch(name):
+            bad.append(f"list {name!r} is not a list name ({IDENTIFIER_RULE})")
+        for field_name, text in (("reason", reason), ("entry_id", entry_id)):
+            if field_name == "reason" and text in strings:
+                continue
+            if len(text) > MAX_TEXT_LENGTH:
+                bad.append(f"{field_name} is longer than {MAX_TEXT_LENGTH} characters")
+            elif (char := unshowable_in(text)) is not None:
+                bad.append(f"{field_name} holds the control or invisible character {char}")
         # (prio and flag are None only with a problem listed; the test says so to mypy.)
         if bad or prio is None or flag is None:
             return bad
-        name, reason = name.strip(), reason.strip()
         return new_entry(
             plate,
             strings.setdefault(name, name),

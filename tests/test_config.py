@@ -158,3 +158,15 @@ def test_dump_masks_secrets_and_round_trips():
     assert "hunter2" not in text and 'password = "********"' in text
     unmasked = dumps_toml(to_dict(config, mask_secrets=False))
     assert tomllib.loads(unmasked) == to_dict(config, mask_secrets=False)
+
+
+def test_a_camera_name_hq_would_refuse_is_refused_at_load_naming_the_key(tmp_path: Path):
+    path = write(
+        tmp_path,
+        '[[cameras]]\nname = "front left\\u001b[2J"\nsource = "rtsp://10.0.0.5/s1"\n',
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert "'cameras[0].name' expected 1 to 64 ASCII letters" in str(caught.value)
+    ok = write(tmp_path, '[[cameras]]\nname = "front-left.1"\nsource = "rtsp://10.0.0.5/s1"\n')
+    assert load_config(ok, environ={}).cameras[0].name == "front-left.1"

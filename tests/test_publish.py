@@ -238,8 +238,8 @@ def test_pushed_lists_over_mqtt_applied_or_rejected_and_the_list_in_force_stays(
     try:
         v5 = sign_document([WatchlistEntry("AB1234", entry_id="a")], 5, key)
         push("lpr/v1/watchlist", v5)
-        assert wait(lambda: watchlists.pushed is not None)
-        assert watchlists.status()["pushed"]["version"] == 5
+        assert wait(lambda: watchlists.pushed_list("fleet") is not None)
+        assert watchlists.status()["fleet"]["version"] == 5
         # Signed by a key the car does not trust.
         push("lpr/v1/watchlist", sign_document([WatchlistEntry("EVIL1")], 6, rogue))
         assert wait(lambda: rejection() == "unknown_key")
@@ -252,14 +252,14 @@ def test_pushed_lists_over_mqtt_applied_or_rejected_and_the_list_in_force_stays(
         assert wait(lambda: rejection() == "stale")
         push("lpr/v1/car-1/watchlist", b"not json")
         assert wait(lambda: rejection() == "malformed")
-        assert watchlists.pushed.version == 5
-        assert [e.plate for e in watchlists.pushed.watchlist.entries()] == ["AB1234"]
+        assert watchlists.pushed_list("fleet").version == 5
+        assert [e.plate for e in watchlists.pushed_list("fleet").watchlist.entries()] == ["AB1234"]
         # A newer one is applied, and kept for the next start.
         push("lpr/v1/car-1/watchlist", sign_document([WatchlistEntry("NEW9")], 8, key))
-        assert wait(lambda: watchlists.pushed.version == 8)
+        assert wait(lambda: watchlists.pushed_list("fleet").version == 8)
         restarted = LiveWatchlist(config, state_dir=tmp_path / "state")
         restarted.load()
-        assert restarted.pushed.version == 8
+        assert restarted.pushed_list("fleet").version == 8
     finally:
         publisher.close()
         hq.disconnect()

@@ -55,13 +55,11 @@ def test_reads_kept_for_keep_reads_seconds_then_gone_from_the_files(tmp_path: Pa
     with Outbox(tmp_path / "outbox.sqlite") as outbox, ReadLog(tmp_path / "reads.sqlite") as log:
         read = make_read("RD4242")
         log.add(read)
-        outbox.add("read", read.event_id, "lpr/v1/car/read", b'{"plate":"RD4242"}')
-        outbox.mark_delivered(outbox.get(read.event_id).seq)
         now = time.time()
         counts = apply_retention(privacy, outbox, log, now=now + 30)
         assert counts.total == 0 and log.find("RD4242")
         counts = apply_retention(privacy, outbox, log, now=now + 61)
-        assert (counts.published_reads, counts.logged_reads) == (1, 1)
+        assert counts.logged_reads == 1
         assert log.count() == 0
     assert files_containing(tmp_path, "RD4242") == []
 
@@ -161,3 +159,16 @@ def test_the_service_schedule_applies_retention_every_minute_and_vacuums_daily(t
         assert passes == []  # nothing deleted and no vacuum: nothing to audit
         schedule.tick(1000.0 + VACUUM_INTERVAL_S + 1)
         assert len(passes) == 1  # the daily vacuum is audited even with nothing deleted
+
+
+def test_reads_an_older_version_queued_for_hq_are_deleted_sent_or_not(tmp_path: Path):
+    """publish_reads = true is refused now; what it queued must not go to HQ later."""
+    with Outbox(tmp_path / "outbox.sqlite") as outbox:
+        outbox.add("read", "sent", "lpr/v1/car/read", b'{"plate":"SENT11"}')
+        outbox.add("read", "queued", "lpr/v1/car/read", b'{"plate":"QUEUE2"}')
+        outbox.add("hit", "hit", "lpr/v1/car/hit", b'{"plate":"HIT333"}')
+        outbox.mark_delivered(outbox.get("sent").seq)
+        counts = apply_retention(PrivacyConfig(), outbox)
+        assert counts.published_reads == 2
+        assert [m.event_id for m in outbox.pending()] == ["hit"]
+    assert files_containing(tmp_path, "QUEUE2") == []

@@ -452,3 +452,23 @@ def test_a_cross_boundary_plate_is_listed_as_issued_and_matched_by_its_core():
         with pytest.raises(WatchlistError) as info:
             parse_csv(f"plate,list\n{bad},stolen\n", "list.csv")
         assert "line 2" in str(info.value) and "粤Z1234港" in str(info.value)
+
+
+def test_names_and_texts_hq_would_refuse_are_refused_when_the_list_loads():
+    """Every hit carries the entry's list, reason and id: what HQ's schema refuses
+    (a list name that is not an identifier, control or invisible characters) is an
+    error naming the line, not a hit that HQ later rejects."""
+    text = (
+        "plate,list,reason,entry_id\n"
+        "AB1234,stolen vehicle,,a\n"
+        'CD5678,stolen-vehicle,"reason \x1b]0;owned\x07",b\n'
+        "EF9012,stolen-vehicle,盗窃 stolen,c\u202e\n"
+        "GH3456,wanted-person,盗窃 stolen,d\n"
+    )
+    with pytest.raises(WatchlistError) as caught:
+        parse_csv(text)
+    problems = str(caught.value)
+    assert "line 2: list 'stolen vehicle' is not a list name" in problems
+    assert "line 3: reason holds the control or invisible character \\x1b" in problems
+    assert "line 4: entry_id holds the control or invisible character \\u202e" in problems
+    assert "line 5" not in problems  # Chinese text is free text
