@@ -31,7 +31,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from edge.sqlitedb import CLOCK_TOLERANCE_S, Recovery, is_disk_error, open_state_db
@@ -90,27 +90,11 @@ class OutboxStats:
 
 @dataclass(slots=True)
 class _Unsaved:
-    """A message the disk refused, waiting in memory to be written."""
+    """A message the disk refused, waiting in memory to be written (its ``seq`` is
+    negative)."""
 
-    seq: int
-    event_id: str
-    kind: str
-    topic: str
-    payload: bytes
-    created_at: float
-    attempts: int = 0
+    message: OutboxMessage
     delivered_at: float | None = None
-
-    def message(self) -> OutboxMessage:
-        return OutboxMessage(
-            self.seq,
-            self.event_id,
-            self.kind,
-            self.topic,
-            self.payload,
-            self.created_at,
-            self.attempts,
-        )
 
 
 @dataclass(slots=True)
@@ -205,16 +189,17 @@ class Outbox:
             db = self._connect()
             while self._unsaved:
                 event_id, held = next(iter(self._unsaved.items()))
+                m = held.message
                 db.execute(
                     "INSERT OR IGNORE INTO outbox (event_id, kind, topic, payload, "
                     "created_at, attempts, delivered_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
-                        held.event_id,
-                        held.kind,
-                        held.topic,
-                        held.payload,
-                        held.created_at,
-                        held.attempts,
+                        m.event_id,
+                        m.kind,
+                        m.topic,
+                        m.payload,
+                        m.created_at,
+                        m.attempts,
                         held.delivered_at,
                     ),
                 )
@@ -272,7 +257,7 @@ class Outbox:
             elif self._db is not None and self._known(event_id):
                 return False
             self._unsaved[event_id] = _Unsaved(
-                self._next_memory_seq, event_id, kind, topic, payload, created_at
+                OutboxMessage(self._next_memory_seq, event_id, kind, topic, payload, created_at, 0)
             )
             self._next_memory_seq -= 1
             self._trouble.held_total += 1
@@ -308,21 +293,21 @@ class Outbox:
                     after = batch[-1][0]
                     rows.extend(OutboxMessage(*r) for r in batch if r[0] not in exclude)
             rows.extend(
-                held.message()
+                held.message
                 for held in self._unsaved.values()
-                if held.delivered_at is None and held.seq not in exclude
+                if held.delivered_at is None and held.message.seq not in exclude
             )
         return rows[:limit]
 
     def _held(self, seq: int) -> _Unsaved | None:
-        return next((h for h in self._unsaved.values() if h.seq == seq), None)
+        return next((h for h in self._unsaved.values() if h.message.seq == seq), None)
 
     def mark_sent(self, seq: int) -> None:
         """Count an attempt (for status and logs; it changes no order)."""
         with self._lock:
             if seq < 0:
                 if held := self._held(seq):
-                    held.attempts += 1
+                    held.message = replace(held.message, attempts=held.message.attempts + 1)
                 return
             self._write("UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", (seq,))
 
@@ -352,7 +337,7 @@ class Outbox:
     def get(self, event_id: str) -> OutboxMessage | None:
         with self._lock:
             if held := self._unsaved.get(event_id):
-                return held.message()
+                return held.message
             row = (
                 self._connect()
                 .execute(
@@ -392,7 +377,7 @@ class Outbox:
         """Delete every message of ``kind``, delivered or not: for a kind that must no
         longer leave the car (non-hit reads queued by an older version)."""
         with self._lock:
-            for event_id in [e for e, held in self._unsaved.items() if held.kind == kind]:
+            for event_id in [e for e, held in self._unsaved.items() if held.message.kind == kind]:
                 del self._unsaved[event_id]
             return self._connect().execute("DELETE FROM outbox WHERE kind = ?", (kind,)).rowcount
 
@@ -455,7 +440,7 @@ class Outbox:
             unsaved, error = len(self._unsaved), self._trouble.error
         pending += len(held)
         if held:
-            first = min(h.created_at for h in held)
+            first = min(h.message.created_at for h in held)
             oldest = first if oldest is None else min(oldest, first)
         age = None if oldest is None else max(0.0, now - oldest)
         alarm = None

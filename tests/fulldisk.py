@@ -16,6 +16,7 @@ import json
 import os
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -86,7 +87,7 @@ def fill(folder: Path) -> Path:
 # --------------------------------------------------------------------- scenarios
 
 
-def _config(work: Path, state: Path, plates: list[str]):
+def _config(work: Path, state: Path, plates: list[str], mqtt_port: int | None = None):
     from edge.config import load_config
 
     (work / "watchlist.csv").write_text(
@@ -101,7 +102,14 @@ def _config(work: Path, state: Path, plates: list[str]):
         '[vehicle]\nid = "car-1"\n'
         f'[watchlist]\npath = "{work / "watchlist.csv"}"\n'
         f'alert_command = "{work / "alert.sh"}"\n'
-        f'[storage]\nstate_dir = "{state}"\n'
+        # min_free_mb = 0: the test's disk is under a megabyte, and making room would
+        # delete the delivered hits the tests look for.
+        f'[storage]\nstate_dir = "{state}"\nmin_free_mb = 0\n'
+        + (
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\nreconnect_min_seconds = 0.2\n'
+            if mqtt_port
+            else ""
+        )
     )
     return load_config(work / "edge.toml"), alerts
 
@@ -151,6 +159,36 @@ def scenario_running(disk: Path, work: Path, *, full_at_start: bool) -> dict:
     return report
 
 
+def scenario_sending(disk: Path, work: Path, port: int) -> dict:
+    """With a broker: hits the full disk refused still reach HQ from memory, and are
+    written (as delivered) once there is room."""
+    from edge.dispatch import Delivery
+    from edge.outbox import Outbox
+    from tests.test_hits import make_read
+
+    plates = ["FD2001", "FD2002"]
+    config, _ = _config(work, disk / "state", plates, mqtt_port=port)
+    report: dict = {}
+    with Delivery(config) as delivery:
+        assert delivery.wait_delivered(30)  # the start's audit records
+        filler = fill(disk)
+        for plate in plates:
+            delivery.dispatcher(make_read(plate))
+        report["unsaved_while_full"] = delivery.outbox.unsaved
+        report["delivered_while_full"] = delivery.wait_delivered(30)
+        filler.unlink()
+        delivery.idle()
+        report["unsaved_after_free"] = delivery.outbox.unsaved
+    with Outbox(disk / "state" / "outbox.sqlite") as outbox:
+        report["pending_after"] = outbox.stats().pending
+    with sqlite3.connect(disk / "state" / "outbox.sqlite") as db:
+        rows = db.execute(
+            "SELECT payload FROM outbox WHERE kind = 'hit' AND delivered_at IS NOT NULL"
+        ).fetchall()
+    report["delivered_on_disk"] = sorted(json.loads(payload)["plate"] for (payload,) in rows)
+    return report
+
+
 def scenario_replay(disk: Path, work: Path, clip: str, plates: list[str]) -> dict:
     """`lpr-edge replay` with its state on a full disk; space freed once it says it
     waits."""
@@ -193,6 +231,8 @@ def main(argv: list[str]) -> int:
         report = scenario_running(disk, work, full_at_start=False)
     elif scenario == "full-at-start":
         report = scenario_running(disk, work, full_at_start=True)
+    elif scenario == "sending":
+        report = scenario_sending(disk, work, int(argv[3]))
     elif scenario == "replay":
         report = scenario_replay(disk, work, argv[3], argv[4].split(","))
     else:

@@ -76,6 +76,28 @@ def test_a_disk_full_at_start_neither_stops_the_service_nor_empties_the_config_h
     assert report["in_outbox"] == plates
 
 
+@needs_small_disk
+def test_hits_the_full_disk_refused_still_reach_hq_from_memory(tmp_path: Path):
+    from tests.mosquitto import Broker
+    from tests.test_publish import Listener
+
+    broker = Broker(tmp_path).start()
+    listener = Listener(broker.port)
+    try:
+        report = inside(tmp_path, "sending", str(broker.port))
+        hits = [json.loads(p)["plate"] for p in listener.payloads("lpr/v1/car-1/hit")]
+    finally:
+        listener.close()
+        broker.stop()
+    assert report["unsaved_while_full"] == 2
+    assert report["delivered_while_full"]  # acknowledged while still only in memory
+    assert sorted(hits) == ["FD2001", "FD2002"]
+    assert report["unsaved_after_free"] == 0
+    # Written once there was room, as delivered: not sent again, purged on time.
+    assert report["pending_after"] == 0
+    assert report["delivered_on_disk"] == ["FD2001", "FD2002"]
+
+
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     from edge.synthclip import ClipSpec, render_clip
