@@ -190,14 +190,22 @@ class PassTruth:
 
 @dataclass(frozen=True)
 class ClipTruth:
-    """Ground truth of a generated clip; written next to the video as JSON."""
+    """Ground truth of a clip; written next to the video as JSON.
+
+    ``spec`` is what a generated clip was made from; a clip made from labelled photos
+    (:mod:`edge.bench.photoclips`) has none and says where it came from in ``source``
+    instead. ``fine_to_read`` are texts of other plates in the picture (labelled but
+    not the pass's own): reading one is neither a pass read nor a wrong read.
+    """
 
     size: tuple[int, int]
     fps: float
     frame_count: int
     legible_px: float
     passes: tuple[PassTruth, ...]
-    spec: ClipSpec
+    spec: ClipSpec | None
+    source: dict | None = None
+    fine_to_read: tuple[str, ...] = ()
 
     @property
     def seconds(self) -> float:
@@ -213,14 +221,18 @@ class ClipTruth:
         return found
 
     def to_dict(self) -> dict:
-        spec = asdict(self.spec)
+        spec = asdict(self.spec) if self.spec is not None else None
         return {
             "version": TRUTH_VERSION,
             "size": list(self.size),
             "fps": self.fps,
             "frame_count": self.frame_count,
             "legible_px": self.legible_px,
-            "spec": {k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()},
+            "spec": None
+            if spec is None
+            else {k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()},
+            "source": self.source,
+            "fine_to_read": list(self.fine_to_read),
             "passes": [
                 {
                     "text": p.text,
@@ -262,7 +274,9 @@ class ClipTruth:
             frame_count=int(data["frame_count"]),
             legible_px=float(data["legible_px"]),
             passes=passes,
-            spec=ClipSpec.from_dict(data["spec"]),
+            spec=None if data["spec"] is None else ClipSpec.from_dict(data["spec"]),
+            source=data.get("source"),
+            fine_to_read=tuple(data.get("fine_to_read", ())),
         )
 
     @classmethod

@@ -78,7 +78,7 @@ def score_reads(truth: ClipTruth, reads: list[PlateRead]) -> ReadScore:
     has its text; reads of a text no pass has are wrong; extra reads of a pass are
     duplicates. A pass never legible (too small or cut by the frame edge) is not counted."""
     texts = [p.text for p in truth.passes if p.first_legible_frame is not None]
-    everything = {p.text for p in truth.passes}
+    everything = {p.text for p in truth.passes} | set(truth.fine_to_read)
     counts: dict[str, int] = {}
     wrong = 0
     for read in reads:
