@@ -13,7 +13,10 @@ format-valid readings of each track, and votes them into one :class:`PlateRead`:
 
 A track whose read is out is read again now and then: when a car changes lanes and
 reveals the one ahead in the same place, the detections carry on as one track, and
-the new plate must become a pass of its own (:meth:`PlateTracker.add_reading`).
+the new plate must become a pass of its own (:meth:`PlateTracker.add_reading`). When
+instead the later, larger views settle on a text one look-alike or one character away
+from the read (an early 8/B or 0/D confusion), the read was wrong: a correction goes
+out, a new read naming the overturned one in ``corrects_event_id``.
 
 The same plate read again by the same camera within ``dedup_seconds`` is the same
 pass and gives no new read. Everything here is plain logic on frame timestamps, with
@@ -81,6 +84,18 @@ RECHECK_WINDOW = 6
 # Texts this far apart (look-alikes count half, see edge.watchlist.distance) are two
 # plates; closer ones are misreads of one (ZS27 read Z527 as the plate recedes).
 NEW_PLATE_DISTANCE = 2.0
+# Corrections. A reading after the read counts as evidence against it only from a plate
+# at least this share as wide as when the read went out: an approaching plate grows and
+# reads better, a receding one shrinks and reads worse (its look-alikes must not
+# overturn what its larger views read).
+CORRECTION_MIN_WIDTH_SHARE = 0.9
+# The lead a correction needs when early reads are off (decide_margin 0): about two sure
+# readings, the default decide_margin. A single reading (confidence at most 1) never
+# reaches it.
+CORRECTION_MIN_MARGIN = 1.9
+# Corrections per track at most (each to a text the track never gave): a plate that
+# keeps reading two ways must not flip its read back and forth.
+MAX_CORRECTIONS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +185,15 @@ class _Sighting:
     frame_number: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Recheck:
+    """A reading of a track after its read: what, when, and how wide the plate was."""
+
+    reading: PlateText
+    sighting: _Sighting
+    width: float
+
+
 @dataclass(slots=True)
 class Track:
     """A plate followed across frames of one camera."""
@@ -196,7 +220,20 @@ class Track:
     emitted_at: float | None = None
     checked: float | None = None
     #: The latest readings since the read, each with the sighting it was read in.
-    rechecks: list[tuple[PlateText, _Sighting]] = field(default_factory=list)
+    rechecks: list[_Recheck] = field(default_factory=list)
+    #: The event id of the read that stands for this pass (the first read, then each
+    #: correction); None before the read, or when it was a duplicate (nothing went out).
+    standing_event_id: str | None = None
+    #: Every text this track gave (its read, then its corrections): never given again.
+    texts_given: list[str] = field(default_factory=list)
+    #: The plate's width when the standing read went out (see CORRECTION_MIN_WIDTH_SHARE).
+    read_width: float = 0.0
+    #: Summed confidence per text of the readings since the read that count as evidence
+    #: (wide enough), and how many readings there were in all since the read.
+    support_since_read: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    readings_since_read: int = 0
+    #: A correction decided on a reading, emitted at the next :meth:`PlateTracker.collect`.
+    pending_correction: Consensus | None = None
 
     def predicted(self, timestamp: float) -> np.ndarray:
         """Where the box should be at ``timestamp``, moving at the track's velocity."""
@@ -210,13 +247,34 @@ class Track:
 
     @property
     def in_doubt(self) -> bool:
-        """Read, but its latest reading is another plate: read it every frame until
-        the readings settle it."""
+        """Read, but its latest reading is another plate, or another text of the read
+        plate that could correct it: read it every frame until the readings settle it
+        (a wrong read may have raised a hit; its correction must not wait)."""
+        if self.emitted is None or not self.rechecks:
+            return False
+        latest = self.rechecks[-1]
+        if distance(latest.reading.text, self.emitted) >= NEW_PLATE_DISTANCE:
+            return True
+        return latest.reading.text != self.emitted and self.could_correct_to(latest)
+
+    def counts_as_evidence(self, recheck: _Recheck) -> bool:
+        """Whether a reading since the read may weigh against it: seen at least about
+        as large as when the read went out."""
+        return recheck.width >= CORRECTION_MIN_WIDTH_SHARE * self.read_width
+
+    def could_correct_to(self, recheck: _Recheck) -> bool:
+        """Whether ``recheck``'s text may still become a correction of this track."""
         return (
-            self.emitted is not None
-            and bool(self.rechecks)
-            and distance(self.rechecks[-1][0].text, self.emitted) >= NEW_PLATE_DISTANCE
+            len(self.texts_given) <= MAX_CORRECTIONS
+            and recheck.reading.text not in self.texts_given
+            and self.counts_as_evidence(recheck)
         )
+
+    def support(self, text: str) -> float:
+        """Summed confidence of this track's readings of ``text``: those that made the
+        read, and those since that count as evidence."""
+        before = sum(r.confidence for r in self.readings if r.text == text)
+        return before + self.support_since_read.get(text, 0.0)
 
 
 class PlateTracker:
@@ -366,16 +424,30 @@ class PlateTracker:
         After the track's read is out, a reading is a recheck: when the latest ones
         settle on another plate as surely as an early read (:meth:`_is_decided`, the
         readings of the read plate counting against it), that plate continues as a new
-        track from its first reading, and the old one ends."""
+        track from its first reading, and the old one ends. When they settle instead on
+        another text of the same plate, the read is corrected (:meth:`_correction`)."""
         if track.decided:
             track.checked = frame.timestamp
-            if reading is not None:
-                track.rechecks.append((reading, track.last))
-                del track.rechecks[:-RECHECK_WINDOW]
-                successor = self._changed_plate(track)
-                if successor is not None:
-                    self._keep_best(successor, frame, box, reading, score)
-                    self._tracks[self._tracks.index(track)] = successor
+            if reading is None:
+                return
+            recheck = _Recheck(reading, track.last, float(box[2] - box[0]))
+            track.rechecks.append(recheck)
+            del track.rechecks[:-RECHECK_WINDOW]
+            track.readings_since_read += 1
+            if track.counts_as_evidence(recheck):
+                track.support_since_read[reading.text] += reading.confidence
+            successor = self._changed_plate(track)
+            if successor is not None:
+                self._keep_best(successor, frame, box, reading, score)
+                self._tracks[self._tracks.index(track)] = successor
+                return
+            correction = self._correction(track, recheck)
+            if correction is not None:
+                # The view that settled it is the correction's evidence (the earlier
+                # best view shows the plate as first read).
+                track.pending_correction = correction
+                track.best_score = -1.0
+                self._keep_best(track, frame, box, reading, score)
             return
         if reading is None:
             return
@@ -402,7 +474,7 @@ class PlateTracker:
         """The track of another plate the rechecks of read ``track`` settled on, from
         that plate's first reading; None while they do not."""
         assert track.emitted is not None
-        consensus = vote([r for r, _ in track.rechecks], self.plate_format)
+        consensus = vote([c.reading for c in track.rechecks], self.plate_format)
         if (
             consensus is None
             or distance(consensus.text, track.emitted) < NEW_PLATE_DISTANCE
@@ -410,11 +482,11 @@ class PlateTracker:
         ):
             return None
         new_plate = [
-            (r, s)
-            for r, s in track.rechecks
-            if distance(r.text, track.emitted) >= NEW_PLATE_DISTANCE
+            c
+            for c in track.rechecks
+            if distance(c.reading.text, track.emitted) >= NEW_PLATE_DISTANCE
         ]
-        first = new_plate[0][1]
+        first = new_plate[0].sighting
         return Track(
             next(self._ids),
             track.box.copy(),
@@ -422,9 +494,43 @@ class PlateTracker:
             last=track.last,
             velocity=track.velocity.copy(),
             frames=len(new_plate),
-            readings=[r for r, _ in new_plate],
+            readings=[c.reading for c in new_plate],
             first_read=first.timestamp,
         )
+
+    def _correction(self, track: Track, latest: _Recheck) -> Consensus | None:
+        """The vote that overturns ``track``'s read, decided on its ``latest`` reading;
+        None while the evidence does not. A correction needs all of:
+
+        * the latest reading's text is one the track may still correct to (not a text
+          it gave before, corrections left, the plate as large as when it was read);
+        * the latest readings that count as evidence vote for that text, closer than
+          ``NEW_PLATE_DISTANCE`` to the read (farther is another plate: a new pass),
+          and the vote is decided as an early read is (:func:`is_decided`: a margin
+          over the other readings of the window, every character well supported);
+        * over the whole track (the readings that made the read, and those since), the
+          text's readings outweigh the read text's by the same margin: the correction
+          is better supported than the read was, so a single contrary reading, or a
+          few against many, change nothing.
+        """
+        assert track.emitted is not None
+        text = latest.reading.text
+        if text == track.emitted or not track.could_correct_to(latest):
+            return None
+        window = [c.reading for c in track.rechecks if track.counts_as_evidence(c)]
+        consensus = vote(window, self.plate_format)
+        if (
+            consensus is None
+            or consensus.text != text
+            or distance(text, track.emitted) >= NEW_PLATE_DISTANCE
+        ):
+            return None
+        margin = max(self.config.decide_margin, CORRECTION_MIN_MARGIN)
+        if not is_decided(consensus, margin):
+            return None
+        if track.support(text) - track.support(track.emitted) < margin:
+            return None
+        return consensus
 
     def collect(
         self, now: float | None = None, *, final: bool = False, after_frame: bool = False
@@ -459,7 +565,12 @@ class PlateTracker:
                     if read is not None:
                         reads.append(read)
             else:
-                # Still in view after its read: the dedup window runs from the last sighting.
+                if track.pending_correction is not None:
+                    read = self._emit_correction(track)
+                    if read is not None:
+                        reads.append(read)
+                # Still in view after its read: the dedup window runs from the last
+                # sighting (of the corrected text, after a correction: this pass's).
                 self._recent[track.emitted] = max(
                     self._recent.get(track.emitted, track.last.utc), track.last.utc
                 )
@@ -516,15 +627,57 @@ class PlateTracker:
 
     def _emit(self, track: Track, consensus: Consensus) -> PlateRead | None:
         track.emitted = consensus.text
+        track.texts_given.append(consensus.text)
         track.emitted_at = track.checked = track.last.timestamp
-        seen = self._recent.get(consensus.text)
-        self._recent[consensus.text] = track.last.utc
+        track.read_width = float(track.box[2] - track.box[0])
+        if self._duplicate(track, consensus.text):
+            return None
+        read = self._read(track, consensus, track.readings)
+        track.standing_event_id = read.event_id
+        return read
+
+    def _emit_correction(self, track: Track) -> PlateRead | None:
+        """The pending correction of ``track`` as a read naming the read it overturns.
+        A track whose read was a duplicate sent nothing to correct: its corrected text
+        is then a read like any other (unless it is a duplicate too)."""
+        consensus = track.pending_correction
+        assert consensus is not None
+        track.pending_correction = None
+        overturned = track.standing_event_id
+        track.emitted = consensus.text
+        track.texts_given.append(consensus.text)
+        track.read_width = float(track.box[2] - track.box[0])
+        if overturned is None:
+            if self._duplicate(track, consensus.text):
+                return None
+        else:
+            self._recent[consensus.text] = track.last.utc
+        readings = [c.reading for c in track.rechecks if c.reading.text == consensus.text]
+        read = self._read(track, consensus, readings, corrects=overturned)
+        track.standing_event_id = read.event_id
+        return read
+
+    def _duplicate(self, track: Track, text: str) -> bool:
+        """Whether ``text`` was last seen within the dedup window before ``track``
+        began (then it is the same pass: counted, not read again); marks it seen."""
+        seen = self._recent.get(text)
+        self._recent[text] = track.last.utc
         if (
             seen is not None
             and (track.first.utc - seen).total_seconds() <= self.config.dedup_seconds
         ):
             self.duplicates += 1
-            return None
+            return True
+        return False
+
+    def _read(
+        self,
+        track: Track,
+        consensus: Consensus,
+        readings: Sequence[PlateText],
+        *,
+        corrects: str | None = None,
+    ) -> PlateRead:
         return PlateRead(
             event_id=new_event_id(),
             camera=self.camera,
@@ -533,7 +686,7 @@ class PlateTracker:
             confidence=consensus.confidence,
             candidates=consensus.candidates,
             frames=track.frames,
-            readings=len(track.readings),
+            readings=len(track.readings) + track.readings_since_read,
             first_seen=track.first.utc,
             last_seen=track.last.utc,
             first_frame=track.first.frame_number,
@@ -543,14 +696,15 @@ class PlateTracker:
             context=track.best_frame,
             last_capture_mono=track.last.capture_mono,
             emitted_mono=self._clock(),
-            **self._cross_boundary(track, consensus.text),
+            corrects_event_id=corrects,
+            **self._cross_boundary(track, consensus.text, readings),
         )
 
-    def _cross_boundary(self, track: Track, plate: str) -> dict:
-        """A cross-boundary plate's marked text, the one most of its readings of the
-        voted core gave (a frame that missed a mark gives a shorter one), and the plate
-        of the track mounted above it (its vehicle's), when that one has a plate."""
-        marked = Counter(r.marked_text for r in track.readings if r.text == plate and r.marked_text)
+    def _cross_boundary(self, track: Track, plate: str, readings: Sequence[PlateText]) -> dict:
+        """A cross-boundary plate's marked text, the one most of its ``readings`` of
+        the voted core gave (a frame that missed a mark gives a shorter one), and the
+        plate of the track mounted above it (its vehicle's), when that one has a plate."""
+        marked = Counter(r.marked_text for r in readings if r.text == plate and r.marked_text)
         if not marked:
             return {}
         best = max(marked.items(), key=lambda item: (item[1], len(item[0])))[0]

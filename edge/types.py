@@ -151,7 +151,8 @@ class PlateRead:
     with the best reading. ``first_frame``/``last_frame`` are set for files.
     ``last_capture_mono`` and ``emitted_mono`` (``time.monotonic()``) give the latency
     from the capture of the last frame used to the read being emitted.
-    ``linked_event_id`` names the other camera's read of the same pass.
+    ``linked_event_id`` names the other camera's read of the same pass, and
+    ``corrects_event_id`` the earlier read of this pass that this one overturns.
     """
 
     event_id: str
@@ -180,6 +181,9 @@ class PlateRead:
     #: that was read; empty and None for any other plate.
     marked_plate: str = ""
     vehicle_plate: str | None = None
+    #: A correction: the read of the same pass (same camera, same track) that later,
+    #: larger views showed to be a misread of this plate; None for a first read.
+    corrects_event_id: str | None = None
 
     @property
     def kind(self) -> str:
