@@ -1,6 +1,10 @@
 """The in-car alert for a hit: a prominent log line and, if configured, a command
 (``[watchlist] alert_command``, e.g. to play a sound) with the hit JSON on stdin.
 
+A hit withdrawn (its read was a misread, :class:`~edge.hits.Withdrawal`) is told the
+same way: a prominent line, and the command with the withdrawal JSON on stdin (its
+``schema`` key, ``lpr.withdrawal/1``, tells the two apart).
+
 Covert hits never come here: they go to HQ and raise nothing in the car. The command
 runs on its own thread and is killed after ``COMMAND_TIMEOUT_S``, so a hung sound
 player never holds up the pipeline.
@@ -13,7 +17,7 @@ import shlex
 import subprocess
 import threading
 
-from edge.hits import Hit
+from edge.hits import Hit, Withdrawal
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +32,7 @@ class InCarAlert:
     def __call__(self, hit: Hit, payload: bytes) -> None:
         entry = hit.match.entry
         log.warning(
-            "*** WATCHLIST HIT *** %s on %s: %s, priority %d%s (%s match of %s, entry %s)",
+            "*** WATCHLIST HIT *** %s on %s: %s, priority %d%s (%s match of %s, entry %s)%s",
             hit.read.plate,
             hit.read.camera,
             entry.list or "watchlist",
@@ -37,10 +41,30 @@ class InCarAlert:
             hit.match.kind,
             entry.plate,
             entry.entry_id,
+            # The pass was read another way first: this is its right plate.
+            ", a corrected read" if hit.read.corrects_event_id else "",
         )
+        self._command(payload, hit.event_id)
+
+    def withdrawn(self, withdrawal: Withdrawal, payload: bytes) -> None:
+        """Tell the officer a hit is withdrawn: the plate it named was a misread (the
+        text it was corrected to is not a hit, so it is not shown)."""
+        hit = withdrawal.withdrawn
+        entry = hit.entry
+        log.warning(
+            "*** HIT WITHDRAWN *** %s on %s (%s, entry %s) was a misread: later views of "
+            "the plate read another text; disregard the hit",
+            hit.plate,
+            hit.camera,
+            entry.list or "watchlist",
+            entry.entry_id,
+        )
+        self._command(payload, hit.event_id)
+
+    def _command(self, payload: bytes, event_id: str) -> None:
         if self.argv:
             thread = threading.Thread(
-                target=self._run, args=(payload, hit.event_id), name="alert", daemon=True
+                target=self._run, args=(payload, event_id), name="alert", daemon=True
             )
             thread.start()
             self._threads = [t for t in self._threads if t.is_alive()] + [thread]

@@ -15,7 +15,7 @@ import numpy as np
 
 from edge.gps import PositionFix
 from edge.types import PlateRead
-from edge.watchlist import Watchlist, WatchlistMatch
+from edge.watchlist import Watchlist, WatchlistEntry, WatchlistMatch
 
 # JPEG qualities tried, best first, before the crop is made smaller to fit the cap.
 _JPEG_QUALITIES = (90, 75, 60, 45)
@@ -54,6 +54,46 @@ class Hit:
     def covert(self) -> bool:
         """Covert entries go to HQ but raise no alert in the car."""
         return self.match.entry.covert
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RaisedHit:
+    """What the car keeps of a hit it raised, so that it can withdraw the hit when
+    the read behind it is corrected: no images, only what the officer must be told."""
+
+    event_id: str
+    plate: str
+    camera: str
+    entry: WatchlistEntry
+
+    @classmethod
+    def of(cls, hit: Hit) -> RaisedHit:
+        return cls(hit.event_id, hit.read.plate, hit.read.camera, hit.match.entry)
+
+    @property
+    def covert(self) -> bool:
+        return self.entry.covert
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Withdrawal:
+    """A hit taken back: the car's later views of the plate read another text
+    (``lpr.withdrawal/1``). It names the hit by its id only: the corrected text is not
+    a hit and stays in the car."""
+
+    #: The withdrawal's own id (a UUIDv7 like every message's).
+    event_id: str
+    vehicle_id: str
+    #: When the car saw what overturned the read (the correction's last frame).
+    at: datetime
+    withdrawn: RaisedHit
+    reason: str = "corrected"
+
+
+def same_entry(a: WatchlistEntry, b: WatchlistEntry) -> bool:
+    """Whether two matches name the same watchlist entry (a reloaded list gives equal
+    entries as new objects, perhaps on other lines)."""
+    return (a.list, a.entry_id, a.plate) == (b.list, b.entry_id, b.plate)
 
 
 def best_match(

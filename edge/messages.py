@@ -14,7 +14,7 @@ from edge.types import PlateRead
 
 if TYPE_CHECKING:  # edge.hits -> edge.watchlist imports parse_utc from here
     from edge.gps import PositionFix
-    from edge.hits import Hit
+    from edge.hits import Hit, Withdrawal
 
 
 def iso_utc(moment: datetime) -> str:
@@ -71,6 +71,7 @@ def read_record(read: PlateRead, fix: PositionFix | None = None) -> dict:
         "box": [round(v, 1) for v in read.box],
         "source": read.source,
         "linked_event_id": read.linked_event_id,
+        "corrects_event_id": read.corrects_event_id,
         "position": position_record(fix),
         **cross_boundary_fields(read),
     }
@@ -89,6 +90,7 @@ def cross_boundary_fields(read: PlateRead) -> dict:
 
 
 HIT_SCHEMA = "lpr.hit/1"
+WITHDRAWAL_SCHEMA = "lpr.withdrawal/1"
 STATUS_SCHEMA = "lpr.status/1"
 
 
@@ -138,10 +140,25 @@ def hit_message(hit: Hit) -> dict:
         "plate_image": base64.b64encode(hit.plate_jpeg).decode("ascii") if hit.plate_jpeg else None,
         "source": source,
         "linked_event_id": read.linked_event_id,
+        "corrects_event_id": read.corrects_event_id,
         "context_image": (
             base64.b64encode(hit.context_jpeg).decode("ascii") if hit.context_jpeg else None
         ),
         **cross_boundary_fields(read),
+    }
+
+
+def withdrawal_message(withdrawal: Withdrawal) -> dict:
+    """A withdrawn hit as published to ``{prefix}/{vehicle_id}/hit``, beside the hits
+    (``edge/data/withdrawal.schema.json``): the id of the hit taken back and why. No
+    plate: the text the read was corrected to is not a hit, and stays in the car."""
+    return {
+        "schema": WITHDRAWAL_SCHEMA,
+        "event_id": withdrawal.event_id,
+        "vehicle_id": withdrawal.vehicle_id,
+        "at": iso_utc(withdrawal.at),
+        "withdraws_event_id": withdrawal.withdrawn.event_id,
+        "reason": withdrawal.reason,
     }
 
 

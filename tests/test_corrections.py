@@ -3,8 +3,30 @@ re-issued as a correction naming it, and a hit raised on the wrong text is withd
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from edge.alerts import InCarAlert
+from edge.config import Config, load_config
+from edge.dispatch import Dispatcher
+from edge.hits import make_hit
+from edge.ids import new_event_id
+from edge.messages import hit_message, iso_utc, read_record
+from edge.outbox import Outbox
 from edge.plateformat import load_format
 from edge.track import PlateTracker
+from edge.types import PlateRead
+from edge.watchlist import Watchlist, WatchlistEntry
+from edge.watchlist_live import LiveWatchlist
+from tests.test_hits import T0, make_read
 from tests.test_track import config, dets, frame, reading
 
 HK = load_format("hk")
@@ -87,3 +109,187 @@ def test_a_read_that_was_a_duplicate_gives_its_corrected_text_as_a_plain_read():
     assert [r.plate for r in drive(tr, ["AB1238"] * 10)] == ["AB1238"]
     reads = drive(tr, ["AB1238"] * 6 + ["AB1234"] * 24)
     assert [(r.plate, r.corrects_event_id) for r in reads] == [("AB1234", None)]
+
+
+# --- the car: dispatcher, withdrawal, in-car alert --------------------------------------
+
+WITHDRAWAL_SCHEMA = json.loads(
+    resources.files("edge").joinpath("data/withdrawal.schema.json").read_text()
+)
+HIT_SCHEMA = json.loads(resources.files("edge").joinpath("data/hit.schema.json").read_text())
+LISTED = [
+    "AB1238,stolen-vehicle,1,stolen,false,w1",
+    "CD1234,wanted-person,2,,false,w2",
+    "EF123?,stolen-vehicle,3,,false,w3",
+    "GH1238,stolen-vehicle,1,,false,w4",
+    "GH1234,wanted-person,2,,false,w5",
+    "CV1238,wanted-person,2,covert op,true,w6",
+]
+
+
+def car_config(tmp_path: Path, mqtt: str = "") -> Config:
+    """car-7, the list above matched exactly (max_distance 0: with 1, a one-character
+    correction of an exact hit still matches its entry), an alert command appending
+    what it gets on stdin, one JSON a line, to alerts.jsonl."""
+    (tmp_path / "watchlist.csv").write_text(
+        "plate,list,priority,reason,covert,entry_id\n" + "\n".join(LISTED) + "\n"
+    )
+    out = tmp_path / "alerts.jsonl"
+    script = f"import sys; open({str(out)!r}, 'ab').write(sys.stdin.buffer.read() + b'\\n')"
+    command = f'{sys.executable} -c "{script}"'
+    path = tmp_path / "edge.toml"
+    path.write_text(
+        '[vehicle]\nid = "car-7"\n'
+        '[watchlist]\npath = "watchlist.csv"\nmax_distance = 0\n'
+        f"alert_command = {json.dumps(command)}\n"
+        f'[storage]\nstate_dir = "state"\n{mqtt}'
+    )
+    return load_config(path)
+
+
+def alerted(tmp_path: Path) -> list[dict]:
+    path = tmp_path / "alerts.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture
+def car(tmp_path: Path) -> Iterator[tuple[Dispatcher, Outbox, InCarAlert]]:
+    config = car_config(tmp_path)
+    watchlists = LiveWatchlist(config, state_dir=tmp_path / "state")
+    watchlists.load()
+    alert = InCarAlert(config.watchlist.alert_command)
+    with Outbox(tmp_path / "outbox.sqlite") as outbox:
+        yield (
+            Dispatcher(config, watchlists, outbox, alert=alert, alert_withdrawn=alert.withdrawn),
+            outbox,
+            alert,
+        )
+
+
+def correcting(read: PlateRead, plate: str) -> PlateRead:
+    """A correction of ``read`` to ``plate``, as the tracker makes it."""
+    return dataclasses.replace(make_read(plate), corrects_event_id=read.event_id)
+
+
+def sent(outbox: Outbox) -> list[dict]:
+    return [json.loads(m.payload) for m in outbox.pending()]
+
+
+def test_a_hit_whose_read_is_corrected_to_an_unlisted_plate_is_withdrawn(car, tmp_path, caplog):
+    sink, outbox, alert = car
+    caplog.set_level("DEBUG")
+    first = make_read("AB1238")
+    assert sink(first) is not None
+    correction = correcting(first, "AB1234")
+    assert sink(correction) is None, "the corrected plate is listed nowhere"
+    hit, withdrawal = sent(outbox)
+    assert hit["schema"] == "lpr.hit/1" and hit["event_id"] == first.event_id
+    jsonschema.Draft202012Validator(WITHDRAWAL_SCHEMA).validate(withdrawal)
+    assert withdrawal == {
+        "schema": "lpr.withdrawal/1",
+        "event_id": withdrawal["event_id"],
+        "vehicle_id": "car-7",
+        "at": iso_utc(correction.last_seen),
+        "withdraws_event_id": first.event_id,
+        "reason": "corrected",
+    }
+    assert withdrawal["event_id"] not in (first.event_id, correction.event_id)
+    assert [m.topic for m in outbox.pending()] == ["lpr/v1/car-7/hit"] * 2
+    # Privacy: the corrected text is a non-hit read; nothing of it leaves the car, and
+    # it is logged at DEBUG only.
+    assert not any(b"AB1234" in m.payload for m in outbox.pending())
+    assert not any("AB1234" in r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
+    # The officer is told: a prominent line, and the command with the withdrawal.
+    told = [r.getMessage() for r in caplog.records if "*** HIT WITHDRAWN ***" in r.getMessage()]
+    assert len(told) == 1 and "AB1238" in told[0] and "misread" in told[0]
+    alert.join(20)
+    # (Each command runs on its own thread: in either order.)
+    by_schema = {a["schema"]: a for a in alerted(tmp_path)}
+    assert len(alerted(tmp_path)) == 2 and by_schema["lpr.withdrawal/1"] == withdrawal
+    assert by_schema["lpr.hit/1"]["event_id"] == first.event_id
+    assert (sink.reads, sink.hits, sink.corrections, sink.withdrawals) == (2, 1, 1, 1)
+
+
+def test_a_corrected_read_that_is_a_hit_is_sent_as_a_hit_naming_the_read(car):
+    sink, outbox, _ = car
+    # The first read was no hit: the correction is one.
+    first = make_read("CD1238")
+    assert sink(first) is None
+    correction = correcting(first, "CD1234")
+    assert sink(correction).match.entry.entry_id == "w2"
+    (hit,) = sent(outbox)
+    jsonschema.Draft202012Validator(HIT_SCHEMA).validate(hit)
+    assert (hit["plate"], hit["corrects_event_id"]) == ("CD1234", first.event_id)
+
+
+def test_a_correction_on_the_same_entry_is_a_hit_and_on_another_entry_withdraws_the_first(car):
+    sink, outbox, _ = car
+    # A wildcard entry matches both texts: the hit is sent again, corrected, and stands.
+    first = make_read("EF1238")
+    sink(first)
+    sink(correcting(first, "EF1234"))
+    assert [(m["plate"], m.get("corrects_event_id")) for m in sent(outbox)] == [
+        ("EF1238", None),
+        ("EF1234", first.event_id),
+    ]
+    assert sink.withdrawals == 0
+    for message in outbox.pending():
+        outbox.mark_delivered(message.seq)
+    # Another entry: the first hit was for nobody; withdrawn, then the right hit.
+    first = make_read("GH1238")
+    sink(first)
+    sink(correcting(first, "GH1234"))
+    messages = sent(outbox)
+    assert [m["schema"] for m in messages] == ["lpr.hit/1", "lpr.withdrawal/1", "lpr.hit/1"]
+    assert messages[1]["withdraws_event_id"] == first.event_id
+    assert messages[2]["watchlist"]["entry_id"] == "w5"
+    assert messages[2]["corrects_event_id"] == first.event_id
+
+
+def test_a_covert_hit_is_withdrawn_silently_in_the_car(car, tmp_path, caplog):
+    sink, outbox, alert = car
+    first = make_read("CV1238")
+    sink(first)
+    sink(correcting(first, "CV1234"))
+    assert [m["schema"] for m in sent(outbox)] == ["lpr.hit/1", "lpr.withdrawal/1"]
+    alert.join(20)
+    assert alerted(tmp_path) == []
+    assert not any("WITHDRAWN" in r.getMessage() for r in caplog.records)
+
+
+def test_read_records_and_hits_say_what_they_correct():
+    read = make_read("AB1234")
+    assert read_record(read)["corrects_event_id"] is None
+    correction = correcting(read, "AB1238")
+    assert read_record(correction)["corrects_event_id"] == read.event_id
+    match = Watchlist([WatchlistEntry("AB1238", entry_id="w1")]).match("AB1238", at=T0)
+    message = hit_message(make_hit(correction, match, "car-7"))
+    jsonschema.Draft202012Validator(HIT_SCHEMA).validate(message)
+    assert message["corrects_event_id"] == read.event_id
+    bad = {**message, "corrects_event_id": "not-an-id"}
+    assert not jsonschema.Draft202012Validator(HIT_SCHEMA).is_valid(bad)
+
+
+def test_the_withdrawal_schema_refuses_what_is_not_one():
+    validator = jsonschema.Draft202012Validator(WITHDRAWAL_SCHEMA)
+    validator.check_schema(WITHDRAWAL_SCHEMA)
+    good = {
+        "schema": "lpr.withdrawal/1",
+        "event_id": new_event_id(),
+        "vehicle_id": "car-7",
+        "at": "2026-11-23T08:00:01.125Z",
+        "withdraws_event_id": new_event_id(),
+        "reason": "corrected",
+    }
+    assert validator.is_valid(good)
+    assert validator.is_valid({**good, "later_key": 1}), "unknown keys are for consumers to ignore"
+    for key in good:
+        assert not validator.is_valid({k: v for k, v in good.items() if k != key}), key
+    for key, value in [
+        ("reason", "changed-mind"),
+        ("withdraws_event_id", "17"),
+        ("vehicle_id", "car 7"),
+        ("at", "2026-11-23 08:00:01"),
+        ("schema", "lpr.hit/1"),
+    ]:
+        assert not validator.is_valid({**good, key: value}), key
