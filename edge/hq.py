@@ -18,9 +18,16 @@ Delivery is at least once from end to end:
   as a conflict (``hits.conflict_of``), logged, counted and printed as a conflict,
   because dropping it could lose a real hit to whoever sent that id first.
 
-Validation: a payload must be a UTF-8 JSON object; hits and status are checked against
-the shipped JSON Schemas (``edge/data/*.schema.json``, Draft 2020-12), audit records
-only for a string ``event_id`` (their schema is not fixed yet). The topic is the
+A vehicle takes a hit back with an ``lpr.withdrawal/1`` message on its hit topic (the
+hit's read was a misread, corrected in the car). It is validated against its schema,
+stored in ``withdrawals`` and marks the hit (``hits.withdrawn_by``), whichever of the
+two arrives first; one that names no hit of its vehicle is stored all the same and
+flagged (``withdrawals.hit_missing``), since the hit may come later or have been lost.
+A hit from a corrected read carries ``corrects_event_id`` and is stored as any hit.
+
+Validation: a payload must be a UTF-8 JSON object; hits, withdrawals and status are
+checked against the shipped JSON Schemas (``edge/data/*.schema.json``, Draft 2020-12),
+audit records only for a string ``event_id`` (their schema is not fixed yet). The topic is the
 trusted identity (the broker's ACL lets a vehicle publish under its own id only), so a
 ``vehicle_id`` in the payload that differs from the topic's is a reject. A reject is
 counted by reason, logged at WARNING with its topic and a short reason (never the
@@ -75,7 +82,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from edge.cli import UsageError
 from edge.config import VEHICLE_ID, MqttConfig
 from edge.files import ensure_private, set_aside
-from edge.messages import IMAGE_KEYS, now_iso, without_images
+from edge.messages import IMAGE_KEYS, WITHDRAWAL_SCHEMA, now_iso, without_images
 from edge.mqtt import (
     Topics,
     broker_config,
@@ -112,8 +119,8 @@ JPEG_START = b"\xff\xd8\xff"
 
 #: The database layout's version (``PRAGMA user_version``): 0 is the first release's,
 #: whose ``hits`` had ``event_id`` as its primary key; 1 keys hits by ``id`` and adds
-#: ``conflict_of``.
-SCHEMA_VERSION = 1
+#: ``conflict_of``; 2 adds ``hits.withdrawn_by`` and the ``withdrawals`` table.
+SCHEMA_VERSION = 2
 
 #: Hits, one row per distinct message. ``conflict_of`` is NULL for the first hit
 #: stored with its ``event_id`` and that hit's ``id`` for any later one with other
@@ -132,8 +139,14 @@ CREATE TABLE IF NOT EXISTS hits (
     "match"     TEXT NOT NULL,
     covert      INTEGER NOT NULL,
     payload     TEXT NOT NULL,
-    conflict_of INTEGER REFERENCES hits (id)
+    conflict_of INTEGER REFERENCES hits (id),
+    withdrawn_by TEXT
 );
+"""
+
+#: Version 1 to 2: hits can be withdrawn (``withdrawn_by``: the withdrawal's event id).
+MIGRATE_HITS_1_TO_2 = """
+ALTER TABLE hits ADD COLUMN withdrawn_by TEXT;
 """
 
 #: Version 0 to 1: ``hits`` rebuilt with the same rows (SQLite cannot change a primary
@@ -177,6 +190,19 @@ CREATE TABLE IF NOT EXISTS audit (
     received_at TEXT NOT NULL,
     payload     TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS withdrawals (
+    id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id           TEXT NOT NULL,
+    vehicle_id         TEXT NOT NULL,
+    withdraws_event_id TEXT NOT NULL,
+    reason             TEXT NOT NULL,
+    "at"               TEXT NOT NULL,
+    received_at        TEXT NOT NULL,
+    hit_missing        INTEGER NOT NULL,
+    payload            TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS withdrawals_event ON withdrawals (event_id);
+CREATE INDEX IF NOT EXISTS withdrawals_of ON withdrawals (withdraws_event_id, vehicle_id);
 CREATE TABLE IF NOT EXISTS rejects (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     received_at   TEXT NOT NULL,
@@ -214,6 +240,18 @@ class StoredHit:
     first: dict | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class StoredWithdrawal:
+    """What :meth:`HitStore.add_withdrawal` did: ``NEW``, ``DUPLICATE`` (nothing
+    stored) or ``CONFLICT`` (its ``event_id`` was first used by another message:
+    stored all the same)."""
+
+    outcome: StoreOutcome
+    #: The hit withdrawn (its message), or None when HQ holds no such hit of the
+    #: withdrawal's vehicle (the withdrawal is then flagged ``hit_missing``).
+    hit: dict | None = None
+
+
 def _is_damaged(exc: sqlite3.DatabaseError) -> bool:
     """Whether SQLite says the file itself is unusable (not a full or failing disk,
     a lock or a permission, which setting it aside would not mend)."""
@@ -234,7 +272,11 @@ def _prepare(db: sqlite3.Connection) -> None:
         db.executescript(SCHEMA)  # (only adds what is missing)
         return
     hits_columns = {row[1] for row in db.execute("PRAGMA table_info(hits)")}
-    migration = MIGRATE_HITS_0_TO_1 if hits_columns and "conflict_of" not in hits_columns else ""
+    migration = ""
+    if hits_columns and "conflict_of" not in hits_columns:
+        migration = MIGRATE_HITS_0_TO_1  # (the table it makes has every later column)
+    elif hits_columns and "withdrawn_by" not in hits_columns:
+        migration = MIGRATE_HITS_1_TO_2
     # One transaction: a crash in the middle leaves the previous layout.
     script = (
         f"BEGIN IMMEDIATE;\n{migration}{SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"
@@ -324,12 +366,25 @@ class HitStore:
                 if stored_vehicle == vehicle_id and json.loads(payload) == message:
                     return StoredHit(StoreOutcome.DUPLICATE)
             conflict_of = same_id[0][0] if same_id else None
+            # Its withdrawal may have come first (a redelivery overtaking it).
+            withdrawal = self._db.execute(
+                "SELECT event_id FROM withdrawals WHERE withdraws_event_id = ? "
+                "AND vehicle_id = ? ORDER BY id LIMIT 1",
+                (event_id, vehicle_id),
+            ).fetchone()
+            withdrawn_by = withdrawal[0] if withdrawal else None
             self._db.execute(
                 "INSERT INTO hits (event_id, vehicle_id, camera, plate, observed_at, "
-                'received_at, "list", priority, "match", covert, payload, conflict_of) '
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*self._hit_columns(message), conflict_of),
+                'received_at, "list", priority, "match", covert, payload, conflict_of, '
+                "withdrawn_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*self._hit_columns(message), conflict_of, withdrawn_by),
             )
+            if withdrawn_by is not None:
+                self._db.execute(
+                    "UPDATE withdrawals SET hit_missing = 0 WHERE withdraws_event_id = ? "
+                    "AND vehicle_id = ?",
+                    (event_id, vehicle_id),
+                )
         if conflict_of is None:
             return StoredHit(StoreOutcome.NEW)
         return StoredHit(StoreOutcome.CONFLICT, json.loads(same_id[0][2]))
@@ -350,6 +405,47 @@ class HitStore:
             int(bool(wl["covert"])),
             json.dumps(message, ensure_ascii=False, separators=(",", ":")),
         )
+
+    def add_withdrawal(self, message: dict) -> StoredWithdrawal:
+        """Store a validated withdrawal and mark the hit it names (the first stored
+        with that ``event_id`` by the same vehicle: a vehicle withdraws only its own).
+        One naming no stored hit is stored flagged ``hit_missing``; the hit, should it
+        come later, is marked then (:meth:`add_hit`)."""
+        event_id, vehicle_id = message["event_id"], message["vehicle_id"]
+        withdrawn = message["withdraws_event_id"]
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            same_id = self._db.execute(
+                "SELECT vehicle_id, payload FROM withdrawals WHERE event_id = ?", (event_id,)
+            ).fetchall()
+            if any(v == vehicle_id and json.loads(p) == message for v, p in same_id):
+                return StoredWithdrawal(StoreOutcome.DUPLICATE)
+            hit = self._db.execute(
+                "SELECT payload FROM hits WHERE event_id = ? AND vehicle_id = ? "
+                "ORDER BY id LIMIT 1",
+                (withdrawn, vehicle_id),
+            ).fetchone()
+            self._db.execute(
+                "INSERT INTO withdrawals (event_id, vehicle_id, withdraws_event_id, reason, "
+                '"at", received_at, hit_missing, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+                (
+                    event_id,
+                    vehicle_id,
+                    withdrawn,
+                    message["reason"],
+                    message["at"],
+                    now_iso(),
+                    int(hit is None),
+                    json.dumps(message, ensure_ascii=False, separators=(",", ":")),
+                ),
+            )
+            self._db.execute(
+                "UPDATE hits SET withdrawn_by = ? WHERE event_id = ? AND vehicle_id = ? "
+                "AND withdrawn_by IS NULL",
+                (event_id, withdrawn, vehicle_id),
+            )
+        outcome = StoreOutcome.CONFLICT if same_id else StoreOutcome.NEW
+        return StoredWithdrawal(outcome, json.loads(hit[0]) if hit else None)
 
     def set_status(self, message: dict) -> str | None:
         """Keep a validated status message as its vehicle's last; returns the state it
@@ -408,14 +504,18 @@ class HitStore:
     # ----------------------------------------------------------------- reads
 
     def counts(self) -> dict[str, int]:
-        """Rows in each table, and ``conflicts``: the hits among them flagged as such."""
+        """Rows in each table, ``conflicts``: the hits among them flagged as such, and
+        ``withdrawn``: the hits withdrawn by their vehicle."""
         with self._lock:
             counts = {
                 table: self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-                for table in ("hits", "vehicle_status", "audit", "rejects")
+                for table in ("hits", "vehicle_status", "audit", "rejects", "withdrawals")
             }
             counts["conflicts"] = self._db.execute(
                 "SELECT COUNT(*) FROM hits WHERE conflict_of IS NOT NULL"
+            ).fetchone()[0]
+            counts["withdrawn"] = self._db.execute(
+                "SELECT COUNT(*) FROM hits WHERE withdrawn_by IS NOT NULL"
             ).fetchone()[0]
         return counts
 
@@ -460,6 +560,18 @@ class HitStore:
     def _hit_rows(self, where: str, params: tuple) -> list[dict]:
         with self._lock:
             cursor = self._db.execute(f"SELECT * FROM hits {where}", params)
+            rows = cursor.fetchall()
+            names = [d[0] for d in cursor.description]
+        out = [dict(zip(names, row, strict=True)) for row in rows]
+        for row in out:
+            row["payload"] = json.loads(row["payload"])
+        return out
+
+    def withdrawals(self) -> list[dict]:
+        """Stored withdrawals, in the order they arrived: their columns by name (the
+        payload parsed); ``hit_missing`` 1 while HQ holds no hit they name."""
+        with self._lock:
+            cursor = self._db.execute("SELECT * FROM withdrawals ORDER BY id")
             rows = cursor.fetchall()
             names = [d[0] for d in cursor.description]
         out = [dict(zip(names, row, strict=True)) for row in rows]
@@ -644,6 +756,11 @@ def _check_jpeg(key: str, image: str) -> None:
         raise Reject("bad-image", f"{key} is not a JPEG (no SOI marker)")
 
 
+def validate_withdrawal(message: dict, vehicle_id: str) -> None:
+    _schema_check("withdrawal", message)
+    _same_vehicle(message, vehicle_id)
+
+
 def validate_status(message: dict, vehicle_id: str) -> None:
     _schema_check("status", message)
     _same_vehicle(message, vehicle_id)
@@ -680,6 +797,22 @@ def format_hit(message: dict) -> str:
     return escape_control(line + " covert" if wl.get("covert") else line)
 
 
+def format_withdrawal(message: dict, hit: dict | None) -> str:
+    """One human line: ``WITHDRAWN <hit's event id> (plate AB1238 from vehicle car-7:
+    corrected in the car)``; for a hit HQ does not hold, says so."""
+    what = f"plate {hit['plate']}" if hit is not None else "a hit HQ does not hold"
+    return escape_control(
+        f"WITHDRAWN {message['withdraws_event_id']} ({what} from vehicle "
+        f"{message['vehicle_id']}: {message['reason']} in the car)"
+    )
+
+
+def withdrawal_summary_json(message: dict, hit: dict | None) -> dict:
+    """A withdrawal for printing as JSON: the message, and the plate of the hit it
+    withdraws (null when HQ does not hold that hit)."""
+    return {**message, "plate": hit["plate"] if hit is not None else None}
+
+
 def format_conflict(message: dict, first: dict) -> str:
     """A hit stored as a conflict: its :func:`format_hit` line marked ``CONFLICT``,
     naming the vehicle that used its ``event_id`` first."""
@@ -701,6 +834,9 @@ class _Counters:
     duplicates: int = 0
     #: Hits stored that reused another message's event_id.
     conflicts: int = 0
+    withdrawals: int = 0
+    #: Withdrawals stored that named no hit HQ held.
+    withdrawals_unknown: int = 0
     ignored: int = 0
     store_errors: int = 0
     connects: int = 0
@@ -713,6 +849,9 @@ StatusCallback = Callable[[dict, str | None], None]
 #: ``on_conflict(message, first)``: a hit was stored as a conflict of ``first``, the
 #: message stored earlier with the same ``event_id``.
 ConflictCallback = Callable[[dict, dict], None]
+#: ``on_withdrawal(message, hit)``: a withdrawal was stored; ``hit`` is the message of
+#: the hit it withdraws, or None when HQ holds no such hit.
+WithdrawalCallback = Callable[[dict, dict | None], None]
 
 
 class HqSubscriber:
@@ -721,8 +860,8 @@ class HqSubscriber:
 
     ``on_hit`` is called on paho's thread for each new hit (never a duplicate),
     after it is stored; ``on_conflict`` instead for a hit stored as a conflict;
-    ``on_status`` when a vehicle's state changes. An exception in any of them is
-    logged and changes nothing else.
+    ``on_status`` when a vehicle's state changes; ``on_withdrawal`` for each new
+    withdrawal. An exception in any of them is logged and changes nothing else.
     """
 
     def __init__(
@@ -735,6 +874,7 @@ class HqSubscriber:
         on_hit: HitCallback | None = None,
         on_status: StatusCallback | None = None,
         on_conflict: ConflictCallback | None = None,
+        on_withdrawal: WithdrawalCallback | None = None,
     ):
         if not config.host:
             raise ValueError("no broker host")
@@ -745,6 +885,7 @@ class HqSubscriber:
         self.on_hit = on_hit
         self.on_status = on_status
         self.on_conflict = on_conflict
+        self.on_withdrawal = on_withdrawal
         self._lock = threading.Lock()
         self._counters = _Counters()
         self._rejected: Counter[str] = Counter()
@@ -813,9 +954,11 @@ class HqSubscriber:
                 "connected": self.connected,
                 "connects": c.connects,
                 "received": c.received,
-                "stored": c.hits + c.conflicts + c.statuses + c.audit,
+                "stored": c.hits + c.conflicts + c.statuses + c.audit + c.withdrawals,
                 "hits": c.hits,
                 "conflicts": c.conflicts,
+                "withdrawals": c.withdrawals,
+                "withdrawals_unknown": c.withdrawals_unknown,
                 "statuses": c.statuses,
                 "audit": c.audit,
                 "duplicates": c.duplicates,
@@ -920,7 +1063,11 @@ class HqSubscriber:
                     self._counters.ignored += 1
                 return True
             message = parse_object(payload)
-            if kind == "hit":
+            if kind == "hit" and message.get("schema") == WITHDRAWAL_SCHEMA:
+                # Beside the hits on their topic: a hit taken back.
+                kind = "withdrawal"
+                validate_withdrawal(message, vehicle_id)
+            elif kind == "hit":
                 validate_hit(message, vehicle_id)
             elif kind == "status":
                 validate_status(message, vehicle_id)
@@ -932,6 +1079,8 @@ class HqSubscriber:
         try:
             if kind == "hit":
                 self._store_hit(message)
+            elif kind == "withdrawal":
+                self._store_withdrawal(message)
             elif kind == "status":
                 self._store_status(message)
             else:
@@ -998,6 +1147,44 @@ class HqSubscriber:
                 self.on_conflict(message, first)
             except Exception:
                 log.exception("HQ: the conflict callback failed for %s", message["event_id"])
+
+    def _store_withdrawal(self, message: dict) -> None:
+        stored = self.store.add_withdrawal(message)
+        if stored.outcome is StoreOutcome.DUPLICATE:
+            with self._lock:
+                self._counters.duplicates += 1
+            log.debug("HQ: duplicate withdrawal %s", message["event_id"])
+            return
+        with self._lock:
+            self._counters.withdrawals += 1
+            if stored.hit is None:
+                self._counters.withdrawals_unknown += 1
+        if stored.outcome is StoreOutcome.CONFLICT:
+            log.warning(
+                "HQ: withdrawal %s from %s reuses the event_id of another withdrawal; stored",
+                message["event_id"],
+                message["vehicle_id"],
+            )
+        if stored.hit is None:
+            log.warning(
+                "HQ: withdrawal %s from %s names hit %s, which HQ does not hold: stored "
+                "and flagged (hit_missing)",
+                message["event_id"],
+                message["vehicle_id"],
+                message["withdraws_event_id"],
+            )
+        else:
+            log.info(
+                "HQ: hit %s withdrawn by %s (%s)",
+                message["withdraws_event_id"],
+                message["vehicle_id"],
+                message["reason"],
+            )
+        if self.on_withdrawal:
+            try:
+                self.on_withdrawal(message, stored.hit)
+            except Exception:
+                log.exception("HQ: the withdrawal callback failed for %s", message["event_id"])
 
     def _store_status(self, message: dict) -> None:
         previous = self.store.set_status(message)
@@ -1066,6 +1253,12 @@ def cmd_hq(args: argparse.Namespace) -> int:
         else:
             write(format_conflict(message, first), sys.stdout)
 
+    def on_withdrawal(message: dict, hit: dict | None) -> None:
+        if as_json:
+            write(json_line(withdrawal_summary_json(message, hit)), sys.stdout)
+        else:
+            write(format_withdrawal(message, hit), sys.stdout)
+
     def on_status(message: dict, previous: str | None) -> None:
         if not as_json:
             at = message.get("at") or now_iso()
@@ -1085,6 +1278,7 @@ def cmd_hq(args: argparse.Namespace) -> int:
                 on_hit=on_hit,
                 on_status=on_status,
                 on_conflict=on_conflict,
+                on_withdrawal=on_withdrawal,
             )
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise UsageError(f"TLS set-up failed: {exc}") from None

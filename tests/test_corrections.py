@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import signal
+import sqlite3
 import sys
 from collections.abc import Iterator
 from importlib import resources
@@ -16,8 +18,9 @@ import pytest
 
 from edge.alerts import InCarAlert
 from edge.config import Config, load_config
-from edge.dispatch import Dispatcher
+from edge.dispatch import Delivery, Dispatcher
 from edge.hits import make_hit
+from edge.hq import HitStore, HqSubscriber, StoreOutcome, format_hit, format_withdrawal
 from edge.ids import new_event_id
 from edge.messages import hit_message, iso_utc, read_record
 from edge.outbox import Outbox
@@ -27,6 +30,7 @@ from edge.types import PlateRead
 from edge.watchlist import Watchlist, WatchlistEntry
 from edge.watchlist_live import LiveWatchlist
 from tests.test_hits import T0, make_read
+from tests.test_hq import Publisher, hit_msg, start_cli, subscriber_config, wait_for_text
 from tests.test_track import config, dets, frame, reading
 
 HK = load_format("hk")
@@ -293,3 +297,189 @@ def test_the_withdrawal_schema_refuses_what_is_not_one():
         ("schema", "lpr.hit/1"),
     ]:
         assert not validator.is_valid({**good, key: value}), key
+
+
+# --- HQ ------------------------------------------------------------------------------------
+
+TIMEOUT = 30.0
+
+
+class Hq:
+    """HQ's subscriber on its own database, noting each withdrawal it reports."""
+
+    def __init__(self, tmp_path: Path, port: int):
+        self.store = HitStore(tmp_path / "hq.sqlite")
+        self.withdrawals: list[tuple[dict, dict | None]] = []
+        self.subscriber = HqSubscriber(
+            subscriber_config(port),
+            self.store,
+            on_withdrawal=lambda message, hit: self.withdrawals.append((message, hit)),
+        ).start()
+        assert self.subscriber.wait_subscribed(TIMEOUT)
+
+    def wait(self, predicate) -> bool:
+        return self.subscriber.wait_until(predicate, TIMEOUT)
+
+    def close(self) -> None:
+        self.subscriber.close()
+        self.store.close()
+
+
+@pytest.fixture
+def hq(broker, tmp_path: Path) -> Iterator[Hq]:
+    instance = Hq(tmp_path, broker.port)
+    yield instance
+    instance.close()
+
+
+def test_a_withdrawn_hit_reaches_hq_and_is_shown_withdrawn(broker, hq, tmp_path):
+    mqtt = f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nreconnect_min_seconds = 0.2\n'
+    with Delivery(car_config(tmp_path, mqtt)) as delivery:
+        sink = delivery.dispatcher
+        wrong = make_read("AB1238")
+        sink(wrong)
+        sink(correcting(wrong, "AB1234"))
+        unlisted = make_read("CD1238")
+        sink(unlisted)
+        corrected_hit = correcting(unlisted, "CD1234")
+        sink(corrected_hit)
+        assert delivery.wait_delivered(TIMEOUT)
+    assert hq.wait(lambda: hq.store.counts()["hits"] == 2 and len(hq.withdrawals) == 1)
+    (message, hit), (withdrawal,) = hq.withdrawals[0], hq.store.withdrawals()
+    assert withdrawal["payload"] == message and withdrawal["hit_missing"] == 0
+    assert (withdrawal["withdraws_event_id"], withdrawal["reason"]) == (wrong.event_id, "corrected")
+    # The hit is marked withdrawn, and the console says so.
+    assert hq.store.hit_row(wrong.event_id)["withdrawn_by"] == message["event_id"]
+    assert hit["plate"] == "AB1238"
+    assert format_withdrawal(message, hit) == (
+        f"WITHDRAWN {wrong.event_id} (plate AB1238 from vehicle car-7: corrected in the car)"
+    )
+    # A hit from a corrected read is stored as any hit, with its link.
+    row = hq.store.hit_row(corrected_hit.event_id)
+    assert row["payload"]["corrects_event_id"] == unlisted.event_id
+    assert row["withdrawn_by"] is None
+    assert hq.store.counts()["withdrawn"] == 1
+    # Nothing of the non-hit texts reached HQ.
+    everything = json.dumps([hq.store.hits(), hq.store.withdrawals()])
+    assert "AB1234" not in everything and "CD1238" not in everything
+    stats = hq.subscriber.stats()
+    assert (stats["withdrawals"], stats["withdrawals_unknown"], stats["rejected"]) == (1, 0, {})
+
+
+def withdrawal_of(event_id: str, vehicle: str = "car-7") -> dict:
+    return {
+        "schema": "lpr.withdrawal/1",
+        "event_id": new_event_id(),
+        "vehicle_id": vehicle,
+        "at": "2026-11-23T08:00:02.500Z",
+        "withdraws_event_id": event_id,
+        "reason": "corrected",
+    }
+
+
+def test_a_withdrawal_of_a_hit_hq_does_not_hold_is_stored_and_flagged(broker, hq):
+    publisher = Publisher(broker.port)
+    try:
+        hit = hit_msg(vehicle="car-7", plate="AB1238")
+        early = withdrawal_of(hit["event_id"])
+        # Another vehicle cannot withdraw car-7's hit: for it, that hit does not exist.
+        foreign = withdrawal_of(hit["event_id"], vehicle="car-8")
+        publisher.hit(early)
+        publisher.hit(early)  # a redelivery
+        publisher.hit(foreign)
+        assert hq.wait(lambda: len(hq.withdrawals) == 2 and hq.subscriber.stats()["duplicates"])
+        assert [w["hit_missing"] for w in hq.store.withdrawals()] == [1, 1]
+        assert [hit for _, hit in hq.withdrawals] == [None, None]
+        assert format_withdrawal(early, None) == (
+            f"WITHDRAWN {hit['event_id']} (a hit HQ does not hold from vehicle car-7: "
+            "corrected in the car)"
+        )
+        stats = hq.subscriber.stats()
+        assert (stats["withdrawals"], stats["withdrawals_unknown"], stats["duplicates"]) == (
+            2,
+            2,
+            1,
+        )
+        # The hit, arriving after its withdrawal, is stored withdrawn.
+        publisher.hit(hit)
+        assert hq.wait(lambda: hq.store.counts()["hits"] == 1)
+        assert hq.store.hit_row(hit["event_id"])["withdrawn_by"] == early["event_id"]
+        assert [w["hit_missing"] for w in hq.store.withdrawals()] == [0, 1]
+        # A malformed withdrawal is a reject like any malformed hit.
+        bad = {**withdrawal_of(hit["event_id"]), "reason": "changed-mind"}
+        publisher.hit(bad)
+        assert hq.wait(lambda: hq.subscriber.stats()["rejected"] == {"schema": 1})
+    finally:
+        publisher.close()
+
+
+def test_the_hq_console_prints_a_withdrawal(broker, tmp_path):
+    publisher = Publisher(broker.port)
+    db = tmp_path / "cli.sqlite"
+    proc, out, err = start_cli(
+        tmp_path, "--host", "127.0.0.1", "--port", str(broker.port), "--db", str(db)
+    )
+    try:
+        assert wait_for_text(err, "HQ: subscribed", proc), err.read_text()
+        hit = hit_msg(vehicle="car-7", plate="AB1238")
+        publisher.hit(hit)
+        publisher.hit(withdrawal_of(hit["event_id"]))
+        assert wait_for_text(out, "WITHDRAWN", proc), err.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(TIMEOUT) == 0, err.read_text()
+    finally:
+        publisher.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines = out.read_text().splitlines()
+    assert lines == [
+        format_hit(hit),
+        f"WITHDRAWN {hit['event_id']} (plate AB1238 from vehicle car-7: corrected in the car)",
+    ]
+
+
+# The layout of version 1 (before withdrawals), as that release made it.
+VERSION_1_HITS = """
+CREATE TABLE hits (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id    TEXT NOT NULL,
+    vehicle_id  TEXT NOT NULL,
+    camera      TEXT NOT NULL,
+    plate       TEXT NOT NULL,
+    observed_at TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    "list"      TEXT NOT NULL,
+    priority    INTEGER NOT NULL,
+    "match"     TEXT NOT NULL,
+    covert      INTEGER NOT NULL,
+    payload     TEXT NOT NULL,
+    conflict_of INTEGER REFERENCES hits (id)
+);
+CREATE INDEX hits_event ON hits (event_id);
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_database_from_before_withdrawals_is_migrated(tmp_path):
+    path = tmp_path / "hq.sqlite"
+    old = hit_msg(vehicle="car-7", plate="AB1238")
+    with sqlite3.connect(path) as db:
+        db.executescript(VERSION_1_HITS)
+        db.execute(
+            "INSERT INTO hits (event_id, vehicle_id, camera, plate, observed_at, received_at, "
+            '"list", priority, "match", covert, payload) '
+            "VALUES (?, 'car-7', 'front-left', 'AB1238', ?, ?, 'stolen-vehicle', 1, 'exact', 0, ?)",
+            (old["event_id"], old["observed_at"], old["observed_at"], json.dumps(old)),
+        )
+    db.close()
+    with HitStore(path) as store:
+        assert store.hits() == [old] and store.hit_row(old["event_id"])["withdrawn_by"] is None
+        withdrawal = withdrawal_of(old["event_id"])
+        stored = store.add_withdrawal(withdrawal)
+        assert stored.hit == old
+        assert store.add_withdrawal(withdrawal).outcome is StoreOutcome.DUPLICATE
+    with HitStore(path) as store, sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert store.hit_row(old["event_id"])["withdrawn_by"] == withdrawal["event_id"]
+        assert store.counts()["withdrawals"] == 1

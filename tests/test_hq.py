@@ -200,7 +200,9 @@ def test_store_dedups_and_keeps_columns(store):
         "vehicle_status": 1,
         "audit": 0,
         "rejects": 0,
+        "withdrawals": 0,
         "conflicts": 0,
+        "withdrawn": 0,
     }
     # WAL with full sync, as promised to the operator.
     with sqlite3.connect(store.path) as db:
