@@ -443,6 +443,14 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--size", default="1920x1080", metavar="WxH", help="default 1920x1080")
     bp.add_argument("--fps", type=float, default=30.0, help="default 30")
     bp.add_argument("--seed", type=int, default=1, help="traffic of the first clip (default 1)")
+    bp.add_argument(
+        "--photos",
+        metavar="DIR",
+        help="make the clips from a folder of labelled real photos (labels.json or the "
+        "OpenALPR format) instead of generating them: a camera moving over each photo, "
+        "one pass per photo, the photos split between the two cameras",
+    )
+    bp.add_argument("--format", help="plate format profile (default: config)")
     bp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bp.set_defaults(handler=_lazy("edge.bench.video", "cmd_bench_video"))
     bp = bsub.add_parser(

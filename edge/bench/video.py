@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import resource
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edge.bench.latency import legible_lines, legible_summary
+from edge.bench.photoclips import PhotoClipSpec, pass_outcomes, photo_clips, summarise_outcomes
 from edge.bench.trueboxes import format_true_boxes, run_true_boxes
 from edge.capture import Camera, DecodeTimes
 from edge.cli import UsageError
@@ -409,7 +411,39 @@ def run_live(config: Config, clips: list[tuple[Path, ClipTruth]]) -> dict:
         },
     }
     out["process"] = meter.to_json()
+    if all(truth.spec is None for _path, truth in clips):
+        outcomes = []
+        for name, (_path, truth) in zip(CAMERAS, clips, strict=True):
+            outcomes += pass_outcomes(truth, reads[name])
+        out["photo_passes"] = summarise_outcomes(outcomes)
     return out
+
+
+def run_replay_photos(config: Config, clips: list[tuple[Path, ClipTruth]]) -> dict:
+    """Every frame of each photo clip, one after the other: every photo's pass read
+    once, scored pass by pass."""
+    outcomes = []
+    frames, seconds, video_s = 0, 0.0, 0.0
+    deciding: list[tuple[str, float]] = []
+    before = thread_ids()
+    with open_recognizer(config) as recognizer, PartMeter(thread_ids() - before) as meter:
+        for path, truth in clips:
+            reads: list[PlateRead] = []
+            pipeline = FramePipeline(recognizer, config.tracking)
+            result = replay_file(pipeline, path, CAMERAS[0], on_read=reads.append)
+            frames += result.frames
+            seconds += result.seconds
+            video_s += truth.seconds
+            outcomes += pass_outcomes(truth, reads)
+            deciding += legible_to_decision_ms(truth, reads)
+    return {
+        "frames": frames,
+        "fps": round(frames / seconds, 2) if seconds else 0.0,
+        "realtime_factor": round(video_s / seconds, 2) if seconds else 0.0,
+        "photo_passes": summarise_outcomes(outcomes),
+        "legible_to_decision_ms": legible_summary(deciding),
+        "process": meter.to_json(),
+    }
 
 
 def run_replay(config: Config, clip: tuple[Path, ClipTruth]) -> dict:
@@ -449,16 +483,42 @@ def cmd_bench_video(args: argparse.Namespace) -> int:
     size = (int(width), int(height))
     if args.seconds <= 0 or not 1 <= args.fps <= 240:
         raise UsageError("--seconds must be positive and --fps between 1 and 240")
+    if args.format:
+        config = replace(config, recognition=replace(config.recognition, plate_format=args.format))
     cache = config.state_dir / "bench"
-    clips = [
-        clip_for(cache, ClipSpec(size=size, fps=args.fps, seconds=args.seconds, seed=seed))
-        for seed in (args.seed, args.seed + 1)
-    ]
-    report: dict = {"clip": {"size": list(size), "fps": args.fps, "seconds": args.seconds}}
+    if args.photos:
+        folder = Path(args.photos)
+        if not folder.is_dir():
+            raise UsageError(f"--photos {folder}: not a folder")
+        spec = PhotoClipSpec(size=size, fps=args.fps, seed=args.seed)
+        try:
+            clips, problems = photo_clips(folder, spec, cache)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        for problem in problems:
+            print(f"lpr-edge bench video: skipped: {problem}", file=sys.stderr)
+        report: dict = {
+            "clip": {
+                "size": list(size),
+                "fps": args.fps,
+                "seconds": round(max(t.seconds for _p, t in clips), 1),
+                "photos": str(folder),
+                "passes": sum(len(t.passes) for _p, t in clips),
+            }
+        }
+    else:
+        clips = [
+            clip_for(cache, ClipSpec(size=size, fps=args.fps, seconds=args.seconds, seed=seed))
+            for seed in (args.seed, args.seed + 1)
+        ]
+        report = {"clip": {"size": list(size), "fps": args.fps, "seconds": args.seconds}}
     if args.mode in ("live", "both"):
         report["live"] = run_live(config, clips)
     if args.mode in ("replay", "both"):
-        report["replay"] = run_replay(config, clips[0])
+        if args.photos:
+            report["replay"] = run_replay_photos(config, clips)
+        else:
+            report["replay"] = run_replay(config, clips[0])
     if args.mode == "true-boxes":
         report["true_boxes"] = run_true_boxes(config, clips)
     report["memory"] = process_memory()
@@ -514,8 +574,24 @@ def format_report(report: dict) -> str:
             lines.append(f"  searches {name}: {_search_line(cam['profile'])}")
         if "process" in live:
             lines.append(f"  process: {_process_line(live['process'])}")
+        if "photo_passes" in live:
+            lines += _photo_lines(live["photo_passes"])
     replay = report.get("replay")
-    if replay:
+    if replay and "photo_passes" in replay:
+        lines.append("")
+        lines.append("replay, every frame of each camera's clip:")
+        lines.append(
+            f"  {replay['frames']} frames at {replay['fps']} fps "
+            f"({replay['realtime_factor']}x real time)"
+        )
+        lines += legible_lines(
+            "plate first legible to the deciding frame (video time)",
+            replay["legible_to_decision_ms"],
+        )
+        lines += _photo_lines(replay["photo_passes"])
+        if "process" in replay:
+            lines.append(f"  process: {_process_line(replay['process'])}")
+    elif replay:
         r = replay["reads"]
         lines.append("")
         lines.append("replay, every frame of one clip:")
@@ -550,6 +626,35 @@ def format_report(report: dict) -> str:
             f"RSS at the end {memory['rss_mb']} MiB"
         )
     return "\n".join(lines)
+
+
+def _photo_lines(summary: dict) -> list[str]:
+    """A photo clip's passes: overall, per kind of plate, per width, and how far the
+    reads' confidence can be trusted."""
+
+    def row(label: str, b: dict) -> str:
+        return (
+            f"    {label:<16} {b['passes']:>6} {b['read_exactly']:>6} {b['exact_rate']:>6.3f} "
+            f"{b['wrong_reads']:>6} {b['duplicate_reads']:>4}"
+        )
+
+    lines = [
+        f"  passes from photos (each pass scored on the reads made while it was on screen; "
+        f"{summary['never_legible']} never legible, not counted):",
+        f"    {'':<16} {'passes':>6} {'exact':>6} {'rate':>6} {'wrong':>6} {'dup':>4}",
+        row("all", summary),
+    ]
+    lines += [row(kind, b) for kind, b in summary["by_plate_kind"].items()]
+    lines += [row(f"widest {band}", b) for band, b in summary["by_width"].items() if b["passes"]]
+    lines.append("  confidence of the reads (other labelled plates left out):")
+    lines.append(f"    {'band':<12} {'reads':>6} {'right':>6} {'share':>6} {'mean conf':>10}")
+    for r in summary["reliability"]:
+        mean = "-" if r["mean_confidence"] is None else f"{r['mean_confidence']:.3f}"
+        lines.append(
+            f"    {r['band']:<12} {r['reads']:>6} {r['right']:>6} {r['share_right']:>6.3f} "
+            f"{mean:>10}"
+        )
+    return lines
 
 
 def _profile_table(columns: list[tuple[str, dict, dict | None]]) -> list[str]:
