@@ -398,11 +398,14 @@ CONFIDENCE_BANDS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95)
 
 @dataclass(frozen=True, slots=True)
 class PassOutcome:
-    """What became of one pass: its reads (those emitted while it was on screen)."""
+    """What became of one pass: its reads (those emitted while it was on screen), and
+    the reads a later correction overturned (HQ and the officer saw them, then their
+    correction; the pass is judged on what stands)."""
 
     truth: PassTruth
     reads: tuple[PlateRead, ...]
     fine: frozenset[str]
+    overturned: tuple[PlateRead, ...] = ()
 
     @property
     def exact(self) -> bool:
@@ -416,6 +419,13 @@ class PassOutcome:
     @property
     def duplicates(self) -> int:
         return max(0, sum(1 for r in self.reads if r.plate == self.truth.text) - 1)
+
+    @property
+    def wrong_corrected(self) -> int:
+        """Wrong reads that a later correction overturned."""
+        return sum(
+            1 for r in self.overturned if r.plate != self.truth.text and r.plate not in self.fine
+        )
 
     @property
     def counted(self) -> bool:
@@ -443,7 +453,16 @@ def pass_outcomes(truth: ClipTruth, reads: list[PlateRead]) -> list[PassOutcome]
         if index is not None:
             owned[index].append(read)
     fine = frozenset(truth.fine_to_read)
-    return [PassOutcome(p, tuple(r), fine) for p, r in zip(truth.passes, owned, strict=True)]
+    corrected = {r.corrects_event_id for r in reads if r.corrects_event_id}
+    return [
+        PassOutcome(
+            p,
+            tuple(r for r in mine if r.event_id not in corrected),
+            fine,
+            tuple(r for r in mine if r.event_id in corrected),
+        )
+        for p, mine in zip(truth.passes, owned, strict=True)
+    ]
 
 
 def _rate(n: int, of: int) -> float:
@@ -462,6 +481,7 @@ def summarise_outcomes(outcomes: list[PassOutcome]) -> dict:
             "read_exactly": exact,
             "exact_rate": _rate(exact, len(group)),
             "wrong_reads": sum(o.wrong for o in group),
+            "wrong_then_corrected": sum(o.wrong_corrected for o in group),
             "duplicate_reads": sum(o.duplicates for o in group),
             "missed": len(group) - exact,
         }
@@ -479,8 +499,13 @@ def summarise_outcomes(outcomes: list[PassOutcome]) -> dict:
         high = edges[WIDTH_BANDS.index(low)]
         label = f"{low}-{high:g} px" if high != math.inf else f">={low} px"
         by_width.setdefault(label, []).append(o)
+    # Every read that went out, overturned ones included: each was published with its
+    # confidence.
     reads = [
-        (r, r.plate == o.truth.text) for o in outcomes for r in o.reads if r.plate not in o.fine
+        (r, r.plate == o.truth.text)
+        for o in outcomes
+        for r in (*o.reads, *o.overturned)
+        if r.plate not in o.fine
     ]
     return {
         **block(counted),

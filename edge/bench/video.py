@@ -635,13 +635,14 @@ def _photo_lines(summary: dict) -> list[str]:
     def row(label: str, b: dict) -> str:
         return (
             f"    {label:<16} {b['passes']:>6} {b['read_exactly']:>6} {b['exact_rate']:>6.3f} "
-            f"{b['wrong_reads']:>6} {b['duplicate_reads']:>4}"
+            f"{b['wrong_reads']:>6} {b['wrong_then_corrected']:>9} {b['duplicate_reads']:>4}"
         )
 
     lines = [
         f"  passes from photos (each pass scored on the reads made while it was on screen; "
         f"{summary['never_legible']} never legible, not counted):",
-        f"    {'':<16} {'passes':>6} {'exact':>6} {'rate':>6} {'wrong':>6} {'dup':>4}",
+        f"    {'':<16} {'passes':>6} {'exact':>6} {'rate':>6} {'wrong':>6} {'corrected':>9} "
+        f"{'dup':>4}",
         row("all", summary),
     ]
     lines += [row(kind, b) for kind, b in summary["by_plate_kind"].items()]
