@@ -495,6 +495,15 @@ _WORDS = (
 )  # fmt: skip
 
 
+def random_standard_mark(rng: np.random.Generator) -> str:
+    """A standard mark: two letters (no I, O or Q) and a number 1-9999 without leading
+    zeros, e.g. "KT4821". The number of digits is drawn first, so short numbers are
+    as common as long ones: each length reads differently."""
+    letters = "".join(HK_LETTERS[i] for i in rng.integers(0, len(HK_LETTERS), size=2))
+    digits = int(rng.integers(1, 5))
+    return f"{letters}{int(rng.integers(10 ** (digits - 1), 10**digits))}"
+
+
 def random_personalised_mark(rng: np.random.Generator) -> str:
     """A personalised mark of 2-8 characters, spelled as plates show it (I -> 1, O -> 0,
     no Q), e.g. "L0VEBB"."""

@@ -1,7 +1,10 @@
 """Generated dashcam clips with per-frame ground truth, for tests, the demo and benchmarks.
 
 The camera is a patrol car's roof camera; other cars pass through its view one after
-another, each carrying a Hong Kong plate drawn by :mod:`edge.synth`. Every pass is a
+another, each carrying a Hong Kong plate drawn by :mod:`edge.synth_hk` in real
+typefaces: one-row white front and yellow rear plates, two-row yellow rear plates,
+standard and now and then personalised marks, and the odd cross-boundary vehicle with
+its black Guangdong plate (粤Z1234港) hung under the Hong Kong one. Every pass is a
 car on a small 3-D trajectory seen through a pinhole camera, so its plate grows,
 shrinks and slides the way real plates do, with a little yaw and roll, motion blur
 along its image velocity, lens blur and sensor grain. Passes are mostly sequential
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -30,12 +34,18 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from edge.synth import (
-    UNIFORM_BYTE_STD,
-    _background,
-    _draw_car,
-    random_hk_plate,
-    render_plate,
+from edge import crossboundary
+from edge.synth import UNIFORM_BYTE_STD, _background, _scaled_quad, _shade, draw_car_body
+from edge.synth_hk import (
+    CROSSBOUNDARY_MM,
+    MAX_MARK,
+    ONE_ROW_MM,
+    TWO_ROW_MM,
+    TYPEFACES,
+    random_crossboundary_mark,
+    random_personalised_mark,
+    random_standard_mark,
+    render_hk_plate,
 )
 
 Kind = Literal["approach", "overtake", "follow", "cross"]
@@ -48,7 +58,22 @@ NOISE_PAD = 61
 # A plate this many pixels wide (and wholly inside the frame) counts as legible: the
 # height of its characters is then about 9 px, roughly the smallest the OCR reads.
 LEGIBLE_PX = 60.0
-PLATE_M = (0.52, 0.11)  # HK plate, metres
+
+# The plates a car can carry (PassTruth.style): a one-row plate, white ("front") or
+# yellow ("rear"); a two-row yellow rear plate; or a one-row plate of either colour
+# with a cross-boundary vehicle's black Guangdong plate hung under it.
+PlateStyle = Literal["front", "rear", "two-row", "crossboundary"]
+PLATE_STYLES: tuple[PlateStyle, ...] = ("front", "rear", "two-row", "crossboundary")
+# How often each comes by when ClipSpec.style is "mixed" (shares of PLATE_STYLES).
+STREET_MIX = (0.40, 0.32, 0.20, 0.08)
+# Plate sizes, metres (width, height).
+ONE_ROW_M = (ONE_ROW_MM[0] / 1000, ONE_ROW_MM[1] / 1000)
+TWO_ROW_M = (TWO_ROW_MM[0] / 1000, TWO_ROW_MM[1] / 1000)
+CROSSBOUNDARY_M = (CROSSBOUNDARY_MM[0] / 1000, CROSSBOUNDARY_MM[1] / 1000)
+# Between the Hong Kong plate and the cross-boundary plate under it.
+STACK_GAP_M = 0.01
+# What a Hong Kong plate can show: letters (never I, O or Q) and digits, up to 8.
+HK_MARK = re.compile(rf"[A-HJ-NPR-Z0-9]{{1,{MAX_MARK}}}")
 # A narrow-ish field of view, as on cameras fitted for plate reading; it only sets
 # how strongly depth shows in the plate's shape, sizes are chosen in pixels.
 HFOV_DEG = 50.0
@@ -61,8 +86,9 @@ APPEAR_FRACTION = (0.55, 0.75)  # of the legible width: a car enters the view th
 GAP_S = (0.35, 1.0)
 OVERLAP_S = (0.2, 0.5)
 LEAD_S = (0.2, 0.5)
-# Reach of edge.synth._draw_car around the plate box, in plate widths (x) and heights
-# (y): body and shadow sideways, roof above, bumper and shadow below.
+# Reach of the car _draw_car draws around its plates, in widths (x) and heights (y) of
+# a one-row plate: body and shadow sideways, roof above the top plate, bumper and
+# shadow below the bottom one.
 CAR_REACH_X = 2.35
 CAR_REACH_UP = 7.6
 CAR_REACH_DOWN = 3.6
@@ -77,6 +103,16 @@ class ClipSpec:
     """What to generate. Give ``passes`` or ``plates`` (texts, which fixes the count),
     ``seconds``, or both; with only ``seconds`` as many passes as fit are made, with
     only a count the clip is as long as they need.
+
+    Plates: ``style`` "mixed" draws each car's plates from the street mix (one-row
+    white front and yellow rear plates, two-row yellow rear plates, now and then a
+    cross-boundary vehicle: see :data:`STREET_MIX`); "front", "rear", "two-row" or
+    "crossboundary" gives every car that. Generated marks are standard ("KT4821": two
+    letters, 1-9999), or personalised ("L0VEBB", up to 8 characters) for a share
+    ``personalised`` of the cars. ``plates`` gives the marks instead (letters without
+    I, O or Q, and digits); they are then all the clip shows, so "mixed" leaves
+    cross-boundary plates out. A share ``wear`` of the plates have screws, a dealer's
+    frame, road dirt or uneven light.
 
     ``blur`` is a Gaussian lens-blur sigma in pixels and ``noise`` the standard
     deviation of the sensor grain in grey levels; ``exposure_s`` is the shutter time,
@@ -104,7 +140,9 @@ class ClipSpec:
     noise: float = 3.0
     exposure_s: float = 1 / 250
     codec: str = "mp4v"
-    style: Literal["mixed", "front", "rear"] = "mixed"
+    style: Literal["mixed", "front", "rear", "two-row", "crossboundary"] = "mixed"
+    personalised: float = 0.1
+    wear: float = 0.3
     kinds: tuple[Kind, ...] = KINDS
     peak_plate_frac: tuple[float, float] = (0.08, 0.15)
     legible_seconds: tuple[float, float] = (0.6, 1.4)
@@ -123,17 +161,27 @@ class ClipSpec:
             raise ValueError(f"passes must be at least 1, got {self.passes}")
         if self.plates and self.passes is not None and self.passes != len(self.plates):
             raise ValueError("passes and plates disagree on the number of passes")
-        texts = [t.replace(" ", "").upper() for t in self.plates]
+        texts = [_mark(t) for t in self.plates]
         if len(set(texts)) != len(texts) or not all(texts):
             raise ValueError("plate texts must be non-empty and unique within a clip")
+        for text in texts:
+            if not HK_MARK.fullmatch(text):
+                raise ValueError(
+                    f"{text!r} is not a Hong Kong mark: up to {MAX_MARK} letters and digits, "
+                    "never I, O or Q"
+                )
         if self.blur < 0 or self.noise < 0 or self.exposure_s < 0:
             raise ValueError("blur, noise and exposure_s must not be negative")
         if self.exposure_s > 1 / self.fps:
             raise ValueError("exposure_s cannot be longer than one frame")
         if self.codec not in CODECS:
             raise ValueError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
-        if self.style not in ("mixed", "front", "rear"):
-            raise ValueError(f"style must be mixed, front or rear, got {self.style!r}")
+        if self.style != "mixed" and self.style not in PLATE_STYLES:
+            raise ValueError(
+                f"style must be mixed or one of {', '.join(PLATE_STYLES)}, got {self.style!r}"
+            )
+        if not (0 <= self.personalised <= 1 and 0 <= self.wear <= 1):
+            raise ValueError("personalised and wear are shares of the cars, 0..1")
         if not self.kinds or any(k not in KINDS for k in self.kinds):
             raise ValueError(f"kinds must be a non-empty subset of {', '.join(KINDS)}")
         low, high = self.peak_plate_frac
@@ -154,14 +202,26 @@ class ClipSpec:
         return cls(**data)
 
 
+def _mark(text: str) -> str:
+    """A mark as plates are compared: upper case, no spaces."""
+    return text.replace(" ", "").upper()
+
+
 @dataclass(frozen=True)
 class PassTruth:
     """One car's plate passing through the view.
 
-    ``boxes[k]`` is the plate's box (x1, y1, x2, y2), clipped to the frame, in frame
-    ``first_frame + k``; the plate is at least partly in view from ``first_frame`` to
-    ``last_frame``. Legible frames (``first_legible_frame`` to ``last_legible_frame``,
-    None when it never is) show the whole plate at least ``legible_px`` wide.
+    ``text`` is its Hong Kong mark; ``style`` which plates the car carries (one of
+    :data:`PLATE_STYLES`: "front" and "rear" are one-row plates, white and yellow,
+    "two-row" a two-row yellow plate, "crossboundary" a one-row plate with the black
+    Guangdong plate ``crossboundary`` (as issued, "粤Z1234港") under it); ``kind``
+    how the car moves (one of :data:`KINDS`).
+
+    ``boxes[k]`` is the Hong Kong plate's box (x1, y1, x2, y2), clipped to the frame,
+    in frame ``first_frame + k``; the plate is at least partly in view from
+    ``first_frame`` to ``last_frame``. Legible frames (``first_legible_frame`` to
+    ``last_legible_frame``, None when it never is) show the whole plate at least
+    ``legible_px`` wide.
     """
 
     text: str
@@ -172,6 +232,7 @@ class PassTruth:
     first_legible_frame: int | None
     last_legible_frame: int | None
     boxes: tuple[Box, ...]
+    crossboundary: str | None = None
 
     def box_at(self, frame: int) -> Box | None:
         if self.first_frame <= frame <= self.last_frame:
@@ -195,7 +256,10 @@ class ClipTruth:
     ``spec`` is what a generated clip was made from; a clip made from labelled photos
     (:mod:`edge.bench.photoclips`) has none and says where it came from in ``source``
     instead. ``fine_to_read`` are texts of other plates in the picture (labelled but
-    not the pass's own): reading one is neither a pass read nor a wrong read.
+    not the pass's own): reading one is neither a pass read nor a wrong read. In a
+    generated clip those are the cross-boundary plates under passing Hong Kong plates,
+    as the recogniser reports their ``plate`` (the core, "Z1234"); the pass they ride
+    with names the whole mark in its ``crossboundary``.
     """
 
     size: tuple[int, int]
@@ -243,6 +307,7 @@ class ClipTruth:
                     "first_legible_frame": p.first_legible_frame,
                     "last_legible_frame": p.last_legible_frame,
                     "boxes": [list(b) for b in p.boxes],
+                    "crossboundary": p.crossboundary,
                 }
                 for p in self.passes
             ],
@@ -265,6 +330,7 @@ class ClipTruth:
                 first_legible_frame=p["first_legible_frame"],
                 last_legible_frame=p["last_legible_frame"],
                 boxes=tuple(tuple(float(v) for v in b) for b in p["boxes"]),
+                crossboundary=p.get("crossboundary"),
             )
             for p in data["passes"]
         )
@@ -291,35 +357,80 @@ class ClipTruth:
 # --- planning: where every plate is in every frame ----------------------------------
 
 
+@dataclass(frozen=True)
+class _CarPlates:
+    """The plates one car carries and how they look."""
+
+    text: str  # the Hong Kong mark
+    style: PlateStyle
+    colour: Literal["front", "rear"]  # of the Hong Kong plate: white or yellow
+    typeface: str
+    crossboundary: str | None  # the Guangdong plate under it, as issued
+    seed: int  # the plates' maker's variations and their wear
+
+    @property
+    def rows(self) -> int:
+        return 2 if self.style == "two-row" else 1
+
+    @property
+    def size_m(self) -> tuple[float, float]:
+        """Width and height of the Hong Kong plate, metres."""
+        return TWO_ROW_M if self.style == "two-row" else ONE_ROW_M
+
+    def outlines_m(self) -> np.ndarray:
+        """(k, 4, 2) corners of each plate, clockwise from top left, in metres from
+        the Hong Kong plate's centre (y down): that plate, then any plate under it."""
+        w, h = self.size_m
+        rects = [(w, h, 0.0)]
+        if self.crossboundary is not None:
+            cw, ch = CROSSBOUNDARY_M
+            rects.append((cw, ch, h / 2 + STACK_GAP_M + ch / 2))
+        return np.array(
+            [
+                [[-pw / 2, cy - ph / 2], [pw / 2, cy - ph / 2], [pw / 2, cy + ph / 2],
+                 [-pw / 2, cy + ph / 2]]
+                for pw, ph, cy in rects
+            ]
+        )  # fmt: skip
+
+
 @dataclass
 class _Pass:
-    text: str
-    style: str
+    plates: _CarPlates
     kind: Kind
     car_seed: int
     start: int  # first frame in which the car is drawn
-    corners: np.ndarray  # (n, 4, 2) plate corners per drawn frame, clockwise from top left
+    # (n, k, 4, 2) corners of each of the car's plates per drawn frame, Hong Kong plate
+    # first, clockwise from top left.
+    corners: np.ndarray
+    # (n, 2) the size in pixels a one-row plate would have there: what the car is
+    # sized by, so a car with a two-row plate or two plates is as big as any other.
+    unit: np.ndarray
     blur: np.ndarray  # (n, 2) image displacement during the exposure
     car_boxes: np.ndarray = field(init=False)  # (n, 4) where the car body can reach
 
     def __post_init__(self) -> None:
-        self.car_boxes = _car_boxes(self.corners)
+        self.car_boxes = _car_boxes(self.corners, self.unit)
+
+    @property
+    def text(self) -> str:
+        return self.plates.text
 
     @property
     def end(self) -> int:
         return self.start + len(self.corners) - 1
 
 
-def _car_boxes(corners: np.ndarray) -> np.ndarray:
-    low, high = corners.min(axis=1), corners.max(axis=1)
-    pw, ph = (high - low).T
+def _car_boxes(corners: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    points = corners.reshape(len(corners), -1, 2)
+    low, high = points.min(axis=1), points.max(axis=1)
     cx = (low[:, 0] + high[:, 0]) / 2
     return np.stack(
         [
-            cx - CAR_REACH_X * pw,
-            low[:, 1] - CAR_REACH_UP * ph,
-            cx + CAR_REACH_X * pw,
-            high[:, 1] + CAR_REACH_DOWN * ph,
+            cx - CAR_REACH_X * unit[:, 0],
+            low[:, 1] - CAR_REACH_UP * unit[:, 1],
+            cx + CAR_REACH_X * unit[:, 0],
+            high[:, 1] + CAR_REACH_DOWN * unit[:, 1],
         ],
         axis=1,
     )
@@ -335,38 +446,48 @@ class _Camera:
         self.f = (w / 2) / math.tan(math.radians(HFOV_DEG) / 2)
         self.cx, self.cy = w / 2, horizon
 
-    def z_for_width(self, px: float) -> float:
-        """Distance at which a plate facing the camera is ``px`` pixels wide."""
-        return self.f * PLATE_M[0] / px
+    def z_for_width(self, px: float, width_m: float) -> float:
+        """Distance at which a plate ``width_m`` wide facing the camera is ``px`` pixels wide."""
+        return self.f * width_m / px
 
-    def project(self, x, y, z, yaw: float, roll: float) -> np.ndarray:
-        """Image corners (n, 4, 2) of a plate centred at (x, y, z) metres (y down)."""
-        hw, hh = PLATE_M[0] / 2, PLATE_M[1] / 2
-        local = np.array([[-hw, -hh], [hw, -hh], [hw, hh], [-hw, hh]])
+    def project(self, x, y, z, yaw: float, roll: float, local: np.ndarray) -> np.ndarray:
+        """Image points (n, *local.shape) of the points ``local`` (..., 2: metres in the
+        plane of a plate, y down) of a plate centred at (x, y, z) metres (y down)."""
+        flat = local.reshape(-1, 2)
         cr, sr = math.cos(roll), math.sin(roll)
-        px = local[:, 0] * cr - local[:, 1] * sr
-        py = local[:, 0] * sr + local[:, 1] * cr
+        px = flat[:, 0] * cr - flat[:, 1] * sr
+        py = flat[:, 0] * sr + flat[:, 1] * cr
         cy_, sy_ = math.cos(yaw), math.sin(yaw)
         # Yaw about the vertical axis puts one side of the plate nearer the camera.
         wx = np.asarray(x, np.float64)[:, None] + px * cy_
         wy = np.asarray(y, np.float64)[:, None] + py
         wz = np.asarray(z, np.float64)[:, None] + px * sy_
-        return np.stack([self.cx + self.f * wx / wz, self.cy + self.f * wy / wz], axis=-1)
+        points = np.stack([self.cx + self.f * wx / wz, self.cy + self.f * wy / wz], axis=-1)
+        return points.reshape(len(points), *local.shape)
 
 
 def _trajectory(
-    kind: Kind, spec: ClipSpec, cam: _Camera, rng: np.random.Generator, side: int
+    kind: Kind,
+    spec: ClipSpec,
+    cam: _Camera,
+    rng: np.random.Generator,
+    side: int,
+    plate_w: float,
 ) -> tuple[float, Position, float, float, float]:
-    """(duration, position(t) -> (x, z), height, yaw, roll) for one pass.
+    """(duration, position(t) -> (x, z), height, yaw, roll) for one pass of a car
+    whose Hong Kong plate is ``plate_w`` metres wide.
 
-    Sizes are decided in pixels (peak width, width at which it becomes legible) and
-    turned into distances and speeds, so every pass has a legible window of about the
-    requested length whatever the frame size.
+    Sizes are decided in pixels of that plate (peak width, width at which it becomes
+    legible) and turned into distances and speeds, so every pass has a legible window
+    of about the requested length whatever the frame size.
     """
     w, _ = spec.size
     peak = rng.uniform(*spec.peak_plate_frac) * w
     legible_for = rng.uniform(*spec.legible_seconds)
-    height = rng.uniform(*CAMERA_ABOVE_PLATE_M)
+    # A narrower plate is nearer at the same size in pixels, and would sit lower in the
+    # frame (out of it, at its largest); as if mounted higher, it shows where a one-row
+    # plate of that size would.
+    height = rng.uniform(*CAMERA_ABOVE_PLATE_M) * plate_w / ONE_ROW_M[0]
     roll = math.radians(rng.uniform(-3, 3))
     yaw = math.radians(rng.uniform(-8, 8))
     lateral = 0.0
@@ -376,14 +497,14 @@ def _trajectory(
         # lane would stay in view until we ran into it, so very large peaks are cut
         # to what the next lane allows (about a tenth of the frame width).
         margin = rng.uniform(0.01, 0.05) * w
-        lateral = max(NEXT_LANE_M, (w / 2 - margin - peak / 2) * PLATE_M[0] / peak)
-        peak = (w / 2 - margin) / (lateral / PLATE_M[0] + 0.5)
+        lateral = max(NEXT_LANE_M, (w / 2 - margin - peak / 2) * plate_w / peak)
+        peak = (w / 2 - margin) / (lateral / plate_w + 0.5)
         lateral *= side
     # The width a pass is timed by: the legible width, or less for a pass that never
     # gets that big (small frames), so it still lasts about as long.
     ref = min(spec.legible_px, 0.8 * peak)
-    z_peak, z_ref = cam.z_for_width(peak), cam.z_for_width(ref)
-    z_appear = cam.z_for_width(ref * rng.uniform(*APPEAR_FRACTION))
+    z_peak, z_ref = cam.z_for_width(peak, plate_w), cam.z_for_width(ref, plate_w)
+    z_appear = cam.z_for_width(ref * rng.uniform(*APPEAR_FRACTION), plate_w)
 
     if kind in ("approach", "overtake"):
         # A car in the next lane that we gain on: it grows and slides out through
@@ -419,7 +540,8 @@ def _trajectory(
     yaw = math.radians(side * rng.uniform(4, 14))
     z = z_peak
     px_speed = max(w - peak, w / 4) / legible_for
-    reach = (CAR_REACH_X + 0.2) * peak
+    # The car is sized by a one-row plate, wider than a two-row one.
+    reach = (CAR_REACH_X + 0.2) * peak * ONE_ROW_M[0] / plate_w
     duration = (w + 2 * reach) / px_speed
     drift = rng.uniform(-0.05, 0.05) * z
 
@@ -437,25 +559,32 @@ def _motion(
     cam: _Camera,
     rng: np.random.Generator,
     side: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Plate corners and exposure displacement for the frames in which the car shows."""
+    plates: _CarPlates,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Plate corners (n, k, 4, 2), the car's unit (n, 2, see :class:`_Pass`) and the
+    exposure displacement (n, 2) for the frames in which the car shows."""
     w, h = spec.size
-    duration, position, height, yaw, roll = _trajectory(kind, spec, cam, rng, side)
+    duration, position, height, yaw, roll = _trajectory(
+        kind, spec, cam, rng, side, plates.size_m[0]
+    )
     t = np.arange(int(duration * spec.fps) + 1) / spec.fps
     x, z = position(t)
     keep = z >= CLOSEST_M
-    corners = cam.project(x, np.full_like(x, height), z, yaw, roll)
-    keep &= _in_frame(_car_boxes(corners), w, h)
+    outlines = plates.outlines_m()
+    corners = cam.project(x, np.full_like(x, height), z, yaw, roll, outlines)
+    unit = cam.f * np.array(ONE_ROW_M) / z[:, None]
+    keep &= _in_frame(_car_boxes(corners, unit), w, h)
     idx = np.nonzero(keep)[0]
     if not len(idx):
         raise ValueError("a pass never comes into view; the frame is too small")
     sel = slice(idx[0], idx[-1] + 1)
-    t, corners = t[sel], corners[sel]
+    t, corners, unit = t[sel], corners[sel], unit[sel]
     centres = []
     for dt in (spec.exposure_s / 2, -spec.exposure_s / 2):
         x, z = position(t + dt)
-        centres.append(cam.project(x, np.full_like(x, height), z, yaw, roll).mean(axis=1))
-    return corners, centres[0] - centres[1]
+        plate = cam.project(x, np.full_like(x, height), z, yaw, roll, outlines[0])
+        centres.append(plate.mean(axis=1))
+    return corners, unit, centres[0] - centres[1]
 
 
 def _conflicts(new: _Pass, placed: Sequence[_Pass]) -> bool:
@@ -475,7 +604,8 @@ def _conflicts(new: _Pass, placed: Sequence[_Pass]) -> bool:
 
 def _truth_of(p: _Pass, spec: ClipSpec) -> PassTruth | None:
     w, h = spec.size
-    low, high = p.corners.min(axis=1), p.corners.max(axis=1)
+    hk_plate = p.corners[:, 0]
+    low, high = hk_plate.min(axis=1), hk_plate.max(axis=1)
     boxes = np.concatenate([low, high], axis=1)
     seen = np.nonzero(_in_frame(boxes, w, h))[0]
     if not len(seen):
@@ -486,13 +616,14 @@ def _truth_of(p: _Pass, spec: ClipSpec) -> PassTruth | None:
     clipped = np.clip(boxes[first : last + 1], 0, [w, h, w, h])
     return PassTruth(
         text=p.text,
-        style=p.style,
+        style=p.plates.style,
         kind=p.kind,
         first_frame=p.start + first,
         last_frame=p.start + last,
         first_legible_frame=p.start + int(legible[0]) if len(legible) else None,
         last_legible_frame=p.start + int(legible[-1]) if len(legible) else None,
         boxes=tuple(tuple(round(float(v), 2) for v in b) for b in clipped),
+        crossboundary=p.plates.crossboundary,
     )
 
 
@@ -514,15 +645,58 @@ def _horizon_fraction(seed: int) -> float:
     return float(np.random.default_rng(seed).uniform(0.25, 0.45))
 
 
+def _car_plates(
+    spec: ClipSpec, index: int, rng: np.random.Generator, taken: set[str]
+) -> _CarPlates:
+    """The plates of the ``index``-th car: its style, mark and look. ``taken`` holds
+    the texts already in the clip (marks and cross-boundary cores), which it avoids."""
+    if spec.style == "mixed":
+        # Given marks are all the plates the clip is to show: no cross-boundary plate
+        # comes with them unless asked for.
+        mix = np.array(STREET_MIX[:3] if spec.plates else STREET_MIX)
+        style = PLATE_STYLES[int(rng.choice(len(mix), p=mix / mix.sum()))]
+    else:
+        style = spec.style
+    if spec.plates:
+        text = _mark(spec.plates[index])
+    else:
+        text = ""
+        while not text or text in taken:
+            personal = rng.random() < spec.personalised
+            text = random_personalised_mark(rng) if personal else random_standard_mark(rng)
+    taken.add(text)
+    mark = None
+    if style == "crossboundary":
+        # Its core is what the recogniser reports; it must not be another car's mark.
+        while mark is None or _core(mark) in taken:
+            mark = random_crossboundary_mark(rng)
+        taken.add(_core(mark))
+    colour = {"front": "front", "rear": "rear", "two-row": "rear"}.get(style)
+    if colour is None:
+        colour = ("front", "rear")[int(rng.integers(2))]
+    typeface = tuple(TYPEFACES)[int(rng.integers(len(TYPEFACES)))]
+    return _CarPlates(text, style, colour, typeface, mark, int(rng.integers(2**31)))
+
+
+def _core(mark: str) -> str:
+    """The core of a cross-boundary mark ("粤Z1234港" -> "Z1234"): what the recogniser
+    reports as its plate."""
+    found = crossboundary.CORE.search(mark)
+    if found is None:
+        raise ValueError(f"{mark!r} is not a cross-boundary mark")
+    return found.group()
+
+
 def _plan(spec: ClipSpec) -> _Plan:
     w, h = spec.size
     fps = spec.fps
     root = np.random.SeedSequence(spec.seed)
-    plan_seed, text_seed, background_seed, noise_seed = (
+    plan_seed, plates_seed, background_seed, noise_seed = (
         int(s.generate_state(1)[0]) for s in root.spawn(4)
     )
     rng = np.random.default_rng(plan_seed)
-    text_rng = np.random.default_rng(text_seed)
+    # Plates come from their own generator: the same cars move alike whatever they carry.
+    plates_rng = np.random.default_rng(plates_seed)
     margin = _background_margin(spec.size)
     horizon = _horizon_fraction(background_seed) * (h + 2 * margin) - margin
     cam = _Camera(spec.size, horizon)
@@ -535,26 +709,20 @@ def _plan(spec: ClipSpec) -> _Plan:
     limit = round(spec_seconds * fps) if spec_seconds is not None else None
     tail = round(rng.uniform(*LEAD_S) * fps)
     cursor = round(rng.uniform(*LEAD_S) * fps)
-    texts: list[str] = []
+    taken = {_mark(t) for t in spec.plates}
     passes: list[_Pass] = []
     last_side = 1
     while wanted is None or len(passes) < wanted:
         kind = spec.kinds[int(rng.integers(len(spec.kinds)))]
         overlap = bool(passes) and rng.random() < spec.overlap
         side = -last_side if overlap else (1 if rng.random() < 0.5 else -1)
-        corners, blur = _motion(kind, spec, cam, rng, side)
-        if spec.plates:
-            text = spec.plates[len(passes)].replace(" ", "").upper()
-        else:
-            text = random_hk_plate(text_rng)
-            while text in texts:
-                text = random_hk_plate(text_rng)
-        style = spec.style if spec.style != "mixed" else ("front", "rear")[int(rng.integers(2))]
+        plates = _car_plates(spec, len(passes), plates_rng, taken)
+        corners, unit, blur = _motion(kind, spec, cam, rng, side, plates)
         car_seed = int(rng.integers(2**31))
         start = cursor
         if overlap:
             start = max(0, passes[-1].end - round(rng.uniform(*OVERLAP_S) * fps))
-        new = _Pass(text, style, kind, car_seed, start, corners, blur)
+        new = _Pass(plates, kind, car_seed, start, corners, unit, blur)
         while _conflicts(new, passes):
             new.start += 1
         if limit is not None and new.end + tail >= limit:
@@ -565,7 +733,6 @@ def _plan(spec: ClipSpec) -> _Plan:
                 )
             break
         passes.append(new)
-        texts.append(text)
         last_side = side
         cursor = max(p.end for p in passes) + 1 + round(rng.uniform(*GAP_S) * fps)
     frame_count = limit if limit is not None else max(p.end for p in passes) + 1 + tail
@@ -586,8 +753,8 @@ def _plan(spec: ClipSpec) -> _Plan:
 
     truths = []
     for p in passes:
-        p.corners = p.corners + shake[p.start : p.end + 1, None, :]
-        p.car_boxes = _car_boxes(p.corners)
+        p.corners = p.corners + shake[p.start : p.end + 1, None, None, :]
+        p.car_boxes = _car_boxes(p.corners, p.unit)
         truth = _truth_of(p, spec)
         if truth is not None:
             truths.append(truth)
@@ -598,6 +765,8 @@ def _plan(spec: ClipSpec) -> _Plan:
         legible_px=float(spec.legible_px),
         passes=tuple(truths),
         spec=spec,
+        # The cross-boundary plates ride with their passes: reading one is no wrong read.
+        fine_to_read=tuple(_core(t.crossboundary) for t in truths if t.crossboundary),
     )
     return _Plan(
         passes=passes,
@@ -675,7 +844,9 @@ class ClipRenderer:
             if self._grain_k > 0
             else None
         )
-        self._plates: dict[tuple[str, str, int], np.ndarray] = {}
+        # Each pass's plates drawn once, as wide as they get in the pass; every frame
+        # shrinks them to its size, which is far cheaper than drawing text again.
+        self._plate_images: dict[int, list[np.ndarray]] = {}
 
     def __len__(self) -> int:
         return self.truth.frame_count
@@ -693,11 +864,11 @@ class ClipRenderer:
         ox = int(np.clip(self._margin + plan.drift[index] - sx, 0, 2 * self._margin))
         oy = int(np.clip(self._margin - sy, 0, 2 * self._margin))
         img = self._road[oy : oy + h, ox : ox + w].copy()
-        active = [p for p in plan.passes if p.start <= index <= p.end]
+        active = [(i, p) for i, p in enumerate(plan.passes) if p.start <= index <= p.end]
         # Far cars first, though the planner keeps cars apart anyway.
-        active.sort(key=lambda p: float(np.ptp(p.corners[index - p.start, :, 0])))
-        for p in active:
-            self._draw(img, p, index - p.start)
+        active.sort(key=lambda item: float(item[1].unit[index - item[1].start, 0]))
+        for i, p in active:
+            self._draw(img, p, index - p.start, self._images(i, p))
         if self._grain is not None:
             gx, gy = plan.noise_offsets[index]
             grain = self._grain[gy : gy + h, gx : gx + w]
@@ -705,18 +876,17 @@ class ClipRenderer:
             img = cv2.addWeighted(img, 1.0, grain, k, -127.5 * k, dtype=cv2.CV_8U)
         return img
 
-    def _plate(self, p: _Pass, width: int) -> np.ndarray:
-        key = (p.text, p.style, width)
-        plate = self._plates.get(key)
-        if plate is None:
-            if len(self._plates) > 64:
-                self._plates.clear()
-            plate = self._plates[key] = render_plate(p.text, style=p.style, width=width)
-        return plate
+    def _images(self, index: int, p: _Pass) -> list[np.ndarray]:
+        """The pass's plates (Hong Kong plate first) at the largest size they show."""
+        images = self._plate_images.get(index)
+        if images is None:
+            if len(self._plate_images) > 16:
+                self._plate_images.clear()
+            images = self._plate_images[index] = _draw_plates(p, self.spec.wear)
+        return images
 
-    def _draw(self, img: np.ndarray, p: _Pass, k: int) -> None:
+    def _draw(self, img: np.ndarray, p: _Pass, k: int, images: list[np.ndarray]) -> None:
         h, w = img.shape[:2]
-        corners = p.corners[k]
         bx, by = (float(v) for v in p.blur[k])
         pad = math.ceil(abs(bx) + abs(by) + 3 * self._sigma) + 3
         cx0, cy0, cx1, cy1 = p.car_boxes[k]
@@ -726,17 +896,23 @@ class ClipRenderer:
             return
         under = img[y0:y1, x0:x1]
         layer = under.copy()
-        local = corners - [x0, y0]
+        local = p.corners[k] - [x0, y0]
         # A fresh generator on the pass's seed: the same car, frame after frame.
-        _draw_car(layer, local, np.random.default_rng(p.car_seed))
-        plate_box = self._paste_plate(layer, p, local)
+        _draw_car(layer, local, p.unit[k], np.random.default_rng(p.car_seed))
+        pasted = [
+            _paste_plate(layer, image, quad) for image, quad in zip(images, local, strict=True)
+        ]
+        shown = np.array([b for b in pasted if b is not None]).reshape(-1, 4)
+        plate_box = None
+        if len(shown):
+            plate_box = (*shown[:, :2].min(axis=0).tolist(), *shown[:, 2:].max(axis=0).tolist())
 
         diff = cv2.absdiff(layer, under)
         alpha = ((diff[:, :, 0] | diff[:, :, 1] | diff[:, :, 2]) > 0).astype(np.float32)
         blurred = layer
         box = (max(1, round(abs(bx))), max(1, round(abs(by))))
         if box != (1, 1):
-            # A box filter is the smear of the flat car body; the plate itself gets
+            # A box filter is the smear of the flat car body; the plates themselves get
             # the exact directional kernel below.
             blurred = cv2.blur(layer, box)
             alpha = cv2.blur(alpha, box)
@@ -746,32 +922,6 @@ class ClipRenderer:
         if plate_box is not None and math.hypot(bx, by) >= 0.5:
             self._blur_plate(layer, blurred, plate_box, bx, by)
         img[y0:y1, x0:x1] = cv2.blendLinear(blurred, under, alpha, 1 - alpha)
-
-    def _paste_plate(
-        self, layer: np.ndarray, p: _Pass, local: np.ndarray
-    ) -> tuple[int, int, int, int] | None:
-        lh, lw = layer.shape[:2]
-        x0, y0 = np.floor(local.min(axis=0)).astype(int)
-        x1, y1 = np.ceil(local.max(axis=0)).astype(int) + 1
-        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(lw, x1), min(lh, y1)
-        if x1 <= x0 or y1 <= y0:
-            return None
-        width = max(40, round(float(np.linalg.norm(local[1] - local[0]))))
-        plate = self._plate(p, width)
-        ph, pw = plate.shape[:2]
-        src = np.float32([[0, 0], [pw, 0], [pw, ph], [0, ph]])
-        matrix = cv2.getPerspectiveTransform(src, (local - [x0, y0]).astype(np.float32))
-        # Transparent border: only pixels inside the plate are written, straight into
-        # the layer; the dark holder _draw_car put around it hides the hard edge.
-        cv2.warpPerspective(
-            plate,
-            matrix,
-            (x1 - x0, y1 - y0),
-            dst=layer[y0:y1, x0:x1],
-            flags=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_TRANSPARENT,
-        )
-        return x0, y0, x1, y1
 
     def _blur_plate(
         self,
@@ -796,6 +946,86 @@ class ClipRenderer:
         if self._sigma > 0:
             smeared = cv2.GaussianBlur(smeared, (0, 0), self._sigma)
         blurred[iy0:iy1, ix0:ix1] = smeared[iy0 - oy0 : iy1 - oy0, ix0 - ox0 : ix1 - ox0]
+
+
+def _draw_car(img: np.ndarray, quads: np.ndarray, unit: np.ndarray, rng) -> None:
+    """The back of a car around its plates ``quads`` (k, 4, 2: the Hong Kong plate, then
+    any plate under it), sized by ``unit``, the pixel size of a one-row plate there.
+
+    The detector barely fires on a plate floating on a flat blob: it looks for the
+    surroundings of a real plate. The recess and the dark holder around the plates,
+    the bumper below and the lights and trunk above are what lift its score.
+    """
+    outline = np.array([quads[0][0], quads[0][1], quads[-1][2], quads[-1][3]])
+    (x1, y1), (x2, y2) = outline.min(axis=0), outline.max(axis=0)
+    unit_w, unit_h = (float(v) for v in unit)
+    colour = draw_car_body(img, (x1 + x2) / 2, y1, y2, unit_w, unit_h, rng)
+    # Margins as edge.synth draws them around a one-row plate (its width and height
+    # times 1.16 x 1.55 for the recess, 1.04 x 1.16 for the holder), for any plates.
+    span_w, span_h = max(1.0, x2 - x1), max(1.0, y2 - y1)
+    for (grow_w, grow_h), fill in (((0.16, 0.55), _shade(colour, 0.55)), ((0.04, 0.16), (20,) * 3)):
+        quad = _scaled_quad(outline, 1 + grow_w * unit_w / span_w, 1 + grow_h * unit_h / span_h)
+        cv2.fillConvexPoly(img, quad, fill, cv2.LINE_AA)
+
+
+def _draw_plates(p: _Pass, wear: float) -> list[np.ndarray]:
+    """The pass's plates (Hong Kong plate first), each as wide as it gets in the pass,
+    drawn by :func:`edge.synth_hk.render_hk_plate` with the pass's own variations."""
+    plates = p.plates
+    rng = np.random.default_rng(plates.seed)
+    worn = rng.random() < wear
+    widths = np.linalg.norm(p.corners[:, :, 1] - p.corners[:, :, 0], axis=-1).max(axis=0)
+    images = []
+    for j, width in enumerate(widths):
+        text, style, rows = plates.text, plates.colour, plates.rows
+        if j:
+            text, style, rows = plates.crossboundary, "crossboundary", 1
+        images.append(
+            render_hk_plate(
+                text,
+                rows=rows,
+                style=style,
+                typeface=plates.typeface,
+                width=max(40, math.ceil(width)),
+                rng=rng,
+                screws=worn and rng.random() < 0.6,
+                frame=worn and style != "crossboundary" and rng.random() < 0.4,
+                dirt=float(rng.uniform(0, 0.3)) if worn else 0.0,
+                lighting=float(rng.uniform(0, 0.3)) if worn else 0.0,
+            )
+        )
+    return images
+
+
+def _paste_plate(
+    layer: np.ndarray, image: np.ndarray, quad: np.ndarray
+) -> tuple[int, int, int, int] | None:
+    """Warp the plate ``image`` onto ``quad`` (4, 2) in ``layer``; the box it covers."""
+    lh, lw = layer.shape[:2]
+    x0, y0 = np.floor(quad.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(quad.max(axis=0)).astype(int) + 1
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(lw, x1), min(lh, y1)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    width = max(1, round(float(np.linalg.norm(quad[1] - quad[0]))))
+    if width < image.shape[1]:
+        # Area averaging first: a perspective warp alone would alias a big shrink.
+        height = max(1, round(width * image.shape[0] / image.shape[1]))
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    ph, pw = image.shape[:2]
+    src = np.float32([[0, 0], [pw, 0], [pw, ph], [0, ph]])
+    matrix = cv2.getPerspectiveTransform(src, (quad - [x0, y0]).astype(np.float32))
+    # Transparent border: only pixels inside the plate are written, straight into
+    # the layer; the dark holder _draw_car put around it hides the hard edge.
+    cv2.warpPerspective(
+        image,
+        matrix,
+        (x1 - x0, y1 - y0),
+        dst=layer[y0:y1, x0:x1],
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_TRANSPARENT,
+    )
+    return x0, y0, x1, y1
 
 
 def iter_frames(spec: ClipSpec) -> Iterator[np.ndarray]:
@@ -893,6 +1123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--codec", choices=sorted(CODECS), default="mp4v")
     parser.add_argument("--blur", type=float, default=ClipSpec.blur, help="lens blur sigma")
     parser.add_argument("--noise", type=float, default=ClipSpec.noise, help="grain std")
+    parser.add_argument(
+        "--style",
+        choices=["mixed", *PLATE_STYLES],
+        default=ClipSpec.style,
+        help="the plates every car carries (default: the street mix)",
+    )
     args = parser.parse_args(argv)
     try:
         spec = ClipSpec(
@@ -904,6 +1140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             codec=args.codec,
             blur=args.blur,
             noise=args.noise,
+            style=args.style,
         )
         timings: dict = {}
         truth = render_clip(args.out, spec, timings=timings)
@@ -923,8 +1160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if legible
             else "never legible"
         )
+        plates = f"{p.text} + {p.crossboundary}" if p.crossboundary else p.text
         print(
-            f"  {p.text:<7} {p.style:<5} {p.kind:<8} frames {p.first_frame}-{p.last_frame}, "
+            f"  {plates:<17} {p.style:<13} {p.kind:<8} frames {p.first_frame}-{p.last_frame}, "
             f"{window}, peak {p.peak_width:.0f} px"
         )
     n = timings["frames"]

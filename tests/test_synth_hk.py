@@ -13,6 +13,7 @@ from edge.synth_hk import (
     hk_rows,
     random_crossboundary_mark,
     random_personalised_mark,
+    random_standard_mark,
     render_hk_plate,
     render_hk_scene,
 )
@@ -113,6 +114,10 @@ def test_rows_and_gap_of_marks():
     marks = [random_personalised_mark(rng) for _ in range(200)]
     assert all(2 <= len(m) <= 8 and not set(m) & set("IOQ") for m in marks)
     assert re.fullmatch(r"粤Z[A-HJ-NP-Z0-9]{4}[港澳]", random_crossboundary_mark(rng))
+    standard = [random_standard_mark(rng) for _ in range(400)]
+    assert all(re.fullmatch(r"[A-HJ-NPR-Z]{2}[1-9][0-9]{0,3}", m) for m in standard)
+    # Every length of number comes up, not only four digits.
+    assert {len(m) for m in standard} == {3, 4, 5, 6}
     with pytest.raises(ValueError):
         render_hk_plate("ABCDEFGHJ")
     with pytest.raises(ValueError):

@@ -15,6 +15,7 @@ from edge.config import load_config
 from edge.detect import box_iou
 from edge.recognize import open_recognizer
 from edge.synthclip import (
+    PLATE_STYLES,
     ClipRenderer,
     ClipSpec,
     ClipTruth,
@@ -24,11 +25,18 @@ from edge.synthclip import (
 )
 from tests.conftest import model_path
 
-HK_MARK = re.compile(r"^[A-HJ-NPR-Z]{1,2}[1-9][0-9]{0,3}$")
-# Long enough for every kind of pass and a few overlaps; planning draws nothing.
+STANDARD_MARK = re.compile(r"^[A-HJ-NPR-Z]{2}[1-9][0-9]{0,3}$")
+PERSONALISED_MARK = re.compile(r"^[A-HJ-NPR-Z0-9]{2,8}$")
+CROSSBOUNDARY_MARK = re.compile(r"^粤(Z[A-HJ-NP-Z0-9]{4})[港澳]$")
+# Long enough for every kind of pass, every style of plate and a few overlaps;
+# planning draws nothing.
 LONG = ClipSpec(seconds=90, seed=11, overlap=0.4)
 # The end-to-end clip: two passes, marks spelled out so the test reads as its intent.
 E2E = ClipSpec(size=(1280, 720), plates=("KT4821", "PX507"), seed=3, kinds=("approach", "cross"))
+# A cross-boundary vehicle: the Hong Kong plate and the black Guangdong plate under it.
+CROSS = ClipSpec(
+    size=(1280, 720), plates=("HN2468",), seed=4, kinds=("follow",), style="crossboundary"
+)
 
 
 def _decode(path: Path) -> tuple[list[np.ndarray], float, tuple[int, int]]:
@@ -99,8 +107,10 @@ def test_truth_json_schema(e2e_clip):
     assert data["frame_count"] == truth.frame_count and data["legible_px"] == 60.0
     assert data["spec"]["plates"] == ["KT4821", "PX507"]
     assert [p["text"] for p in data["passes"]] == ["KT4821", "PX507"]
+    assert data["fine_to_read"] == []
     for p in data["passes"]:
-        assert p["style"] in ("front", "rear")
+        # Given marks come without cross-boundary plates unless the style asks for them.
+        assert p["style"] in ("front", "rear", "two-row") and p["crossboundary"] is None
         assert p["kind"] in ("approach", "cross")
         assert len(p["boxes"]) == p["last_frame"] - p["first_frame"] + 1
         assert p["first_frame"] <= p["first_legible_frame"] <= p["last_legible_frame"]
@@ -111,10 +121,19 @@ def test_truth_json_schema(e2e_clip):
 def test_marks_are_unique_and_valid(long_truth):
     texts = [p.text for p in long_truth.passes]
     assert len(texts) >= 20
-    assert len(set(texts)) == len(texts)
-    assert all(HK_MARK.match(t) for t in texts)
-    assert {p.style for p in long_truth.passes} == {"front", "rear"}
+    assert all(PERSONALISED_MARK.match(t) for t in texts)
+    standard = [t for t in texts if STANDARD_MARK.match(t)]
+    assert 0.7 * len(texts) <= len(standard) < len(texts), "now and then a personalised mark"
+    assert {p.style for p in long_truth.passes} == set(PLATE_STYLES)
     assert {p.kind for p in long_truth.passes} == {"approach", "overtake", "follow", "cross"}
+    # A cross-boundary plate's core is what the recogniser reports; it is fine to read.
+    cores = []
+    for p in long_truth.passes:
+        assert (p.style == "crossboundary") == (p.crossboundary is not None)
+        if p.crossboundary:
+            cores.append(CROSSBOUNDARY_MARK.match(p.crossboundary)[1])
+    assert list(long_truth.fine_to_read) == cores
+    assert len(set(texts + cores)) == len(texts) + len(cores)
 
 
 def test_boxes_lie_in_the_frame_and_move_smoothly(long_truth):
@@ -164,25 +183,38 @@ def test_passes_are_mostly_sequential_with_gaps_and_never_overlap_in_space(long_
     assert (visible == 2).any(), "some passes share the view"
     assert (visible == 2).mean() < 0.1
     # Runs of empty road between plates: a tracker must end one track and start another.
+    # Only the passes drawn to overlap (a share LONG.overlap) may go without one.
     starts = np.nonzero((visible[1:] == 0) & (visible[:-1] > 0))[0]
-    assert len(starts) >= 0.7 * len(long_truth.passes)
+    assert len(starts) >= (1 - LONG.overlap) * len(long_truth.passes)
     for f in np.nonzero(visible == 2)[0]:
         (_, a), (_, b) = long_truth.visible_at(int(f))
         assert box_iou(np.array(a), np.array([b]))[0] == 0
 
 
-def test_plate_is_drawn_where_the_truth_says():
-    spec = ClipSpec(passes=3, seed=21, blur=0, noise=0, style="rear", kinds=("follow",))
+@pytest.mark.parametrize("style", ["rear", "two-row", "crossboundary"])
+def test_plate_is_drawn_where_the_truth_says(style):
+    spec = ClipSpec(passes=3, seed=21, blur=0, noise=0, style=style, kinds=("follow",), wear=0)
     renderer = ClipRenderer(spec)
     for p in renderer.truth.passes:
+        assert p.style == style
         legible = p.legible_frames()
         f = legible[len(legible) // 2]
         x1, y1, x2, y2 = (round(v) for v in p.box_at(f))
-        cy, pad = (y1 + y2) // 2, (x2 - x1) // 12
-        row = renderer.frame(f)[cy - 1 : cy + 2, x1 + pad : x2 - pad].reshape(-1, 3)
-        yellow = (row[:, 2] > 180) & (row[:, 1] > 140) & (row[:, 0] < 90)
-        assert 0.3 < yellow.mean() < 0.95, p.text
-        assert (row.max(axis=1) < 80).mean() > 0.05, "ink"
+        frame = renderer.frame(f)
+        # Through the characters: the middle of a one-row plate, a row of a two-row one.
+        cy, pad = (y1 + 3 * y2) // 4 if style == "two-row" else (y1 + y2) // 2, (x2 - x1) // 12
+        row = frame[cy - 1 : cy + 2, x1 + pad : x2 - pad].reshape(-1, 3)
+        if style != "crossboundary":  # a cross-boundary car's plate may be white
+            yellow = (row[:, 2] > 180) & (row[:, 1] > 140) & (row[:, 0] < 90)
+            assert 0.3 < yellow.mean() < 0.95, p.text
+        assert (row.max(axis=1) < 80).mean() > 0.03, "ink"
+        if style == "crossboundary":
+            # Directly under it, the black plate with white characters (its middle is
+            # about 0.7 of the Hong Kong plate's height below that plate).
+            below = y2 + (y2 - y1) * 7 // 10
+            row = frame[below - 1 : below + 2, x1 + pad : x2 - pad].reshape(-1, 3)
+            assert (row.max(axis=1) < 60).mean() > 0.3, "black plate"
+            assert (row.min(axis=1) > 170).mean() > 0.1, "white characters"
 
 
 def test_counts_and_lengths():
@@ -195,6 +227,10 @@ def test_counts_and_lengths():
     for bad in (
         {"size": (100, 50)},
         {"plates": ("AB1", "AB1")},
+        {"plates": ("LOVE",)},  # HK marks never show I, O or Q
+        {"plates": ("ABCDEFGH1",)},
+        {"style": "hershey"},
+        {"personalised": 1.5},
         {"codec": "h265"},
         {"kinds": ("reverse",)},
         {"exposure_s": 0.1},
@@ -235,3 +271,29 @@ def test_recogniser_reads_every_pass(e2e_clip):
             assert checked >= 5
             assert detected >= 0.8 * checked, (p.text, detected, checked)
             assert exact >= 3, (p.text, exact, checked)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the plate detector boxes a plate and the cross-boundary plate under it as one "
+    "(read as HN2468ZW, HN246, ...) until a plate is about 150 px wide; see "
+    "tests/test_crossboundary.py, which reads them at their true boxes",
+)
+def test_recogniser_reads_a_cross_boundary_vehicles_two_plates(tmp_path):
+    model_path("platedet.onnx")
+    truth = render_clip(tmp_path / "cross.mp4", CROSS)
+    frames, _, _ = _decode(tmp_path / "cross.mp4")
+    (p,) = truth.passes
+    core = CROSSBOUNDARY_MARK.match(p.crossboundary)[1]
+    assert p.style == "crossboundary" and truth.fine_to_read == (core,)
+    config = load_config(None, environ={})
+    hk_reads = core_reads = checked = 0
+    with open_recognizer(config) as recognizer:
+        for f in p.legible_frames()[::4]:
+            texts = {r.text for r in recognizer.recognize(frames[f]).plates}
+            checked += 1
+            hk_reads += p.text in texts
+            core_reads += core in texts
+    assert checked >= 5
+    assert hk_reads >= 0.5 * checked, (hk_reads, checked)
+    assert core_reads >= 3, (core_reads, checked)
