@@ -478,6 +478,7 @@ class PlateTracker:
         if (
             consensus is None
             or distance(consensus.text, track.emitted) < NEW_PLATE_DISTANCE
+            or partial_view(consensus.text, track.emitted)
             or not self._is_decided(consensus)
         ):
             return None
@@ -753,6 +754,14 @@ class PassLinker:
     def forget_before(self, moment: datetime) -> None:
         """Drop reads that can no longer be linked (last seen before ``moment``)."""
         self._latest = {k: r for k, r in self._latest.items() if r.last_seen >= moment}
+
+
+def partial_view(text: str, read: str) -> bool:
+    """Whether ``text`` is the read plate seen in part (a box that caught only some of
+    its characters: "HEYDU" of HEYDUDE) or with stray marks beside it (the plate's
+    frame read as L or 1): the same plate, never another car's. (On clips made from
+    real HK photos a read plate's own characters were taken for a new plate.)"""
+    return bool(text) and (text in read or read in text)
 
 
 def _cut_at_side(box: np.ndarray, frame_width: int) -> bool:

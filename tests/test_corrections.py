@@ -483,3 +483,11 @@ def test_a_database_from_before_withdrawals_is_migrated(tmp_path):
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
         assert store.hit_row(old["event_id"])["withdrawn_by"] == withdrawal["event_id"]
         assert store.counts()["withdrawals"] == 1
+
+
+def test_part_of_the_read_plate_is_neither_a_new_pass_nor_a_correction():
+    """A box that catches only some of the read plate's characters reads as a shorter
+    text two or more characters away: it is the same plate, never another car's."""
+    for partial in ("HEYDU", "YDUDE"):
+        reads = drive(tracker(), ["HEYDUDE"] * 8 + [partial] * 22)
+        assert [r.plate for r in reads] == ["HEYDUDE"], partial
