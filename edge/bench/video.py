@@ -28,6 +28,7 @@ repeated runs measure processing, not rendering.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -38,6 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from edge import synth, synth_hk, synthclip
 from edge.bench.latency import legible_lines, legible_summary
 from edge.bench.photoclips import PhotoClipSpec, pass_outcomes, photo_clips, summarise_outcomes
 from edge.bench.trueboxes import format_true_boxes, run_true_boxes
@@ -129,8 +131,16 @@ def legible_to_decision_ms(truth: ClipTruth, reads: list[PlateRead]) -> list[tup
 
 
 def clip_for(cache: Path, spec: ClipSpec) -> tuple[Path, ClipTruth]:
-    """The clip for ``spec``, rendered once and then reused."""
-    name = f"clip-{spec.size[0]}x{spec.size[1]}-{spec.fps:g}fps-{spec.seconds:g}s-{spec.seed}"
+    """The clip for ``spec``, rendered once and then reused; a change to the spec's
+    other fields or to the renderer's code makes a new one (a clip drawn by an older
+    renderer would measure the old plates)."""
+    digest = hashlib.sha256(repr(spec).encode())
+    for module in (synthclip, synth, synth_hk):
+        digest.update(Path(module.__file__).read_bytes())
+    name = (
+        f"clip-{spec.size[0]}x{spec.size[1]}-{spec.fps:g}fps-{spec.seconds:g}s-{spec.seed}"
+        f"-{digest.hexdigest()[:12]}"
+    )
     path = cache / f"{name}.mp4"
     if path.exists() and path.with_suffix(".json").exists():
         return path, ClipTruth.load(path.with_suffix(".json"))
