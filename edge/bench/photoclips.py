@@ -368,6 +368,7 @@ def photo_clips(
     if not any(per_camera):
         raise ValueError(f"{folder}: no labelled plate of {spec.min_photo_px:g} px or wider")
     digest = hashlib.sha256(json.dumps(asdict(spec), default=str).encode())
+    digest.update(Path(__file__).read_bytes())  # a changed renderer draws new clips
     for passes in per_camera:
         for p in passes:
             stat = p.image.stat()
