@@ -13,13 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.bench.photoclips import (
-    PhotoClipSpec,
-    pass_outcomes,
-    photo_clips,
-    plan_passes,
-    summarise_outcomes,
-)
+from edge.bench.passes import pass_outcomes, summarise_outcomes
+from edge.bench.photoclips import PhotoClipSpec, photo_clips, plan_passes
 from edge.synthclip import ClipTruth, PassTruth
 from tests.test_hits import make_read
 

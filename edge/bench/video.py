@@ -41,7 +41,8 @@ from pathlib import Path
 
 from edge import synth, synth_hk, synthclip
 from edge.bench.latency import legible_lines, legible_summary
-from edge.bench.photoclips import PhotoClipSpec, pass_outcomes, photo_clips, summarise_outcomes
+from edge.bench.passes import pass_outcomes, summarise_outcomes
+from edge.bench.photoclips import PhotoClipSpec, photo_clips
 from edge.bench.trueboxes import format_true_boxes, run_true_boxes
 from edge.capture import Camera, DecodeTimes
 from edge.cli import UsageError

@@ -1,0 +1,158 @@
+"""Scoring a photo clip pass by pass (see :mod:`edge.bench.photoclips`): the passes
+follow one another, so every read belongs to the pass on screen when it began. Kept
+apart from the renderer so that a change here never invalidates cached clips."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.synthclip import ClipTruth, PassTruth
+from edge.types import PlateRead
+
+#: Plate width bands (widest in the clip, px) for the misses-by-width table.
+WIDTH_BANDS = (0, 80, 120, 180, 260)
+#: Confidence bands of the reliability table (lower edges).
+CONFIDENCE_BANDS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95)
+
+
+@dataclass(frozen=True, slots=True)
+class PassOutcome:
+    """What became of one pass: its reads (those emitted while it was on screen), and
+    the reads a later correction overturned (HQ and the officer saw them, then their
+    correction; the pass is judged on what stands)."""
+
+    truth: PassTruth
+    reads: tuple[PlateRead, ...]
+    fine: frozenset[str]
+    overturned: tuple[PlateRead, ...] = ()
+
+    @property
+    def exact(self) -> bool:
+        return any(r.plate == self.truth.text for r in self.reads)
+
+    @property
+    def wrong(self) -> int:
+        """Reads of a text that is neither this plate nor another labelled one."""
+        return sum(1 for r in self.reads if r.plate != self.truth.text and r.plate not in self.fine)
+
+    @property
+    def duplicates(self) -> int:
+        return max(0, sum(1 for r in self.reads if r.plate == self.truth.text) - 1)
+
+    @property
+    def wrong_corrected(self) -> int:
+        """Wrong reads that a later correction overturned."""
+        return sum(
+            1 for r in self.overturned if r.plate != self.truth.text and r.plate not in self.fine
+        )
+
+    @property
+    def counted(self) -> bool:
+        return self.truth.first_legible_frame is not None
+
+
+def pass_outcomes(truth: ClipTruth, reads: list[PlateRead]) -> list[PassOutcome]:
+    """Each pass with the reads whose first frame falls in its stretch of the clip
+    (from its first frame to the next pass's; a read with no frame numbers goes by
+    text). The passes of a photo clip follow one another, never overlap."""
+    starts = [p.first_frame for p in truth.passes] + [truth.frame_count + 1]
+    owned: list[list[PlateRead]] = [[] for _ in truth.passes]
+    for read in reads:
+        if read.first_frame is None:
+            index = next((i for i, p in enumerate(truth.passes) if p.text == read.plate), None)
+        else:
+            index = next(
+                (
+                    i
+                    for i in range(len(truth.passes))
+                    if starts[i] <= read.first_frame < starts[i + 1]
+                ),
+                None,
+            )
+        if index is not None:
+            owned[index].append(read)
+    fine = frozenset(truth.fine_to_read)
+    corrected = {r.corrects_event_id for r in reads if r.corrects_event_id}
+    return [
+        PassOutcome(
+            p,
+            tuple(r for r in mine if r.event_id not in corrected),
+            fine,
+            tuple(r for r in mine if r.event_id in corrected),
+        )
+        for p, mine in zip(truth.passes, owned, strict=True)
+    ]
+
+
+def _rate(n: int, of: int) -> float:
+    return round(n / of, 3) if of else 0.0
+
+
+def summarise_outcomes(outcomes: list[PassOutcome]) -> dict:
+    """Passes read exactly, wrong reads and duplicates overall, per kind of plate and
+    per width band; and the reliability of the reads' confidence."""
+    counted = [o for o in outcomes if o.counted]
+
+    def block(group: list[PassOutcome]) -> dict:
+        exact = sum(o.exact for o in group)
+        return {
+            "passes": len(group),
+            "read_exactly": exact,
+            "exact_rate": _rate(exact, len(group)),
+            "wrong_reads": sum(o.wrong for o in group),
+            "wrong_then_corrected": sum(o.wrong_corrected for o in group),
+            "duplicate_reads": sum(o.duplicates for o in group),
+            "missed": len(group) - exact,
+        }
+
+    by_kind: dict[str, list[PassOutcome]] = {}
+    for o in counted:
+        by_kind.setdefault(o.truth.style, []).append(o)
+    edges = (*WIDTH_BANDS[1:], math.inf)
+    by_width: dict[str, list[PassOutcome]] = {
+        (f"{low}-{high:g} px" if high != math.inf else f">={low} px"): []
+        for low, high in zip(WIDTH_BANDS, edges, strict=True)
+    }
+    for o in counted:
+        low = max(b for b in WIDTH_BANDS if o.truth.peak_width >= b)
+        high = edges[WIDTH_BANDS.index(low)]
+        label = f"{low}-{high:g} px" if high != math.inf else f">={low} px"
+        by_width.setdefault(label, []).append(o)
+    # Every read that went out, overturned ones included: each was published with its
+    # confidence.
+    reads = [
+        (r, r.plate == o.truth.text)
+        for o in outcomes
+        for r in (*o.reads, *o.overturned)
+        if r.plate not in o.fine
+    ]
+    return {
+        **block(counted),
+        "never_legible": len(outcomes) - len(counted),
+        "by_plate_kind": {k: block(v) for k, v in sorted(by_kind.items())},
+        "by_width": {k: block(v) for k, v in by_width.items()},
+        "reliability": reliability(reads),
+    }
+
+
+def reliability(reads: list[tuple[PlateRead, bool]]) -> list[dict]:
+    """Confidence band -> reads -> share right: a read published at 0.9 should be
+    right about 90% of the time."""
+    rows = []
+    uppers = (*CONFIDENCE_BANDS[1:], 1.0001)
+    for low, high in zip(CONFIDENCE_BANDS, uppers, strict=True):
+        inside = [right for r, right in reads if low <= r.confidence < high]
+        mean = [r.confidence for r, _ in reads if low <= r.confidence < high]
+        rows.append(
+            {
+                "band": f"{low:.2f}-{min(high, 1.0):.2f}",
+                "reads": len(inside),
+                "right": sum(inside),
+                "share_right": _rate(sum(inside), len(inside)),
+                "mean_confidence": round(float(np.mean(mean)), 3) if mean else None,
+            }
+        )
+    return rows
