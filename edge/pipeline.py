@@ -15,7 +15,8 @@ from datetime import timedelta
 
 import numpy as np
 
-from edge.config import TrackingConfig
+from edge.calibration import ConfidenceCalibration
+from edge.config import Config, ConfigError, TrackingConfig
 from edge.recognize import PlateRecognizer
 from edge.track import EDGE_PX, PassLinker, PlateTracker
 from edge.types import Detections, Frame, PlateRead
@@ -121,13 +122,36 @@ class ScanSchedule:
         )
 
 
+def load_calibration(config: Config) -> ConfidenceCalibration:
+    """The confidence calibration ``config`` names (``[tracking]
+    confidence_calibration``), or the shipped one; ConfigError naming the key when
+    the file cannot be used."""
+    path = config.tracking.confidence_calibration
+    try:
+        return ConfidenceCalibration.load(config.resolve_path(path) if path else None)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError([f"'tracking.confidence_calibration' {path}: {exc}"]) from None
+
+
 class FramePipeline:
     """Shared recognition core plus one :class:`PlateTracker` per camera."""
 
     def __init__(
-        self, recognizer: PlateRecognizer, tracking: TrackingConfig, *, keep_context: bool = False
+        self,
+        recognizer: PlateRecognizer,
+        tracking: TrackingConfig,
+        *,
+        keep_context: bool = False,
+        calibration: ConfidenceCalibration | None = None,
     ):
+        """``calibration``: the reads' confidence calibration; None loads
+        ``tracking.confidence_calibration`` as given, or the shipped table (a caller
+        holding the whole configuration passes :func:`load_calibration`'s, which
+        resolves a relative path against the configuration file's folder)."""
         self.recognizer = recognizer
+        self.calibration = calibration or ConfidenceCalibration.load(
+            tracking.confidence_calibration or None
+        )
         self.keep_context = keep_context
         self.tracking = tracking
         self._trackers: dict[str, PlateTracker] = {}
@@ -149,6 +173,7 @@ class FramePipeline:
                 self.tracking,
                 self.recognizer.plate_format,
                 keep_context=self.keep_context,
+                calibration=self.calibration,
             )
             self.times[name] = StageTimes()
         self._scans.forget(name)

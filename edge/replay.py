@@ -33,7 +33,7 @@ from edge.config import Config, load_config
 from edge.dispatch import Delivery
 from edge.gps import GpsFileError, PositionTrack
 from edge.messages import parse_utc, read_record
-from edge.pipeline import FramePipeline, latency_summary
+from edge.pipeline import FramePipeline, latency_summary, load_calibration
 from edge.recognize import open_recognizer
 from edge.types import Frame, PlateRead
 
@@ -202,6 +202,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 recognizer,
                 config.tracking,
                 keep_context=config.privacy.context_image == "blurred",
+                calibration=load_calibration(config),
             )
             for path in args.files:
                 result = replay_file(

@@ -32,7 +32,7 @@ from edge.capture import Camera, CameraStats, SourceState, redact
 from edge.config import Config, load_config
 from edge.dispatch import Delivery
 from edge.gps import GpsReceiver
-from edge.pipeline import FramePipeline, latency_summary
+from edge.pipeline import FramePipeline, latency_summary, load_calibration
 from edge.recognize import PlateRecognizer, open_recognizer
 from edge.sdnotify import SystemdNotifier, Watchdog, status_line
 from edge.types import Frame, PlateRead
@@ -103,7 +103,10 @@ class LiveService:
         # file check runs there, so a changed file is loaded before the next read).
         self.idle = idle
         self.pipeline = FramePipeline(
-            recognizer, config.tracking, keep_context=config.privacy.context_image == "blurred"
+            recognizer,
+            config.tracking,
+            keep_context=config.privacy.context_image == "blurred",
+            calibration=load_calibration(config),
         )
         self.sink = sink
         if cameras is None:

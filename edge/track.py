@@ -36,6 +36,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from edge import crossboundary
+from edge.calibration import ConfidenceCalibration, evidence_score
 from edge.config import TrackingConfig
 from edge.crop import expand_box
 from edge.detect import box_iou
@@ -296,8 +297,13 @@ class PlateTracker:
         *,
         clock=time.monotonic,
         keep_context: bool = False,
+        calibration: ConfidenceCalibration | None = None,
     ):
         self.camera = camera
+        #: Evidence score -> share of reads right (identity: the score as it is).
+        self.calibration = calibration or ConfidenceCalibration.identity()
+        #: Tracks that ended with a read short of ``min_read_confidence``: nothing went out.
+        self.withheld = 0
         # Keep the best reading's whole frame (for a blurred context image of a hit):
         # a reference, not a copy, and only while the track lives.
         self.keep_context = keep_context
@@ -562,9 +568,14 @@ class PlateTracker:
                 consensus = track.consensus
                 due = ended or aged or self._is_decided(consensus)
                 if consensus is not None and due and len(track.readings) >= self.config.min_reads:
-                    read = self._emit(track, consensus)
-                    if read is not None:
-                        reads.append(read)
+                    if self._sure(consensus):
+                        read = self._emit(track, consensus)
+                        if read is not None:
+                            reads.append(read)
+                    elif ended:
+                        # Unsure to the end: no read rather than a likely wrong one.
+                        self.withheld += 1
+                    # (else: still in view, unsure: read on; a later view may settle it)
             else:
                 if track.pending_correction is not None:
                     read = self._emit_correction(track)
@@ -599,6 +610,15 @@ class PlateTracker:
 
     def _is_decided(self, consensus: Consensus | None) -> bool:
         return is_decided(consensus, self.config.decide_margin)
+
+    def confidence(self, consensus: Consensus) -> float:
+        """The calibrated confidence a read of ``consensus`` goes out with."""
+        return self.calibration(
+            evidence_score(consensus.text, consensus.confidence, consensus.candidates)
+        )
+
+    def _sure(self, consensus: Consensus) -> bool:
+        return self.confidence(consensus) >= self.config.min_read_confidence
 
     def _left_view(self, track: Track, now: float) -> bool:
         """Missed in the latest frame while at the frame's border and moving out: the
@@ -684,7 +704,7 @@ class PlateTracker:
             camera=self.camera,
             source=self.source,
             plate=consensus.text,
-            confidence=consensus.confidence,
+            confidence=self.confidence(consensus),
             candidates=consensus.candidates,
             frames=track.frames,
             readings=len(track.readings) + track.readings_since_read,

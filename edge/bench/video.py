@@ -47,7 +47,7 @@ from edge.bench.trueboxes import format_true_boxes, run_true_boxes
 from edge.capture import Camera, DecodeTimes
 from edge.cli import UsageError
 from edge.config import CameraConfig, Config, load_config
-from edge.pipeline import FramePipeline, StageTimes
+from edge.pipeline import FramePipeline, StageTimes, load_calibration
 from edge.recognize import open_recognizer
 from edge.replay import replay_file
 from edge.service import LiveService
@@ -440,7 +440,9 @@ def run_replay_photos(config: Config, clips: list[tuple[Path, ClipTruth]]) -> di
     with open_recognizer(config) as recognizer, PartMeter(thread_ids() - before) as meter:
         for path, truth in clips:
             reads: list[PlateRead] = []
-            pipeline = FramePipeline(recognizer, config.tracking)
+            pipeline = FramePipeline(
+                recognizer, config.tracking, calibration=load_calibration(config)
+            )
             result = replay_file(pipeline, path, CAMERAS[0], on_read=reads.append)
             frames += result.frames
             seconds += result.seconds
@@ -462,7 +464,7 @@ def run_replay(config: Config, clip: tuple[Path, ClipTruth]) -> dict:
     reads: list[PlateRead] = []
     before = thread_ids()
     with open_recognizer(config) as recognizer, PartMeter(thread_ids() - before) as meter:
-        pipeline = FramePipeline(recognizer, config.tracking)
+        pipeline = FramePipeline(recognizer, config.tracking, calibration=load_calibration(config))
         result = replay_file(pipeline, path, CAMERAS[0], on_read=reads.append)
         times = pipeline.times[CAMERAS[0]]
     profile = profile_json(times, result.seconds)
