@@ -454,6 +454,29 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bp.set_defaults(handler=_lazy("edge.bench.video", "cmd_bench_video"))
     bp = bsub.add_parser(
+        "calibrate",
+        help="fit the reads' confidence calibration on clips made from labelled photos",
+        description="Make each folder's photos into the clips of 'bench video --photos', "
+        "replay them with no calibration, and fit the map from a read's evidence score to "
+        "the share of reads right (isotonic); write it as a calibration table (the shipped "
+        "edge/data/confidence_calibration.json is made this way from the US and European "
+        "dev photos, so the Hong Kong ones measure it).",
+    )
+    config_arg(bp)
+    bp.add_argument(
+        "--photos",
+        action="append",
+        required=True,
+        metavar="DIR:FORMAT",
+        help="a labelled folder and its plate format, e.g. data/openalpr-us:us (repeat)",
+    )
+    bp.add_argument("--out", required=True, metavar="FILE", help="where to write the table")
+    bp.add_argument(
+        "--min-reads", type=int, default=25, help="fewest reads behind each point (default 25)"
+    )
+    bp.add_argument("--json", action="store_true", help="print JSON instead of text")
+    bp.set_defaults(handler=_lazy("edge.bench.calibrate", "cmd_bench_calibrate"))
+    bp = bsub.add_parser(
         "watchlist",
         help="watchlist load and match speed",
         description="Generate a watchlist CSV of random HK-style plates (fixed seed) with "

@@ -124,7 +124,7 @@ def summarise_outcomes(outcomes: list[PassOutcome]) -> dict:
     # Every read that went out, overturned ones included: each was published with its
     # confidence.
     reads = [
-        (r, r.plate == o.truth.text)
+        (r.confidence, r.plate == o.truth.text)
         for o in outcomes
         for r in (*o.reads, *o.overturned)
         if r.plate not in o.fine
@@ -138,14 +138,14 @@ def summarise_outcomes(outcomes: list[PassOutcome]) -> dict:
     }
 
 
-def reliability(reads: list[tuple[PlateRead, bool]]) -> list[dict]:
+def reliability(reads: list[tuple[float, bool]]) -> list[dict]:
     """Confidence band -> reads -> share right: a read published at 0.9 should be
     right about 90% of the time."""
     rows = []
     uppers = (*CONFIDENCE_BANDS[1:], 1.0001)
     for low, high in zip(CONFIDENCE_BANDS, uppers, strict=True):
-        inside = [right for r, right in reads if low <= r.confidence < high]
-        mean = [r.confidence for r, _ in reads if low <= r.confidence < high]
+        inside = [right for conf, right in reads if low <= conf < high]
+        mean = [conf for conf, _ in reads if low <= conf < high]
         rows.append(
             {
                 "band": f"{low:.2f}-{min(high, 1.0):.2f}",
