@@ -190,3 +190,17 @@ def test_a_corrected_read_is_judged_by_its_correction():
     summary = summarise_outcomes([outcome])
     assert (summary["wrong_reads"], summary["wrong_then_corrected"]) == (0, 1)
     assert sum(r["reads"] for r in summary["reliability"]) == 2  # both went out
+
+
+def test_latency_is_measured_from_where_the_plate_is_wide_enough():
+    from edge.bench.passes import decision_latency_by_width
+
+    boxes = tuple((100.0, 100.0, 100.0 + 50 + 5 * k, 130.0) for k in range(20))
+    p = PassTruth("AB1234", "one-row", "approach", 0, 19, 2, 19, boxes)
+    truth = dataclasses.replace(truth_of(("AB1234", 0, 19)), passes=(p,))
+    # 80 px from frame 6, 100 px from frame 10; the read was decided at frame 12.
+    (outcome,) = pass_outcomes(truth, [read_at("AB1234", 9, 0.99)])
+    figures = decision_latency_by_width([outcome], 10.0, (640, 360))
+    assert figures["80px"]["p50"] == pytest.approx(600.0)
+    assert figures["100px"]["p50"] == pytest.approx(200.0)
+    assert figures["120px"]["p50"] == 0.0  # read before the plate was that wide

@@ -156,3 +156,60 @@ def reliability(reads: list[tuple[float, bool]]) -> list[dict]:
             }
         )
     return rows
+
+
+#: Plate widths (px) from which the latency of a read is also measured.
+LATENCY_WIDTHS = (60, 80, 100, 120)
+
+
+def first_frame_at_width(truth: PassTruth, width: float, frame_size: tuple[int, int]) -> int | None:
+    """The first frame in which the whole plate is in the picture and at least
+    ``width`` px wide; None if it never is."""
+    w, h = frame_size
+    for k, (x1, y1, x2, y2) in enumerate(truth.boxes):
+        if x2 - x1 >= width and x1 > 0 and y1 > 0 and x2 < w and y2 < h:
+            return truth.first_frame + k
+    return None
+
+
+def decision_latency_by_width(
+    outcomes: list[PassOutcome],
+    fps: float,
+    frame_size: tuple[int, int],
+    *,
+    samples: bool = False,
+    live: bool = False,
+) -> dict[str, dict] | dict[str, list[float]]:
+    """Video time from the first frame a plate is ``W`` px wide to the frame that
+    decided its first right read, per ``W`` of :data:`LATENCY_WIDTHS` (0 when the
+    read was decided sooner): where the recogniser reads plates reliably, how long
+    the pipeline takes from there. Only passes read exactly and ever that wide count.
+    ``samples``: the delays themselves (ms), to pool over clips. ``live``: to the read
+    being emitted (wall clock, for clips played as live cameras) instead of to the
+    deciding frame (video time, the same on any machine)."""
+    out = {}
+    for width in LATENCY_WIDTHS:
+        delays = []
+        for o in outcomes:
+            right = [r for r in (*o.overturned, *o.reads) if r.plate == o.truth.text]
+            start = first_frame_at_width(o.truth, width, frame_size)
+            if not right or start is None or right[0].last_frame is None:
+                continue
+            first = min(right, key=lambda r: r.emitted_mono)
+            if live:
+                # A played file is captured on a fixed schedule: frame ``start`` was
+                # captured (last_frame - start) / fps before the read's last frame.
+                captured = first.last_capture_mono - (first.last_frame - start) / fps
+                delays.append(max(0.0, first.emitted_mono - captured) * 1e3)
+            else:
+                delays.append(max(0, first.last_frame - start) * 1e3 / fps)
+        delays.sort()
+        if samples:
+            out[f"{width}px"] = delays
+            continue
+        out[f"{width}px"] = {
+            "passes": len(delays),
+            "p50": round(float(np.percentile(delays, 50)), 1) if delays else None,
+            "p95": round(float(np.percentile(delays, 95)), 1) if delays else None,
+        }
+    return out

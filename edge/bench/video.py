@@ -41,13 +41,13 @@ from pathlib import Path
 
 from edge import synth, synth_hk, synthclip
 from edge.bench.latency import legible_lines, legible_summary
-from edge.bench.passes import pass_outcomes, summarise_outcomes
+from edge.bench.passes import decision_latency_by_width, pass_outcomes, summarise_outcomes
 from edge.bench.photoclips import PhotoClipSpec, photo_clips
 from edge.bench.trueboxes import format_true_boxes, run_true_boxes
 from edge.capture import Camera, DecodeTimes
 from edge.cli import UsageError
 from edge.config import CameraConfig, Config, load_config
-from edge.pipeline import FramePipeline, StageTimes, load_calibration
+from edge.pipeline import FramePipeline, StageTimes, latency_summary, load_calibration
 from edge.recognize import open_recognizer
 from edge.replay import replay_file
 from edge.service import LiveService
@@ -424,9 +424,18 @@ def run_live(config: Config, clips: list[tuple[Path, ClipTruth]]) -> dict:
     out["process"] = meter.to_json()
     if all(truth.spec is None for _path, truth in clips):
         outcomes = []
+        by_width: dict[str, list[float]] = {}
         for name, (_path, truth) in zip(CAMERAS, clips, strict=True):
-            outcomes += pass_outcomes(truth, reads[name])
+            clip_outcomes = pass_outcomes(truth, reads[name])
+            outcomes += clip_outcomes
+            for width, delays in decision_latency_by_width(
+                clip_outcomes, truth.fps, truth.size, samples=True, live=True
+            ).items():
+                by_width.setdefault(width, []).extend(delays)
         out["photo_passes"] = summarise_outcomes(outcomes)
+        out["read_ms_from_width"] = {
+            width: {"passes": len(v), **latency_summary(v)} for width, v in by_width.items()
+        }
     return out
 
 
@@ -434,6 +443,7 @@ def run_replay_photos(config: Config, clips: list[tuple[Path, ClipTruth]]) -> di
     """Every frame of each photo clip, one after the other: every photo's pass read
     once, scored pass by pass."""
     outcomes = []
+    by_width: dict[str, list[float]] = {}
     frames, seconds, video_s = 0, 0.0, 0.0
     deciding: list[tuple[str, float]] = []
     before = thread_ids()
@@ -447,7 +457,12 @@ def run_replay_photos(config: Config, clips: list[tuple[Path, ClipTruth]]) -> di
             frames += result.frames
             seconds += result.seconds
             video_s += truth.seconds
-            outcomes += pass_outcomes(truth, reads)
+            clip_outcomes = pass_outcomes(truth, reads)
+            outcomes += clip_outcomes
+            for width, figures in decision_latency_by_width(
+                clip_outcomes, truth.fps, truth.size, samples=True
+            ).items():
+                by_width.setdefault(width, []).extend(figures)
             deciding += legible_to_decision_ms(truth, reads)
     return {
         "frames": frames,
@@ -455,6 +470,9 @@ def run_replay_photos(config: Config, clips: list[tuple[Path, ClipTruth]]) -> di
         "realtime_factor": round(video_s / seconds, 2) if seconds else 0.0,
         "photo_passes": summarise_outcomes(outcomes),
         "legible_to_decision_ms": legible_summary(deciding),
+        "decision_ms_from_width": {
+            width: {"passes": len(v), **latency_summary(v)} for width, v in by_width.items()
+        },
         "process": meter.to_json(),
     }
 
@@ -588,6 +606,9 @@ def format_report(report: dict) -> str:
         if "process" in live:
             lines.append(f"  process: {_process_line(live['process'])}")
         if "photo_passes" in live:
+            lines += _width_latency_lines(
+                "plate first W px wide (whole, in the picture) to read", live["read_ms_from_width"]
+            )
             lines += _photo_lines(live["photo_passes"])
     replay = report.get("replay")
     if replay and "photo_passes" in replay:
@@ -600,6 +621,10 @@ def format_report(report: dict) -> str:
         lines += legible_lines(
             "plate first legible to the deciding frame (video time)",
             replay["legible_to_decision_ms"],
+        )
+        lines += _width_latency_lines(
+            "plate first W px wide to the deciding frame (video time)",
+            replay["decision_ms_from_width"],
         )
         lines += _photo_lines(replay["photo_passes"])
         if "process" in replay:
@@ -639,6 +664,16 @@ def format_report(report: dict) -> str:
             f"RSS at the end {memory['rss_mb']} MiB"
         )
     return "\n".join(lines)
+
+
+def _width_latency_lines(what: str, by_width: dict) -> list[str]:
+    return [
+        f"  read latency ms, {what}: "
+        + ", ".join(
+            f"W={width} ({f['passes']}) p50 {f['p50']} p95 {f['p95']}"
+            for width, f in by_width.items()
+        )
+    ]
 
 
 def _photo_lines(summary: dict) -> list[str]:
