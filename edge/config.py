@@ -174,8 +174,9 @@ class TrackingConfig:
     #: A read goes out only when its confidence (calibrated: the share of reads right
     #: at that confidence, see edge/calibration.py) is at least this: a track short of
     #: it keeps being read, and when it ends unsure nothing goes out (a wrong read is
-    #: worse than none). 0 publishes every decided read.
-    min_read_confidence: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    #: worse than none). 0.5: a read more likely wrong than right does not go out.
+    #: 0 publishes every decided read.
+    min_read_confidence: float = field(default=0.5, metadata=_range(0.0, 1.0))
     #: The confidence calibration table (JSON, see edge/calibration.py); "" is the
     #: shipped one (fitted on clips made from the US and European dev photos).
     confidence_calibration: str = ""

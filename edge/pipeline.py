@@ -161,6 +161,11 @@ class FramePipeline:
         self._linker = PassLinker(tracking.dedup_seconds)
         self.reads = 0
 
+    @property
+    def withheld(self) -> int:
+        """Tracks that ended unsure (short of ``tracking.min_read_confidence``): no read."""
+        return sum(t.withheld for t in self._trackers.values())
+
     def add_camera(self, name: str, source: str) -> None:
         """Start ``name`` on ``source``; for a camera already known (its next recording),
         call :meth:`finish` first: its dedup window carries over."""

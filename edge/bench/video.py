@@ -444,7 +444,7 @@ def run_replay_photos(config: Config, clips: list[tuple[Path, ClipTruth]]) -> di
     once, scored pass by pass."""
     outcomes = []
     by_width: dict[str, list[float]] = {}
-    frames, seconds, video_s = 0, 0.0, 0.0
+    frames, seconds, video_s, withheld = 0, 0.0, 0.0, 0
     deciding: list[tuple[str, float]] = []
     before = thread_ids()
     with open_recognizer(config) as recognizer, PartMeter(thread_ids() - before) as meter:
@@ -455,6 +455,7 @@ def run_replay_photos(config: Config, clips: list[tuple[Path, ClipTruth]]) -> di
             )
             result = replay_file(pipeline, path, CAMERAS[0], on_read=reads.append)
             frames += result.frames
+            withheld += pipeline.withheld
             seconds += result.seconds
             video_s += truth.seconds
             clip_outcomes = pass_outcomes(truth, reads)
@@ -469,6 +470,7 @@ def run_replay_photos(config: Config, clips: list[tuple[Path, ClipTruth]]) -> di
         "fps": round(frames / seconds, 2) if seconds else 0.0,
         "realtime_factor": round(video_s / seconds, 2) if seconds else 0.0,
         "photo_passes": summarise_outcomes(outcomes),
+        "withheld_unsure": withheld,
         "legible_to_decision_ms": legible_summary(deciding),
         "decision_ms_from_width": {
             width: {"passes": len(v), **latency_summary(v)} for width, v in by_width.items()
@@ -616,7 +618,8 @@ def format_report(report: dict) -> str:
         lines.append("replay, every frame of each camera's clip:")
         lines.append(
             f"  {replay['frames']} frames at {replay['fps']} fps "
-            f"({replay['realtime_factor']}x real time)"
+            f"({replay['realtime_factor']}x real time); {replay['withheld_unsure']} tracks ended "
+            "unsure: no read (tracking.min_read_confidence)"
         )
         lines += legible_lines(
             "plate first legible to the deciding frame (video time)",
