@@ -32,9 +32,12 @@ class InCarAlert:
     def __call__(self, hit: Hit, payload: bytes) -> None:
         entry = hit.match.entry
         log.warning(
-            "*** WATCHLIST HIT *** %s on %s: %s, priority %d%s (%s match of %s, entry %s)%s",
+            "*** WATCHLIST HIT *** %s on %s (read %.0f%% sure): %s, priority %d%s "
+            "(%s match of %s, entry %s)%s",
             hit.read.plate,
             hit.read.camera,
+            # Calibrated: reads this sure are right about this often.
+            hit.read.confidence * 100,
             entry.list or "watchlist",
             entry.priority,
             f", {entry.reason}" if entry.reason else "",
