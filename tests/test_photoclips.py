@@ -204,3 +204,22 @@ def test_latency_is_measured_from_where_the_plate_is_wide_enough():
     assert figures["80px"]["p50"] == pytest.approx(600.0)
     assert figures["100px"]["p50"] == pytest.approx(200.0)
     assert figures["120px"]["p50"] == 0.0  # read before the plate was that wide
+
+
+def test_a_cross_boundary_pair_is_the_pass_of_its_hk_plate_and_its_core_is_fine(
+    tmp_path: Path,
+):
+    photos = tmp_path / "pair"
+    photos.mkdir()
+    labels = photo(photos / "pair.png", {"AB1234": (500, 500, 640, 530)})
+    # The black Guangdong plate under it, wider in the photo than the HK plate.
+    labels.append(
+        {"text": "粤ZA123港", "kind": "crossboundary", "rows": 1, "box": [480, 540, 660, 580]}
+    )
+    (photos / "labels.json").write_text(json.dumps({"pair.png": labels}, ensure_ascii=False))
+    spec = dataclasses.replace(SPEC, cameras=1)
+    ((only,),), _ = plan_passes(photos, spec)
+    assert only.target.plate == "AB1234"
+    assert [o.plate for o in only.others] == ["ZA123"]
+    ((_path, truth),), _ = photo_clips(photos, spec, tmp_path / "cache")
+    assert [p.text for p in truth.passes] == ["AB1234"] and truth.fine_to_read == ("ZA123",)
