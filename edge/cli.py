@@ -448,7 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="make the clips from a folder of labelled real photos (labels.json or the "
         "OpenALPR format) instead of generating them: a camera moving over each photo, "
-        "one pass per photo, the photos split between the two cameras",
+        "one pass per photo, the photos split between the two cameras (--seconds does "
+        "not apply; --seed orders the photos and shapes each camera's motion)",
     )
     bp.add_argument("--format", help="plate format profile (default: config)")
     bp.add_argument("--json", action="store_true", help="print JSON instead of a table")
