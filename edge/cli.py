@@ -427,9 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
     bp = bsub.add_parser(
         "video",
         help="two-camera throughput and latency",
-        description="Generate two dashcam-like clips with ground truth and measure: both "
-        "played live as the two cameras (processed fps, drops, read latency, reads), "
-        "and one replayed frame by frame (fps, exact reads).",
+        description="Generate two dashcam-like clips with ground truth (or make them from "
+        "labelled real photos, --photos) and measure: both played live as the two cameras "
+        "(processed fps, drops, read latency, reads), and replayed frame by frame (fps, "
+        "exact reads; with --photos per kind of plate and width, and the reliability of "
+        "the reads' confidence).",
     )
     config_arg(bp)
     bp.add_argument(
