@@ -454,6 +454,13 @@ def build_parser() -> argparse.ArgumentParser:
         "not apply; --seed orders the photos and shapes each camera's motion)",
     )
     bp.add_argument("--format", help="plate format profile (default: config)")
+    bp.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="with --photos: list every pass and the reads it got (where misses and wrong "
+        "reads come from; --json always has the list)",
+    )
     bp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bp.set_defaults(handler=_lazy("edge.bench.video", "cmd_bench_video"))
     bp = bsub.add_parser(

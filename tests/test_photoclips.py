@@ -223,3 +223,18 @@ def test_a_cross_boundary_pair_is_the_pass_of_its_hk_plate_and_its_core_is_fine(
     assert [o.plate for o in only.others] == ["ZA123"]
     ((_path, truth),), _ = photo_clips(photos, spec, tmp_path / "cache")
     assert [p.text for p in truth.passes] == ["AB1234"] and truth.fine_to_read == ("ZA123",)
+
+
+def test_the_pass_listing_gives_each_reads_verdict():
+    from edge.bench.passes import pass_listing
+
+    truth = truth_of(("AB1234", 0, 30), ("CD5678", 40, 70))
+    reads = [read_at("AB1234", 20, 0.97), read_at("EF90", 45, 0.9), read_at("XY99", 50, 0.6)]
+    first, second = pass_listing(pass_outcomes(truth, reads))
+    assert first["read_exactly"] and [r["verdict"] for r in first["reads"]] == ["right"]
+    assert not second["read_exactly"]
+    assert [(r["plate"], r["verdict"]) for r in second["reads"]] == [
+        ("EF90", "fine"),
+        ("XY99", "wrong"),
+    ]
+    assert second["reads"][1]["frames"] == [10, 13]

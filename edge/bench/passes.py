@@ -91,6 +91,39 @@ def _rate(n: int, of: int) -> float:
     return round(n / of, 3) if of else 0.0
 
 
+def pass_listing(outcomes: list[PassOutcome]) -> list[dict]:
+    """Each pass and the reads it got, for finding where misses and wrong reads come
+    from (`bench video --photos -v`)."""
+    rows = []
+    for o in outcomes:
+        t = o.truth
+        rows.append(
+            {
+                "plate": t.text,
+                "plate_kind": t.style,
+                "motion": t.kind,
+                "widest_px": round(t.peak_width),
+                "read_exactly": o.exact,
+                "reads": [
+                    {
+                        "plate": r.plate,
+                        "confidence": round(r.confidence, 3),
+                        "frames": None
+                        if r.first_frame is None
+                        else [r.first_frame - t.first_frame, r.last_frame - t.first_frame],
+                        "width_px": round(r.box[2] - r.box[0]),
+                        "overturned": r in o.overturned,
+                        "verdict": "right"
+                        if r.plate == t.text
+                        else ("fine" if r.plate in o.fine else "wrong"),
+                    }
+                    for r in sorted((*o.overturned, *o.reads), key=lambda r: r.emitted_mono)
+                ],
+            }
+        )
+    return rows
+
+
 def summarise_outcomes(outcomes: list[PassOutcome]) -> dict:
     """Passes read exactly, wrong reads and duplicates overall, per kind of plate and
     per width band; and the reliability of the reads' confidence."""

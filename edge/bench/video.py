@@ -41,7 +41,12 @@ from pathlib import Path
 
 from edge import synth, synth_hk, synthclip
 from edge.bench.latency import legible_lines, legible_summary
-from edge.bench.passes import decision_latency_by_width, pass_outcomes, summarise_outcomes
+from edge.bench.passes import (
+    decision_latency_by_width,
+    pass_listing,
+    pass_outcomes,
+    summarise_outcomes,
+)
 from edge.bench.photoclips import PhotoClipSpec, photo_clips
 from edge.bench.trueboxes import format_true_boxes, run_true_boxes
 from edge.capture import Camera, DecodeTimes
@@ -433,6 +438,7 @@ def run_live(config: Config, clips: list[tuple[Path, ClipTruth]]) -> dict:
             ).items():
                 by_width.setdefault(width, []).extend(delays)
         out["photo_passes"] = summarise_outcomes(outcomes)
+        out["pass_listing"] = pass_listing(outcomes)
         out["read_ms_from_width"] = {
             width: {"passes": len(v), **latency_summary(v)} for width, v in by_width.items()
         }
@@ -470,6 +476,7 @@ def run_replay_photos(config: Config, clips: list[tuple[Path, ClipTruth]]) -> di
         "fps": round(frames / seconds, 2) if seconds else 0.0,
         "realtime_factor": round(video_s / seconds, 2) if seconds else 0.0,
         "photo_passes": summarise_outcomes(outcomes),
+        "pass_listing": pass_listing(outcomes),
         "withheld_unsure": withheld,
         "legible_to_decision_ms": legible_summary(deciding),
         "decision_ms_from_width": {
@@ -558,11 +565,30 @@ def cmd_bench_video(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        print(format_report(report))
+        print(format_report(report, verbose=args.verbose))
     return 0
 
 
-def format_report(report: dict) -> str:
+def _listing_lines(listing: list[dict]) -> list[str]:
+    """One line per pass: its plate, how it went, and every read it got."""
+    lines = ["  every pass (reads: text confidence, frames into the pass, width, verdict):"]
+    for p in listing:
+        reads = " | ".join(
+            f"{r['plate']} {r['confidence']:.2f} f{r['frames'][0]}-{r['frames'][1]} "
+            f"{r['width_px']}px {r['verdict']}{' (overturned)' if r['overturned'] else ''}"
+            if r["frames"]
+            else f"{r['plate']} {r['confidence']:.2f} {r['verdict']}"
+            for r in p["reads"]
+        )
+        status = "read" if p["read_exactly"] else "MISSED"
+        lines.append(
+            f"    {status:<6} {p['plate']:<9} {p['plate_kind']:<8} {p['motion']:<8} "
+            f"widest {p['widest_px']:>4}px  {reads or '-'}"
+        )
+    return lines
+
+
+def format_report(report: dict, *, verbose: bool = False) -> str:
     lines = [
         f"clip: {report['clip']['size'][0]}x{report['clip']['size'][1]} "
         f"{report['clip']['fps']:g} fps, {report['clip']['seconds']:g} s per camera"
@@ -612,6 +638,8 @@ def format_report(report: dict) -> str:
                 "plate first W px wide (whole, in the picture) to read", live["read_ms_from_width"]
             )
             lines += _photo_lines(live["photo_passes"])
+            if verbose:
+                lines += _listing_lines(live["pass_listing"])
     replay = report.get("replay")
     if replay and "photo_passes" in replay:
         lines.append("")
@@ -630,6 +658,8 @@ def format_report(report: dict) -> str:
             replay["decision_ms_from_width"],
         )
         lines += _photo_lines(replay["photo_passes"])
+        if verbose:
+            lines += _listing_lines(replay["pass_listing"])
         if "process" in replay:
             lines.append(f"  process: {_process_line(replay['process'])}")
     elif replay:
