@@ -89,6 +89,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import Config, load_config, to_dict
+from edge.files import sync_folder
 from edge.ids import new_event_id
 from edge.messages import now_iso
 
@@ -189,7 +190,7 @@ class AuditLog:
             try:
                 os.fchmod(fd, 0o600)
                 if created:
-                    _fsync_dir(self.path.parent)
+                    sync_folder(self.path.parent)
                 self._fd = fd
                 self._size = -1
                 with _flocked(fd):
@@ -358,7 +359,7 @@ class AuditLog:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            _fsync_dir(side.parent)
+            sync_folder(side.parent)
             return side
         raise OSError(errno.EEXIST, "no free name for the torn audit line", str(self.path))
 
@@ -374,14 +375,6 @@ class _flocked:
 
     def __exit__(self, *exc) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _rfind_newline(fd: int, end: int) -> int:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from edge.config import load_config
+from edge.files import write_private
 from edge.messages import now_iso
 
 STATUS_FILE = "status.json"
@@ -27,14 +26,8 @@ STALE_AFTER_S = 30.0
 
 def write_status_file(path: Path, status: dict) -> None:
     record = {"written_at": now_iso(), "written_unix": time.time(), **status}
-    fd, tmp = tempfile.mkstemp(prefix=".status.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Rewritten every few seconds: atomic, but not synced (a lost one is replaced soon).
+    write_private(path, json.dumps(record, indent=1).encode("utf-8"), durable=False)
 
 
 def summary_lines(status: dict, age_s: float) -> list[str]:

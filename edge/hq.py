@@ -90,7 +90,7 @@ from edge.mqtt import (
     new_client,
     reason_ok,
 )
-from edge.textrules import UNSHOWABLE
+from edge.textrules import UNSHOWABLE, escape_char
 from edge.waits import poll_until
 
 log = logging.getLogger(__name__)
@@ -616,8 +616,7 @@ _NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 def _escape_one(match: re.Match[str]) -> str:
     char = match.group()
-    code = ord(char)
-    return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    return _NAMED_ESCAPES.get(char) or escape_char(char)
 
 
 def escape_control(text: str) -> str:

@@ -27,11 +27,14 @@ UNSHOWABLE = re.compile(
 MAX_TEXT_LENGTH = 1000
 
 
+def escape_char(char: str) -> str:
+    """One character as a Python escape: ``\\x1b``, ``\\u202e``."""
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def unshowable_in(text: str) -> str | None:
     """The first character of ``text`` that free text may not hold, as an escape
-    (``\\x1b``, ``\\u202e``), or None."""
+    (:func:`escape_char`), or None."""
     found = UNSHOWABLE.search(text)
-    if found is None:
-        return None
-    code = ord(found.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return None if found is None else escape_char(found.group())

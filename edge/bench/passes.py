@@ -4,6 +4,7 @@ apart from the renderer so that a change here never invalidates cached clips."""
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 
@@ -58,20 +59,16 @@ def pass_outcomes(truth: ClipTruth, reads: list[PlateRead]) -> list[PassOutcome]
     """Each pass with the reads whose first frame falls in its stretch of the clip
     (from its first frame to the next pass's; a read with no frame numbers goes by
     text). The passes of a photo clip follow one another, never overlap."""
-    starts = [p.first_frame for p in truth.passes] + [truth.frame_count + 1]
+    starts = [p.first_frame for p in truth.passes]
     owned: list[list[PlateRead]] = [[] for _ in truth.passes]
     for read in reads:
         if read.first_frame is None:
             index = next((i for i, p in enumerate(truth.passes) if p.text == read.plate), None)
         else:
-            index = next(
-                (
-                    i
-                    for i in range(len(truth.passes))
-                    if starts[i] <= read.first_frame < starts[i + 1]
-                ),
-                None,
-            )
+            # The last pass begun by the read's first frame (passes are in frame order).
+            index = bisect.bisect_right(starts, read.first_frame) - 1
+            if index < 0 or read.first_frame > truth.frame_count:
+                index = None
         if index is not None:
             owned[index].append(read)
     fine = frozenset(truth.fine_to_read)

@@ -452,13 +452,12 @@ def run_replay_photos(config: Config, clips: list[tuple[Path, ClipTruth]]) -> di
     by_width: dict[str, list[float]] = {}
     frames, seconds, video_s, withheld = 0, 0.0, 0.0, 0
     deciding: list[tuple[str, float]] = []
+    calibration = load_calibration(config)
     before = thread_ids()
     with open_recognizer(config) as recognizer, PartMeter(thread_ids() - before) as meter:
         for path, truth in clips:
             reads: list[PlateRead] = []
-            pipeline = FramePipeline(
-                recognizer, config.tracking, calibration=load_calibration(config)
-            )
+            pipeline = FramePipeline(recognizer, config.tracking, calibration=calibration)
             result = replay_file(pipeline, path, CAMERAS[0], on_read=reads.append)
             frames += result.frames
             withheld += pipeline.withheld
