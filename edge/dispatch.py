@@ -57,7 +57,7 @@ from edge.outbox import Outbox
 from edge.publish import MqttPublisher
 from edge.readlog import ReadLog
 from edge.retention import make_room
-from edge.sqlitedb import is_disk_error
+from edge.sqlitedb import is_disk_error, unless_disk_refuses
 from edge.state import OUTBOX_FILE, VehicleState
 from edge.types import PlateRead
 from edge.waits import poll_until
@@ -334,23 +334,15 @@ class Delivery:
                 log.error("cannot write %s (%s)", marker, exc)
 
     def _apply_retention(self) -> None:
-        try:
+        with unless_disk_refuses("retention: cannot apply it", logger=log):
             self.state.retention.run()
-        except (sqlite3.Error, OSError) as exc:
-            if not is_disk_error(exc):
-                raise
-            log.error("retention: cannot apply it now (%s); tried again later", exc)
 
     def idle(self) -> None:
         """Background upkeep, called when no read is waiting: a changed watchlist file
         is loaded, retention applied, the status file written and the disk watched."""
         self.watchlists.refresh()
-        try:
+        with unless_disk_refuses("retention: cannot apply it", logger=log):
             self.state.retention.tick()
-        except (sqlite3.Error, OSError) as exc:
-            if not is_disk_error(exc):
-                raise
-            log.error("retention: cannot apply it now (%s); tried again later", exc)
         # Hits the disk refused are written as soon as it takes them.
         self.outbox.save_unsaved()
         now = time.monotonic()
@@ -365,7 +357,8 @@ class Delivery:
 
     def watch_disk(self) -> None:
         state = self.state
-        try:
+        counts = None
+        with unless_disk_refuses("disk: cannot make room", logger=log):
             counts = make_room(
                 self.config.privacy,
                 state.outbox,
@@ -373,11 +366,6 @@ class Delivery:
                 lambda: disk_free_mb(self.state_dir),
                 self.config.storage.min_free_mb,
             )
-        except (sqlite3.Error, OSError) as exc:
-            if not is_disk_error(exc):
-                raise
-            log.error("disk: cannot make room now (%s)", exc)
-            counts = None
         if counts is not None:
             self.audit(PURGE, reason="disk_low", **counts.to_json())
         free = disk_free_mb(self.state_dir)

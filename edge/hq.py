@@ -608,9 +608,6 @@ class HitStore:
 
 # --- output ---------------------------------------------------------------------------
 
-#: Characters never shown as they are (see :data:`edge.textrules.UNSHOWABLE`): the hit
-#: schema's text fields refuse the same set.
-_UNSHOWABLE = UNSHOWABLE
 _NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -621,18 +618,18 @@ def _escape_one(match: re.Match[str]) -> str:
 
 def escape_control(text: str) -> str:
     """``text`` safe for a terminal and a one-line log record: each character of
-    :data:`_UNSHOWABLE` written as a Python escape (``\\n``, ``\\x1b``, ``\\u202e``);
+    :data:`UNSHOWABLE` written as a Python escape (``\\n``, ``\\x1b``, ``\\u202e``);
     everything else, Chinese included, as it is."""
-    return _UNSHOWABLE.sub(_escape_one, text)
+    return UNSHOWABLE.sub(_escape_one, text)
 
 
 def json_line(value: Any) -> str:
     """``value`` as one line of compact JSON for the console: like ``json.dumps``
-    with ``ensure_ascii=False``, but with :data:`_UNSHOWABLE` characters written as
+    with ``ensure_ascii=False``, but with :data:`UNSHOWABLE` characters written as
     JSON ``\\uXXXX`` escapes (json escapes only C0 controls; DEL, C1 and the rest
     reach the terminal otherwise)."""
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return _UNSHOWABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return UNSHOWABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 class _EscapeLogRecords(logging.Filter):

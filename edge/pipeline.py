@@ -144,14 +144,10 @@ class FramePipeline:
         keep_context: bool = False,
         calibration: ConfidenceCalibration | None = None,
     ):
-        """``calibration``: the reads' confidence calibration; None loads
-        ``tracking.confidence_calibration`` as given, or the shipped table (a caller
-        holding the whole configuration passes :func:`load_calibration`'s, which
-        resolves a relative path against the configuration file's folder)."""
+        """``calibration``: the reads' confidence calibration (:func:`load_calibration`
+        gives the one a configuration names); None is the shipped table."""
         self.recognizer = recognizer
-        self.calibration = calibration or ConfidenceCalibration.load(
-            tracking.confidence_calibration or None
-        )
+        self.calibration = calibration or ConfidenceCalibration.load()
         self.keep_context = keep_context
         self.tracking = tracking
         self._trackers: dict[str, PlateTracker] = {}

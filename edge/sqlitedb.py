@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +70,21 @@ def is_disk_error(exc: BaseException) -> bool:
         phrase in text
         for phrase in ("disk is full", "disk i/o error", "unable to open", "readonly database")
     )
+
+
+@contextmanager
+def unless_disk_refuses(what: str, *, logger: logging.Logger = log) -> Iterator[list]:
+    """Run the block; a full or failing disk (:func:`is_disk_error`) is logged as
+    "``what``: cannot ... now" and swallowed, anything else raised. The yielded list
+    gets the swallowed exception, for callers that count or fall back."""
+    refused: list[BaseException] = []
+    try:
+        yield refused
+    except (sqlite3.Error, OSError) as exc:
+        if not is_disk_error(exc):
+            raise
+        refused.append(exc)
+        logger.error("%s now (%s); tried again later", what, exc)
 
 
 def connect(path: Path, schema: str, *, synchronous: str = "NORMAL") -> sqlite3.Connection:

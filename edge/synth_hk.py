@@ -19,7 +19,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from edge.synth import _background, _paste_warped, blur_and_grain, draw_car_body
+from edge.crossboundary import PROVINCE, REGIONS
+from edge.synth import HK_LETTERS, _background, _paste_warped, blur_and_grain, draw_car_body
 
 Style = Literal["front", "rear", "crossboundary"]
 Kind = Literal["hk", "crossboundary"]
@@ -75,11 +76,8 @@ ONE_ROW_MM = (520, 110)
 TWO_ROW_MM = (330, 165)
 CROSSBOUNDARY_MM = (440, 140)
 # Standard HK marks without I, O or Q; personalised marks are up to 8 characters.
-HK_LETTERS = "ABCDEFGHJKLMNPRSTUVWXYZ"
 _STANDARD = re.compile(r"^([A-Z]{1,2})([0-9]{1,4})$")
 MAX_MARK = 8
-CJK_PREFIX = "粤"
-CJK_SUFFIXES = ("港", "澳")
 # Base colours, BGR; plates vary around them.
 WHITE = (242, 242, 242)
 YELLOW = (0, 200, 255)
@@ -518,7 +516,7 @@ def random_crossboundary_mark(rng: np.random.Generator) -> str:
     """A Guangdong cross-boundary mark such as "粤Z1234港" (or 澳 for Macau)."""
     chars = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
     body = "".join(chars[i] for i in rng.integers(0, len(chars), size=4))
-    return f"{CJK_PREFIX}Z{body}{CJK_SUFFIXES[int(rng.integers(2))]}"
+    return f"{PROVINCE}Z{body}{REGIONS[int(rng.integers(2))]}"
 
 
 # -- scenes --------------------------------------------------------------------------
