@@ -374,14 +374,21 @@ class BaseDetector(ABC):
         """Plate boxes in a BGR uint8 HxWx3 image, in its pixel coordinates."""
 
     def detect_regions(
-        self, image: np.ndarray, regions: Sequence[Sequence[int]], longest: int
+        self,
+        image: np.ndarray,
+        regions: Sequence[Sequence[int]],
+        longest: int,
+        *,
+        enlarge: bool = False,
     ) -> Detections:
         """Plate boxes found inside ``regions`` (x1, y1, x2, y2) of ``image``, in image
-        coordinates. This fallback runs :meth:`detect` on each region as an image;
+        coordinates. This fallback runs :meth:`detect` on each region as an image (at
+        the detector's own input size, so ``longest`` and ``enlarge`` have no effect);
         detectors that can run smaller inputs do it cheaper."""
         boxes, scores = [], []
         for x1, y1, x2, y2 in (tuple(int(v) for v in r) for r in regions):
-            found = self.detect(image[max(0, y1) : y2, max(0, x1) : x2])
+            x1, y1 = max(0, x1), max(0, y1)
+            found = self.detect(image[y1:y2, x1:x2])
             boxes.append(found.xyxy + np.array([x1, y1, x1, y1], np.float32))
             scores.append(found.scores)
         if not boxes:
@@ -487,10 +494,12 @@ class YoloPlateDetector(BaseDetector):
         longest: int,
         *,
         edge_px: float = REGION_EDGE_PX,
+        enlarge: bool = False,
     ) -> Detections:
         """Plate boxes inside ``regions`` (x1, y1, x2, y2 pixel rectangles) only, in image
         coordinates. Each region runs at a network input whose longest side is at most
-        ``longest`` (never enlarged), so a few regions around known plates cost a
+        ``longest`` (enlarged to it only with ``enlarge``: a small region around a
+        distant plate is then seen larger), so a few regions around known plates cost a
         fraction of the whole frame. Overlapping regions' boxes are merged by NMS. A box
         within ``edge_px`` of a region's side inside the image is taken as cut by it."""
         if not isinstance(self.input_size, int):
@@ -505,7 +514,11 @@ class YoloPlateDetector(BaseDetector):
             crop = image[y1:y2, x1:x2]
             if crop.shape[0] < MAX_STRIDE or crop.shape[1] < MAX_STRIDE:
                 continue
-            side = min(longest, -(-max(crop.shape[:2]) // MAX_STRIDE) * MAX_STRIDE)
+            side = (
+                longest
+                if enlarge
+                else min(longest, -(-max(crop.shape[:2]) // MAX_STRIDE) * MAX_STRIDE)
+            )
             boxes, scores = self._candidates(crop, fit_input_shape(crop.shape[:2], side))
             if not len(scores):
                 continue

@@ -26,7 +26,13 @@ from edge.detect import BaseDetector, YoloPlateDetector
 from edge.models import require
 from edge.ocr.base import BaseOCR
 from edge.plateformat import PlateFormat, apply_format, load_format
-from edge.textdetect import TextPlateDetector, merge_proposals
+from edge.textdetect import (
+    TextPlateDetector,
+    holding,
+    merge_proposals,
+    uncovered,
+    zoom_regions,
+)
 from edge.types import Detections, OcrResult, PlateText, RecognizedPlate
 
 log = logging.getLogger(__name__)
@@ -34,6 +40,15 @@ log = logging.getLogger(__name__)
 OCR_ENGINES = ("ppocr", "easyocr")
 #: A text box overlapping a plate box by more than this is the same plate.
 PROPOSAL_IOU = 0.3
+#: A text box no plate box covers is searched for a plate in a region this many times
+#: its size around it (see :func:`~edge.textdetect.zoom_regions`) ...
+PROPOSAL_CONTEXT = 2.5
+#: ... scaled, up or down, to this longest side, where a plate in the region spans
+#: about a third of the detector's input, as in the scenes it was trained on ...
+PROPOSAL_ZOOM = 480
+#: ... for at most this many text boxes per image, the surest first (the others are
+#: not read either).
+PROPOSAL_LIMIT = 8
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 #: Largest still image decoded, in pixels. 50 megapixels holds any camera's photo (a
 #: 48 MP phone photo is 8000x6000) and decodes to 150 MB as BGR. The size is read from
@@ -83,18 +98,63 @@ class PlateRecognizer:
     def recognize(self, image: np.ndarray) -> Recognition:
         start = time.perf_counter()
         detections = self.detector.detect(image)
+        hints = Detections.empty()
         if self.proposals is not None:
-            detections = merge_proposals(detections, self.proposals.detect(image), PROPOSAL_IOU)
+            detections, hints = self._proposals(image, detections)
         detected = time.perf_counter()
-        plates = self.read(image, detections)
+        confirmed = len(detections)
+        if len(hints):
+            detections = merge_proposals(detections, hints, PROPOSAL_IOU)
+        texts = self.read_boxes(image, detections.xyxy)
+        # A text box no plate box confirmed counts only where it reads as a
+        # cross-boundary plate, Chinese characters and all: the plate detector finds
+        # few of those black plates, and nothing else reads so.
+        keep = [
+            i
+            for i, text in enumerate(texts)
+            if i < confirmed or (text is not None and text.marked_text)
+        ]
+        if len(keep) < len(texts):
+            detections = detections[keep]
+            texts = [texts[i] for i in keep]
+        plates = self._plates(detections, texts)
         done = time.perf_counter()
         return Recognition(detections, plates, (detected - start) * 1e3, (done - detected) * 1e3)
+
+    def _proposals(
+        self, image: np.ndarray, detections: Detections
+    ) -> tuple[Detections, Detections]:
+        """``detections`` with the plates the plate detector finds when it looks again,
+        zoomed in, around the text boxes none of them covers; and the text boxes it
+        found no plate around.
+
+        Text boxes are a hint where to look: read as they are, a two-row plate's rows
+        come apart (``TK`` for ``TK8921``) and shop signs, slogans and stickers read as
+        personalised marks. A plate box drawn around the text is a plate, both rows of
+        it, and not a sign."""
+        assert self.proposals is not None
+        text = self.proposals.detect(image)
+        text = text[uncovered(detections, text, PROPOSAL_IOU)]
+        if not len(text):
+            return detections, text
+        text = text[:PROPOSAL_LIMIT]
+        found = self.detector.detect_regions(
+            image, zoom_regions(text.xyxy, PROPOSAL_CONTEXT), PROPOSAL_ZOOM, enlarge=True
+        )
+        found = holding(found, text.xyxy)
+        return merge_proposals(detections, found, PROPOSAL_IOU), text
 
     def read(self, image: np.ndarray, detections: Detections) -> tuple[RecognizedPlate, ...]:
         """Read every detected box in one OCR batch; keep those the format accepts, and
         tell cross-boundary plates apart, linked to the plate above them."""
+        return self._plates(detections, self.read_boxes(image, detections.xyxy))
+
+    def _plates(
+        self, detections: Detections, texts: Sequence[PlateText | None]
+    ) -> tuple[RecognizedPlate, ...]:
+        """The boxes' readings as plates, those without one left out, cross-boundary
+        plates linked to the plate above them."""
         plates = []
-        texts = self.read_boxes(image, detections.xyxy)
         for box, score, text in zip(detections.xyxy, detections.scores, texts, strict=True):
             if text is None:
                 continue

@@ -199,6 +199,40 @@ def _overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return iou, inside
 
 
+def uncovered(
+    primary: Detections, extra: Detections, iou: float, *, within: float = 0.5
+) -> np.ndarray:
+    """Which ``extra`` boxes overlap no ``primary`` box: IoU at most ``iou`` with each,
+    and less than ``within`` of their area inside any (IoU misses a state name or a
+    registration line inside a plate box, which the plate's own read already covers;
+    above 1 this test is off). A boolean mask over ``extra``."""
+    if not len(primary) or not len(extra):
+        return np.ones(len(extra), bool)
+    overlap, inside = _overlaps(extra.xyxy, primary.xyxy)
+    return (overlap.max(axis=1) <= iou) & (inside.max(axis=1) < within)
+
+
+def zoom_regions(xyxy: np.ndarray, context: float) -> np.ndarray:
+    """Regions (N, 4) to search for the plate around text boxes (N, 4): centred on
+    each box, ``context`` times its width or twice its height, whichever is more
+    (a row of a two-row plate is half the plate's height), at the 4:3 aspect of a
+    plate with some of its car around it. Not clipped to the image."""
+    xyxy = np.asarray(xyxy, np.float32).reshape(-1, 4)
+    cx = (xyxy[:, 0] + xyxy[:, 2]) / 2
+    cy = (xyxy[:, 1] + xyxy[:, 3]) / 2
+    half = context * np.maximum(xyxy[:, 2] - xyxy[:, 0], 2 * (xyxy[:, 3] - xyxy[:, 1])) / 2
+    return np.stack([cx - half, cy - 0.75 * half, cx + half, cy + 0.75 * half], axis=1)
+
+
+def holding(found: Detections, xyxy: np.ndarray, *, share: float = 0.5) -> Detections:
+    """The ``found`` boxes that hold at least ``share`` of the area of some box in
+    ``xyxy`` (N, 4)."""
+    if not len(found) or not len(xyxy):
+        return Detections.empty()
+    _, inside = _overlaps(xyxy, found.xyxy)
+    return found[inside.max(axis=0) >= share]
+
+
 def merge_proposals(
     primary: Detections, extra: Detections, iou: float, *, within: float = 0.5
 ) -> Detections:
@@ -216,10 +250,7 @@ def merge_proposals(
     """
     if not len(extra):
         return primary
-    keep = np.ones(len(extra), bool)
-    if len(primary):
-        overlap, inside = _overlaps(extra.xyxy, primary.xyxy)
-        keep = (overlap.max(axis=1) <= iou) & (inside.max(axis=1) < within)
+    keep = uncovered(primary, extra, iou, within=within)
     if not keep.any():
         return primary
     ceiling = float(primary.scores.min()) if len(primary) else 1.0

@@ -39,6 +39,10 @@ class Detections:
     def __len__(self) -> int:
         return int(self.xyxy.shape[0])
 
+    def __getitem__(self, index: slice | np.ndarray | list[int]) -> Detections:
+        """The boxes a slice, boolean mask or index list selects, in that order."""
+        return Detections(self.xyxy[index], self.scores[index])
+
 
 @dataclass(frozen=True, slots=True)
 class CharChoice:

@@ -113,6 +113,38 @@ def test_text_proposals_find_plates_the_plate_detector_does_not():
     assert plates[by_text["ZA123"].linked_to].text == "AB1234"
 
 
+def test_text_proposals_read_only_where_the_plate_detector_sees_a_plate():
+    """Text with no plate around it (painted on a wall, a sign, a sticker) is read by
+    the recogniser like a personalised mark, but text boxes are only where the plate
+    detector looks again: with no plate box drawn there, nothing is read; and a
+    two-row plate's rows, which the text detector boxes apart, read as the plate."""
+    import dataclasses
+
+    import cv2
+    import numpy as np
+
+    from edge.config import load_config
+    from edge.recognize import open_recognizer
+    from edge.synth_hk import render_hk_plate
+
+    scene = np.full((600, 800, 3), 100, np.uint8)
+    plate = render_hk_plate("KT8821", rows=2, style="rear", width=260)
+    scene[100 : 100 + plate.shape[0], 100 : 100 + plate.shape[1]] = plate
+    cv2.putText(scene, "HELL0", (420, 470), cv2.FONT_HERSHEY_SIMPLEX, 1.5, (20, 20, 20), 4)
+    config = load_config(None, environ={})
+    config = dataclasses.replace(
+        config, recognition=dataclasses.replace(config.recognition, text_proposals=True)
+    )
+    with open_recognizer(config) as reader:
+        assert reader.proposals is not None
+        text = reader.proposals.detect(scene)
+        read_alone = {t.text for t in reader.read_boxes(scene, text.xyxy) if t is not None}
+        assert {"HELL0", "KT", "8821"} <= read_alone, "the text boxes do read as marks"
+        result = reader.recognize(scene)
+    assert [p.text for p in result.plates] == ["KT8821"]
+    assert len(result.detections) == 1
+
+
 @pytest.mark.parametrize(("hk", "rows"), [("AB1234", 1), ("KT88", 2), ("U8", 1)])
 def test_one_box_over_a_plate_and_the_cross_boundary_plate_under_it_reads_nothing(
     recognizer, hk, rows

@@ -9,11 +9,14 @@ from edge.textdetect import (
     TEXT_SCORE_SCALE,
     TextPlateDetector,
     db_boxes,
+    holding,
     input_shape,
     map_to_image,
     merge_proposals,
     plate_shaped,
     preprocess,
+    uncovered,
+    zoom_regions,
 )
 from edge.types import Detections
 from tests.conftest import model_path
@@ -161,6 +164,54 @@ def test_merge_edge_cases():
     np.testing.assert_allclose(alone.scores, [0.6 * TEXT_SCORE_SCALE])
     np.testing.assert_array_equal(alone.xyxy, extra.xyxy)
     assert len(merge_proposals(Detections.empty(), Detections.empty(), 0.3)) == 0
+
+
+def test_uncovered_marks_text_boxes_no_plate_box_holds():
+    primary = _dets([[100, 100, 200, 140, 0.9]])
+    extra = _dets(
+        [
+            [102, 98, 205, 142, 0.9],  # the plate again
+            [110, 110, 150, 130, 0.8],  # a line inside it
+            [700, 300, 780, 330, 0.7],  # elsewhere
+        ]
+    )
+    assert uncovered(primary, extra, 0.3).tolist() == [False, False, True]
+    assert uncovered(primary, extra, 0.3, within=1.01).tolist() == [False, True, True]
+    assert uncovered(Detections.empty(), extra, 0.3).tolist() == [True, True, True]
+    assert uncovered(primary, Detections.empty(), 0.3).tolist() == []
+
+
+def test_zoom_regions_centre_on_the_text_and_reach_past_a_plate_row():
+    # A wide row: the region is `context` times its width, 3:4 as high.
+    wide, row = zoom_regions(np.array([[100, 100, 200, 120], [0, 0, 40, 40]]), 2.5)
+    np.testing.assert_allclose(wide, [25, 16.25, 275, 203.75])
+    # A squarish box (one row of a two-row plate): twice its height counts, so the
+    # region reaches the other row whichever it is.
+    np.testing.assert_allclose(row, [-80, -55, 120, 95])
+    assert zoom_regions(np.zeros((0, 4)), 2.5).shape == (0, 4)
+
+
+def test_holding_keeps_plate_boxes_around_the_text():
+    text = np.array([[100, 100, 160, 130]], np.float32)
+    found = _dets(
+        [
+            [90, 95, 180, 170, 0.8],  # the whole two-row plate around the row: kept
+            [150, 100, 300, 130, 0.7],  # overlaps a sixth of the row: dropped
+            [400, 400, 500, 440, 0.6],  # elsewhere: dropped
+        ]
+    )
+    kept = holding(found, text)
+    np.testing.assert_array_equal(kept.xyxy, found.xyxy[:1])
+    np.testing.assert_array_equal(kept.scores, found.scores[:1])
+    assert len(holding(Detections.empty(), text)) == 0
+    assert len(holding(found, np.zeros((0, 4), np.float32))) == 0
+
+
+def test_detections_select_like_arrays():
+    found = _dets([[0, 0, 10, 10, 0.9], [5, 5, 20, 20, 0.5], [1, 1, 2, 2, 0.1]])
+    np.testing.assert_array_equal(found[[2, 0]].scores, np.float32([0.1, 0.9]))
+    np.testing.assert_array_equal(found[np.array([False, True, False])].xyxy, [[5, 5, 20, 20]])
+    assert len(found[:0]) == 0 and len(found[1:]) == 2
 
 
 # --- the model --------------------------------------------------------------------
