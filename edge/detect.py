@@ -396,6 +396,12 @@ class BaseDetector(ABC):
         order = np.argsort(-np.concatenate(scores), kind="stable")
         return Detections(np.concatenate(boxes)[order], np.concatenate(scores)[order])
 
+    def detect_weak(self, image: np.ndarray, floor: float) -> tuple[Detections, Detections]:
+        """The boxes :meth:`detect` gives, and apart from them the weaker boxes it would
+        give were its score threshold ``floor``: places worth a second look. This
+        fallback has no weaker boxes."""
+        return self.detect(image), Detections.empty()
+
     def close(self) -> None:  # noqa: B027 - detectors without resources need nothing here
         """Release the detector's resources."""
 
@@ -469,7 +475,17 @@ class YoloPlateDetector(BaseDetector):
         return self.input_size
 
     def detect(self, image: np.ndarray) -> Detections:
-        boxes, scores = self._candidates(image, self.input_shape(image.shape[:2]))
+        return self._detect(image, self.score_threshold)
+
+    def detect_weak(self, image: np.ndarray, floor: float) -> tuple[Detections, Detections]:
+        # NMS takes boxes best first, so a weak box never suppresses a strong one: the
+        # strong boxes are exactly those detect() gives.
+        every = self._detect(image, min(floor, self.score_threshold))
+        strong = every.scores > self.score_threshold
+        return every[strong], every[~strong]
+
+    def _detect(self, image: np.ndarray, threshold: float) -> Detections:
+        boxes, scores = self._candidates(image, self.input_shape(image.shape[:2]), threshold)
         if (
             self.tile
             and max(image.shape[:2]) > TILE_GAIN * self.tile
@@ -480,6 +496,7 @@ class YoloPlateDetector(BaseDetector):
                 tile_regions(image.shape[:2], self.tile),
                 self.input_size,
                 edge_px=TILE_EDGE * self.tile,
+                threshold=threshold,
             )
             boxes, scores = (
                 np.concatenate([boxes, tiled.xyxy]),
@@ -495,13 +512,15 @@ class YoloPlateDetector(BaseDetector):
         *,
         edge_px: float = REGION_EDGE_PX,
         enlarge: bool = False,
+        threshold: float | None = None,
     ) -> Detections:
         """Plate boxes inside ``regions`` (x1, y1, x2, y2 pixel rectangles) only, in image
         coordinates. Each region runs at a network input whose longest side is at most
         ``longest`` (enlarged to it only with ``enlarge``: a small region around a
         distant plate is then seen larger), so a few regions around known plates cost a
         fraction of the whole frame. Overlapping regions' boxes are merged by NMS. A box
-        within ``edge_px`` of a region's side inside the image is taken as cut by it."""
+        within ``edge_px`` of a region's side inside the image is taken as cut by it.
+        ``threshold`` stands in for the detector's score threshold."""
         if not isinstance(self.input_size, int):
             # A fixed-size model runs every region at its full size: one whole-frame
             # pass is cheaper than several of those.
@@ -519,7 +538,7 @@ class YoloPlateDetector(BaseDetector):
                 if enlarge
                 else min(longest, -(-max(crop.shape[:2]) // MAX_STRIDE) * MAX_STRIDE)
             )
-            boxes, scores = self._candidates(crop, fit_input_shape(crop.shape[:2], side))
+            boxes, scores = self._candidates(crop, fit_input_shape(crop.shape[:2], side), threshold)
             if not len(scores):
                 continue
             started = time.perf_counter()
@@ -548,9 +567,12 @@ class YoloPlateDetector(BaseDetector):
         return self._select(boxes, np.concatenate(all_scores))
 
     def _candidates(
-        self, image: np.ndarray, input_hw: tuple[int, int]
+        self, image: np.ndarray, input_hw: tuple[int, int], threshold: float | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Every box above the score threshold, in ``image`` coordinates, before NMS."""
+        """Every box above the score threshold (``threshold`` when given), in ``image``
+        coordinates, before NMS."""
+        if threshold is None:
+            threshold = self.score_threshold
         if self._session is None:
             raise RuntimeError("detector is closed")
         if image.dtype != np.uint8:
@@ -564,9 +586,9 @@ class YoloPlateDetector(BaseDetector):
         outputs = self._session.run(self._output_names, {self._input_name: tensor})
         t2 = time.perf_counter()
         if self._dynamic_outputs:
-            boxes, scores = decode_distances(outputs[0], outputs[1], input_hw, self.score_threshold)
+            boxes, scores = decode_distances(outputs[0], outputs[1], input_hw, threshold)
         else:
-            boxes, scores = decode_yolo(outputs[0], self.score_threshold)
+            boxes, scores = decode_yolo(outputs[0], threshold)
         if len(scores):
             boxes = unletterbox(boxes, scale, pad, image_hw)
         t3 = time.perf_counter()

@@ -264,6 +264,39 @@ def test_region_search_finds_the_plate_inside_and_nothing_elsewhere():
         assert len(det.detect_regions(image, [around, shifted], 256)) == 1
 
 
+def test_weak_boxes_come_apart_from_the_ones_detect_gives():
+    """A small night plate the detector is unsure of: ``detect`` gives no box, the weak
+    boxes hold it, and the strong ones are exactly what ``detect`` gives."""
+    from edge.synth_hk import render_hk_scene
+
+    image, truths = render_hk_scene(
+        ["KT8821"],
+        size=(1920, 1080),
+        rng=np.random.default_rng(1),
+        plate_frac=(0.025, 0.025),
+        night=True,
+        blur=1.2,
+    )
+    with YoloPlateDetector(model_path("platedet-int8.onnx"), threads=2, input_size=640) as det:
+        det.score_threshold = 0.15
+        plain = det.detect(image)
+        strong, weak = det.detect_weak(image, 0.01)
+    np.testing.assert_array_equal(strong.xyxy, plain.xyxy)
+    np.testing.assert_array_equal(strong.scores, plain.scores)
+    assert len(weak) and np.all((weak.scores > 0.01) & (weak.scores <= 0.15))
+    assert box_iou(np.array(truths[0].box, np.float32), plain.xyxy).max(initial=0) < 0.4
+    assert box_iou(np.array(truths[0].box, np.float32), weak.xyxy).max() > 0.5
+
+
+def test_the_base_detectors_weak_boxes_are_none():
+    class Fixed(BaseDetector):
+        def detect(self, image):
+            return Detections(np.float32([[1, 1, 5, 5]]), np.float32([0.9]))
+
+    strong, weak = Fixed().detect_weak(np.zeros((8, 8, 3), np.uint8), 0.01)
+    assert len(strong) == 1 and len(weak) == 0
+
+
 def test_detector_times_its_stages(detector):
     times = detector.times
     times.reset()

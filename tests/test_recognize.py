@@ -332,3 +332,34 @@ def test_recognize_cli_skips_a_bomb_names_it_and_reads_the_rest(scene_folder, tm
         "(10000.0 megapixels): over the limit of 50 megapixels for a still image" in result.stderr
     )
     assert "lpr-edge recognize: 1 of 3 image(s) skipped" in result.stderr
+
+
+def test_a_second_look_counts_only_a_sure_reading():
+    """Where the detector is unsure (a weak box), it looks again zoomed in and can box
+    a plate it did not see (real photos: two-row and distant plates). Such a plate can
+    also be too small and dark to read, and the recogniser still reads something there
+    (ETE for KT8821): a plate found on a second look counts only when read surely."""
+    from edge.recognize import SECOND_LOOK_FLOOR, SECOND_LOOK_MIN_CONFIDENCE
+    from edge.synth_hk import render_hk_scene
+
+    image, truths = render_hk_scene(
+        ["KT8821"],
+        size=(1920, 1080),
+        rng=np.random.default_rng(1),
+        plate_frac=(0.025, 0.025),
+        night=True,
+        blur=1.2,
+    )
+    plate = np.array(truths[0].box, np.float32)
+    config = load_config(None, environ={})
+    assert config.recognition.second_look, "on by default for still images"
+    with open_recognizer(config) as reader:
+        sure, weak = reader.detector.detect_weak(image, SECOND_LOOK_FLOOR)
+        assert box_iou(plate, sure.xyxy).max(initial=0) < 0.4 < box_iou(plate, weak.xyxy).max()
+        found = reader._second_look(image, sure, weak)
+        assert len(found) == len(sure) + 1, "the second look boxes the plate"
+        assert box_iou(plate, found.xyxy[-1:]).max() > 0.5
+        (text,) = reader.read_boxes(image, found.xyxy[-1:])
+        assert text is not None and text.text != "KT8821"
+        assert text.confidence < SECOND_LOOK_MIN_CONFIDENCE
+        assert reader.recognize(image).plates == ()
