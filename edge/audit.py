@@ -91,7 +91,7 @@ from typing import Any
 from edge.config import Config, load_config, to_dict
 from edge.files import sync_folder
 from edge.ids import new_event_id
-from edge.messages import now_iso
+from edge.timefmt import now_iso
 
 log = logging.getLogger(__name__)
 
@@ -547,7 +547,7 @@ def verify_chain(path: Path | str) -> VerifyResult:
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """`lpr-edge audit verify`: check the chain of the vehicle's audit log (``--file``,
     else ``[storage] state_dir``/audit.jsonl). Exit 0 intact, 1 broken, 2 no log."""
-    from edge.cli import UsageError
+    from edge.errors import UsageError
 
     file = getattr(args, "file", None)
     path = Path(file) if file else audit_path(load_config(getattr(args, "config", None)))

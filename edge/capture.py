@@ -37,12 +37,12 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 import numpy as np
 
 from edge.config import CameraConfig
+from edge.textrules import redact
 from edge.types import Frame
 
 log = logging.getLogger(__name__)
@@ -93,18 +93,6 @@ def classify_source(source: str) -> SourceKind:
     if sep and scheme.lower() in NETWORK_SCHEMES:
         return "network"
     return "file"
-
-
-def redact(source: str) -> str:
-    """The source with any password in a URL masked, for logs and messages."""
-    if "://" not in source:
-        return source
-    parts = urlsplit(source)
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return source
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
 
 
 def _now_utc() -> datetime:

@@ -21,6 +21,7 @@ from edge.config import (
     state_dir_problem,
     to_dict,
 )
+from edge.errors import UsageError
 from edge.logs import setup_logging
 from edge.models import ModelError, ModelState, check, fetch, load_manifest
 from edge.mqtt import add_broker_arguments
@@ -29,10 +30,6 @@ from edge.plateformat import PatternError
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 log = logging.getLogger("edge.cli")
-
-
-class UsageError(Exception):
-    """Bad arguments detected after parsing (exit code 2)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -241,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def action(name: str, text: str, function: str) -> argparse.ArgumentParser:
         wp = wsub.add_parser(name, help=text, description=text)
-        wp.set_defaults(handler=_lazy(f"edge.{function.split(':')[0]}", function.split(":")[1]))
+        module, _, attr = function.partition(":")
+        wp.set_defaults(handler=_lazy(module, attr))
         return wp
 
     def sub_config(wp: argparse.ArgumentParser) -> None:
@@ -251,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     wp = action(
-        "check", "which watchlist entries match a plate, and why", "watchlist:cmd_watchlist_check"
+        "check",
+        "which watchlist entries match a plate, and why",
+        "edge.commands:cmd_watchlist_check",
     )
     sub_config(wp)
     wp.add_argument("plate", metavar="PLATE", help="plate text as read, e.g. 'AB 1234'")
@@ -264,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     wp = action(
-        "keygen", "create an Ed25519 signing key pair (HQ)", "watchlist_push:cmd_watchlist_keygen"
+        "keygen",
+        "create an Ed25519 signing key pair (HQ)",
+        "edge.watchlist_push:cmd_watchlist_keygen",
     )
     wp.add_argument(
         "--out",
@@ -276,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     wp = action(
         "sign",
         "sign a watchlist CSV for pushing to vehicles (HQ)",
-        "watchlist_push:cmd_watchlist_sign",
+        "edge.watchlist_push:cmd_watchlist_sign",
     )
     wp.add_argument("csv", metavar="CSV", help="watchlist CSV to sign")
     wp.add_argument(
@@ -297,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     wp = action(
         "verify",
         "check a signed watchlist as a vehicle would",
-        "watchlist_push:cmd_watchlist_verify",
+        "edge.watchlist_push:cmd_watchlist_verify",
     )
     sub_config(wp)
     wp.add_argument("file", metavar="FILE", help="signed document ('-': stdin)")
@@ -313,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     wp = action(
         "publish",
         "publish a signed watchlist to the broker, retained (HQ)",
-        "watchlist_push:cmd_watchlist_publish",
+        "edge.watchlist_push:cmd_watchlist_publish",
     )
     wp.add_argument(
         "file", metavar="FILE", help="signed document from 'watchlist sign' ('-': stdin)"
@@ -349,20 +351,20 @@ def build_parser() -> argparse.ArgumentParser:
     osub = p.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
     op = osub.add_parser("status", help="how many messages wait, and since when")
     sub_config(op)
-    op.set_defaults(handler=_lazy("edge.dispatch", "cmd_outbox"))
+    op.set_defaults(handler=_lazy("edge.commands", "cmd_outbox"))
     op = osub.add_parser(
         "flush", help="send what waits to the [mqtt] broker now (exit 1 if some is left)"
     )
     sub_config(op)
     op.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="default: 60")
-    op.set_defaults(handler=_lazy("edge.dispatch", "cmd_outbox"))
+    op.set_defaults(handler=_lazy("edge.commands", "cmd_outbox"))
 
     p = add(
         "purge",
         "apply the [privacy] retention now: delete expired hits and reads for good",
     )
     config_arg(p)
-    p.set_defaults(handler=_lazy("edge.retention", "cmd_purge"))
+    p.set_defaults(handler=_lazy("edge.commands", "cmd_purge"))
 
     p = add("audit", "the audit trail: check that it is intact")
     config_arg(p)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from edge.textrules import IDENTIFIER, IDENTIFIER_RULE
+from edge.textrules import IDENTIFIER, IDENTIFIER_RULE, redact
 
 ENV_PREFIX = "LPR_EDGE_"
 SECRET_KEYS = frozenset({"password"})
@@ -612,10 +612,7 @@ def to_dict(config: Config, *, mask_secrets: bool = True) -> dict[str, Any]:
                 if mask_secrets and fld.name in SECRET_KEYS and value:
                     value = "********"
                 elif mask_secrets and fld.metadata.get("password_in_url"):
-                    # The logs' masking, so output and logs agree. Imported here:
-                    # edge.capture imports this module (and OpenCV).
-                    from edge.capture import redact
-
+                    # The logs' masking, so output and logs agree.
                     value = redact(value)
                 out[fld.name] = convert(value)
             return out

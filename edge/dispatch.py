@@ -19,7 +19,6 @@ default `make demo` runs.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -37,9 +36,9 @@ from typing import TextIO
 from edge import __version__
 from edge.alerts import InCarAlert
 from edge.audit import CONFIG_CHANGED, PURGE, SERVICE_START, config_hash
-from edge.config import Config, ConfigError, MqttConfig, load_config
+from edge.config import Config, ConfigError, MqttConfig
 from edge.files import write_private
-from edge.gps import GpsReceiver, PositionFix, PositionTrack, clock_synchronised
+from edge.gps import GpsReceiver, PositionTrack, clock_synchronised
 from edge.health import STATUS_FILE, STATUS_FILE_INTERVAL_S, write_status_file
 from edge.hits import (
     CONTEXT_IMAGE_MAX_BYTES,
@@ -58,8 +57,8 @@ from edge.publish import MqttPublisher
 from edge.readlog import ReadLog
 from edge.retention import make_room
 from edge.sqlitedb import is_disk_error, unless_disk_refuses
-from edge.state import OUTBOX_FILE, VehicleState
-from edge.types import PlateRead
+from edge.state import VehicleState
+from edge.types import PlateRead, PositionFix
 from edge.waits import poll_until
 from edge.watchlist_live import LiveWatchlist
 
@@ -452,35 +451,3 @@ def disk_free_mb(path: Path) -> float | None:
         return round(shutil.disk_usage(path).free / 2**20, 1)
     except OSError:
         return None
-
-
-def cmd_outbox(args: argparse.Namespace) -> int:
-    """`lpr-edge outbox status|flush`: what waits for HQ, and sending it now."""
-    config = load_config(args.config)
-    path = config.resolve_path(config.storage.state_dir) / OUTBOX_FILE
-    if not path.exists():
-        print(f"no outbox at {path} (nothing was ever queued there)", file=sys.stderr)
-        return 0 if args.outbox_command == "status" else 1
-    with VehicleState(config) as state:
-        outbox = state.outbox
-        if args.outbox_command == "status":
-            stats = outbox.stats()
-            report = {"outbox": str(path), "delivered": stats.delivered, **stats.to_json()}
-            print(json.dumps(report))
-            return 0
-        if not config.mqtt.host:
-            print("lpr-edge outbox flush: no [mqtt] host in the configuration", file=sys.stderr)
-            return 2
-        if not state.claim_sender():
-            print(
-                "lpr-edge outbox flush: the service is running and sends the outbox itself "
-                "(see 'lpr-edge status')",
-                file=sys.stderr,
-            )
-            return 1
-        pending = outbox.stats().pending
-        with MqttPublisher(broker_settings(config), config.vehicle.id, outbox) as publisher:
-            delivered = publisher.wait_delivered(args.timeout)
-        left = outbox.stats().pending
-        print(f"{pending - left} message(s) delivered, {left} left", file=sys.stderr)
-        return 0 if delivered else 1

@@ -53,8 +53,8 @@ from pathlib import Path
 from time import monotonic as _monotonic
 
 from edge.config import GpsConfig
-from edge.messages import iso_utc, parse_utc
-from edge.types import Position
+from edge.timefmt import iso_utc, parse_utc
+from edge.types import Position, PositionFix
 
 log = logging.getLogger(__name__)
 
@@ -129,16 +129,6 @@ class DecodedFix:
 
     position: Position
     dated: bool
-
-
-@dataclass(frozen=True, slots=True)
-class PositionFix:
-    """The fix chosen for a moment: ``age_s`` is the distance in seconds between the
-    fix and that moment; ``stale`` when it exceeds the configured maximum."""
-
-    position: Position
-    age_s: float
-    stale: bool
 
 
 def _now_utc() -> datetime:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edge.config import load_config
 from edge.files import write_private
-from edge.messages import now_iso
+from edge.timefmt import now_iso
 
 STATUS_FILE = "status.json"
 STATUS_FILE_INTERVAL_S = 5.0

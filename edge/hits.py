@@ -13,8 +13,7 @@ from datetime import datetime
 import cv2
 import numpy as np
 
-from edge.gps import PositionFix
-from edge.types import PlateRead
+from edge.types import PlateRead, PositionFix
 from edge.watchlist import Watchlist, WatchlistEntry, WatchlistMatch
 
 # JPEG qualities tried, best first, before the crop is made smaller to fit the cap.

@@ -79,10 +79,10 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from edge.cli import UsageError
 from edge.config import VEHICLE_ID, MqttConfig
+from edge.errors import UsageError
 from edge.files import ensure_private, set_aside
-from edge.messages import IMAGE_KEYS, WITHDRAWAL_SCHEMA, now_iso, without_images
+from edge.messages import IMAGE_KEYS, WITHDRAWAL_SCHEMA, without_images
 from edge.mqtt import (
     Topics,
     broker_config,
@@ -91,6 +91,7 @@ from edge.mqtt import (
     reason_ok,
 )
 from edge.textrules import UNSHOWABLE, escape_char
+from edge.timefmt import now_iso
 from edge.waits import poll_until
 
 log = logging.getLogger(__name__)

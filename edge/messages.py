@@ -6,32 +6,14 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge.types import PlateRead
+from edge.timefmt import iso_utc
+from edge.types import PlateRead, PositionFix
 
-if TYPE_CHECKING:  # edge.hits -> edge.watchlist imports parse_utc from here
-    from edge.gps import PositionFix
+if TYPE_CHECKING:
     from edge.hits import Hit, Withdrawal
-
-
-def iso_utc(moment: datetime) -> str:
-    """ISO-8601 in UTC with milliseconds and a 'Z': ``2026-11-23T08:00:00.125Z``."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def now_iso() -> str:
-    """The current time as :func:`iso_utc` writes it."""
-    return iso_utc(datetime.now(UTC))
-
-
-def parse_utc(text: str) -> datetime:
-    """An ISO-8601 date or date-time as an aware UTC datetime; without a zone it is
-    taken as UTC. ValueError when it is not one."""
-    moment = datetime.fromisoformat(text.strip())
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def position_record(fix: PositionFix | None) -> dict | None:

@@ -39,11 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.platetext import ALNUM, DIGITS, LETTERS, normalize
 from edge.types import CharChoice, OcrResult, PlateText, TextCandidate
-
-LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-DIGITS = frozenset("0123456789")
-ALNUM = LETTERS | DIGITS
 
 #: Characters the recognisers confuse, by shape, and the probability factor a
 #: position pays for reading one as the other. 0/O and 1/I are drawn almost alike
@@ -313,11 +310,6 @@ def load_format(name_or_path: str | Path) -> PlateFormat:
 
 
 # --------------------------------------------------------------------------- matching
-
-
-def normalize(text: str) -> str:
-    """Upper-case A-Z0-9 only: how plates are stored and compared."""
-    return "".join(c for c in text.upper() if c in ALNUM)
 
 
 _Options = dict[str, tuple[float, float]]

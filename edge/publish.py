@@ -30,9 +30,10 @@ from dataclasses import dataclass
 import paho.mqtt.client as paho
 
 from edge.config import MqttConfig
-from edge.messages import STATUS_SCHEMA, encode, now_iso
+from edge.messages import STATUS_SCHEMA, encode
 from edge.mqtt import Topics, connect, new_client, reason_ok
 from edge.outbox import Outbox
+from edge.timefmt import now_iso
 from edge.waits import poll_until
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ import threading
 import time
 from pathlib import Path
 
-from edge.messages import iso_utc
 from edge.sqlitedb import CLOCK_TOLERANCE_S, Recovery, open_state_db
+from edge.timefmt import iso_utc
 from edge.types import PlateRead
 
 log = logging.getLogger(__name__)

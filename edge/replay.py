@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import TextIO
 
 from edge.capture import SourceError, VideoFile
-from edge.cli import UsageError
 from edge.config import Config, load_config
 from edge.dispatch import Delivery
+from edge.errors import UsageError
 from edge.gps import GpsFileError, PositionTrack
-from edge.messages import parse_utc, read_record
+from edge.messages import read_record
 from edge.pipeline import FramePipeline, latency_summary, load_calibration
 from edge.recognize import open_recognizer
+from edge.timefmt import parse_utc
 from edge.types import Frame, PlateRead
 
 log = logging.getLogger(__name__)

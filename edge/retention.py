@@ -18,14 +18,12 @@ truncated, and `purge` also vacuums.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from edge.config import PrivacyConfig, load_config
+from edge.config import PrivacyConfig
 from edge.outbox import Outbox
 from edge.readlog import ReadLog
 
@@ -155,14 +153,3 @@ def make_room(
         counts = PurgeCounts(hits, counts.published_reads, counts.logged_reads)
         log.warning("disk: deleted %d delivered hit/audit message(s) early", hits)
     return counts
-
-
-def cmd_purge(args: argparse.Namespace) -> int:
-    """`lpr-edge purge`: apply retention now and compact the files."""
-    from edge.state import open_state
-
-    config = load_config(args.config)
-    with open_state(config) as state:
-        counts = state.retention.run(vacuum=True)
-    print(json.dumps({"purged": counts.to_json(), "state_dir": str(state.state_dir)}))
-    return 0

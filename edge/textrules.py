@@ -1,13 +1,15 @@
 """What a name or a free-text field in a hit may hold: the rules the car applies when
 it loads its configuration and lists, and HQ applies to what it receives (the hit and
 status schemas in ``edge/data/`` say the same), so that nothing the car accepts is
-refused at HQ, and nothing a sender writes can break a console or a log line.
+refused at HQ, and nothing a sender writes can break a console or a log line; and
+:func:`redact`, which masks a password in a source URL before it is shown.
 Nothing here imports from the rest of the package.
 """
 
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit, urlunsplit
 
 #: Camera and watchlist names: they appear in topics-like places, file names and
 #: one-line logs, so ASCII letters, digits, '.', '_' and '-', at most 64.
@@ -38,3 +40,15 @@ def unshowable_in(text: str) -> str | None:
     (:func:`escape_char`), or None."""
     found = UNSHOWABLE.search(text)
     return None if found is None else escape_char(found.group())
+
+
+def redact(source: str) -> str:
+    """The source with any password in a URL masked, for logs and messages."""
+    if "://" not in source:
+        return source
+    parts = urlsplit(source)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return source
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))

@@ -42,8 +42,8 @@ from edge.crop import expand_box
 from edge.detect import box_iou
 from edge.ids import new_event_id
 from edge.plateformat import PlateFormat
+from edge.platetext import distance
 from edge.types import Detections, Frame, PlateRead, PlateText, TextCandidate
-from edge.watchlist import distance
 
 Box = tuple[float, float, float, float]
 
@@ -82,7 +82,7 @@ RECHECK_SHARE = 0.1
 RECHECK_MAX_SECONDS = 1.0
 # The latest readings after the read that judge whether the plate changed.
 RECHECK_WINDOW = 6
-# Texts this far apart (look-alikes count half, see edge.watchlist.distance) are two
+# Texts this far apart (look-alikes count half, see edge.platetext.distance) are two
 # plates; closer ones are misreads of one (ZS27 read Z527 as the plate recedes).
 NEW_PLATE_DISTANCE = 2.0
 # Corrections. A reading after the read counts as evidence against it only from a plate

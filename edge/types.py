@@ -208,3 +208,13 @@ class Position:
     fix_time: datetime
     heading: float | None = None
     speed_kmh: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PositionFix:
+    """The fix chosen for a moment: ``age_s`` is the distance in seconds between the
+    fix and that moment; ``stale`` when it exceeds the configured maximum."""
+
+    position: Position
+    age_s: float
+    stale: bool

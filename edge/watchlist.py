@@ -25,13 +25,10 @@ Index (sized for a million entries and a match in about a millisecond):
 
 from __future__ import annotations
 
-import argparse
 import csv
 import gc
 import io
-import itertools
 import re
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -39,22 +36,21 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from edge import crossboundary
-from edge.messages import parse_utc
-from edge.plateformat import normalize
+from edge.platetext import (
+    ALPHABET,
+    distance,
+    neighbourhood,
+    normalize,
+    normalize_plate,
+)
 from edge.textrules import IDENTIFIER, IDENTIFIER_RULE, MAX_TEXT_LENGTH, unshowable_in
 
-ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-LOOKALIKE_GROUPS: tuple[str, ...] = ("0ODQ", "1IL", "2Z", "5S", "6G", "8B")
-LOOKALIKE_COST = 0.5
 COLUMNS = ("plate", "list", "priority", "reason", "valid_from", "valid_until", "covert", "entry_id")
 DEFAULT_PRIORITY = 5
 MAX_PLATE_LENGTH = 16
 #: The longest field a CSV list may hold (characters). Reasons are a line or two; a
 #: longer field is a quote left open or a file that is not a watchlist.
 MAX_FIELD_LENGTH = 1000
-
-_GROUP_OF = {c: i for i, group in enumerate(LOOKALIKE_GROUPS) for c in group}
-_LOOKALIKES = {c: tuple(o for o in group if o != c) for group in LOOKALIKE_GROUPS for c in group}
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no", ""})
 _KIND_RANK = {"exact": 0, "wildcard": 1, "fuzzy": 2}
@@ -155,86 +151,6 @@ class WatchlistMatch:
 def _id_key(entry_id: str) -> tuple[int, int, str]:
     # Line-number ids sort numerically, so "9" comes before "10".
     return (0, int(entry_id), "") if entry_id.isdigit() else (1, 0, entry_id)
-
-
-def normalize_plate(text: str) -> str:
-    """Upper-case A-Z0-9 only, keeping the wildcards ``?`` and ``*``."""
-    out = "".join(c for c in text.upper() if c in ALPHABET or c in "?*")
-    # Adjacent stars mean the same as one; collapsing them keeps the regexes simple.
-    return re.sub(r"\*+", "*", out)
-
-
-# --------------------------------------------------------------------------- distance
-
-
-def sub_cost(a: str, b: str) -> float:
-    if a == b:
-        return 0.0
-    group = _GROUP_OF.get(a)
-    return LOOKALIKE_COST if group is not None and group == _GROUP_OF.get(b) else 1.0
-
-
-def distance(a: str, b: str) -> float:
-    """Levenshtein distance with look-alike substitutions at half cost."""
-    # Dense lists give a read dozens of neighbours, so skip the full table when a
-    # cheaper exact answer exists: equal lengths cannot do better with indels
-    # (one insertion plus one deletion already costs 2) ...
-    if len(a) == len(b):
-        cost = sum(sub_cost(x, y) for x, y in zip(a, b, strict=True) if x != y)
-        if cost <= 2:
-            return cost
-    # ... and one length apart, a single deletion is the least possible.
-    elif abs(len(a) - len(b)) == 1:
-        long, short = (a, b) if len(a) > len(b) else (b, a)
-        i = next(
-            (k for k, (x, y) in enumerate(zip(long, short, strict=False)) if x != y), len(short)
-        )
-        if long[i + 1 :] == short[i:]:
-            return 1.0
-    prev = [float(j) for j in range(len(b) + 1)]
-    for i, ca in enumerate(a, 1):
-        cur = [float(i)]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + sub_cost(ca, cb)))
-        prev = cur
-    return prev[-1]
-
-
-def _lookalike_variants(text: str, budget: float) -> Iterator[tuple[str, float]]:
-    """``text`` with look-alike substitutions costing at most ``budget`` (itself first)."""
-    yield text, 0.0
-    slots = [i for i, c in enumerate(text) if c in _LOOKALIKES]
-    most = min(len(slots), int(budget / LOOKALIKE_COST + 1e-9))
-    for k in range(1, most + 1):
-        for positions in itertools.combinations(slots, k):
-            for chars in itertools.product(*(_LOOKALIKES[text[p]] for p in positions)):
-                s = list(text)
-                for p, c in zip(positions, chars, strict=True):
-                    s[p] = c
-                yield "".join(s), k * LOOKALIKE_COST
-
-
-def _plain_edits(text: str) -> list[str]:
-    """Every string one plain substitution, insertion or deletion from ``text``
-    (and ``text`` itself, via substituting a character by itself)."""
-    cuts = [(text[:i], text[i:]) for i in range(len(text) + 1)]
-    out = [h + t[1:] for h, t in cuts if t]
-    out += [h + c + t[1:] for h, t in cuts if t for c in ALPHABET]
-    out += [h + c + t for h, t in cuts for c in ALPHABET]
-    return out
-
-
-def neighbourhood(text: str, max_distance: float) -> set[str]:
-    """Strings reachable from ``text`` under the rule in the module docstring
-    (``text`` included); :func:`distance` gives each one's true distance."""
-    out = {v for v, _ in _lookalike_variants(text, max_distance)}
-    if max_distance >= 1:
-        # Look-alike substitutions and one plain edit commute (a look-alike swap of the
-        # edited character itself is just another plain edit), so swapping first and
-        # editing each variant reaches the same strings with far fewer variants.
-        for variant, _ in _lookalike_variants(text, max_distance - 1):
-            out.update(_plain_edits(variant))
-    return out
 
 
 # --------------------------------------------------------------------------- the list
@@ -770,81 +686,3 @@ def read_csv(path: Path | str) -> list[WatchlistEntry]:
 def load_watchlist(path: Path | str, *, version: int = 0) -> Watchlist:
     """Load, validate and index a watchlist CSV; all or nothing."""
     return Watchlist(read_csv(path), version=version, source=str(path))
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def _fmt_time(value: datetime | None) -> str:
-    return value.isoformat(timespec="seconds") if value else "-"
-
-
-def _audit_query(config, plate: str, path: Path, at: datetime, matches) -> None:
-    """Every manual query is in the audit trail before it is answered."""
-    import getpass
-
-    from edge.audit import WATCHLIST_QUERY
-    from edge.cli import UsageError
-    from edge.state import VehicleState
-
-    try:
-        with VehicleState(config) as state:
-            state.audit.record(
-                WATCHLIST_QUERY,
-                plate=plate,
-                user=getpass.getuser(),
-                watchlist=str(path),
-                at=at.isoformat(),
-                matches=[m.entry.entry_id for m in matches],
-            )
-    except OSError as exc:
-        raise UsageError(
-            f"cannot record the query in the audit trail ({exc}); not answered"
-        ) from None
-
-
-def cmd_watchlist_check(args: argparse.Namespace) -> int:
-    """`lpr-edge watchlist check PLATE`: every matching entry and why."""
-    from edge.cli import UsageError
-    from edge.config import load_config
-
-    config = load_config(getattr(args, "config", None))
-    if args.watchlist:
-        path = Path(args.watchlist)
-    elif config.watchlist.path:
-        path = config.resolve_path(config.watchlist.path)
-    else:
-        raise UsageError("no watchlist: set [watchlist] path in the config or give --watchlist")
-    max_distance = config.watchlist.max_distance
-    if args.max_distance is not None:
-        if not 0 <= args.max_distance <= 3:
-            raise UsageError("--max-distance must be from 0 to 3")
-        max_distance = args.max_distance
-    try:
-        at = parse_utc(args.at) if args.at else datetime.now(UTC)
-    except ValueError:
-        raise UsageError(f"--at expected an ISO date or date-time, got {args.at!r}") from None
-    plate = normalize(args.plate)
-    if not plate:
-        raise UsageError(f"plate {args.plate!r} has no letter or digit")
-    try:
-        watchlist = load_watchlist(path)
-    except WatchlistError as exc:
-        raise UsageError(str(exc)) from None
-    matches = watchlist.explain(plate, at, max_distance=max_distance)
-    _audit_query(config, plate, path, at, matches)
-    print(
-        f"{plate}: {len(matches) or 'no'} match{'es' if len(matches) != 1 else ''} in "
-        f"{path} ({len(watchlist)} entries) at {_fmt_time(at)}, max distance {max_distance}"
-    )
-    for m in matches:
-        e = m.entry
-        print(
-            f"  entry {e.entry_id} (line {e.line}): {e.plate}  {m.kind}, distance "
-            f"{m.distance:g}: {m.describe()}\n"
-            f"    list={e.list or '-'} priority={e.priority} covert={str(e.covert).lower()} "
-            f"valid={_fmt_time(e.valid_from)}..{_fmt_time(e.valid_until)}\n"
-            f"    reason: {e.reason or '-'}"
-        )
-    sys.stdout.flush()
-    return 0 if matches else 1

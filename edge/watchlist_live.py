@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from edge.config import Config
-from edge.messages import iso_utc
+from edge.timefmt import iso_utc
 from edge.watchlist import Watchlist, WatchlistError, read_csv
 from edge.watchlist_push import (
     SCOPES,

@@ -73,7 +73,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from edge.config import ConfigError
 from edge.files import set_aside, sync_folder, write_private
-from edge.messages import iso_utc, parse_utc
+from edge.timefmt import iso_utc, parse_utc
 from edge.watchlist import (
     COLUMNS,
     Watchlist,
@@ -728,7 +728,7 @@ def _target(vehicle_id: str | None) -> str:
 
 def cmd_watchlist_keygen(args: argparse.Namespace) -> int:
     """`lpr-edge watchlist keygen --out PREFIX`: PREFIX.key (0600) and PREFIX.pub."""
-    from edge.cli import UsageError
+    from edge.errors import UsageError
 
     key_path, pub_path = Path(f"{args.out}.key"), Path(f"{args.out}.pub")
     for path in (key_path, pub_path):
@@ -760,7 +760,7 @@ def cmd_watchlist_keygen(args: argparse.Namespace) -> int:
 
 def cmd_watchlist_sign(args: argparse.Namespace) -> int:
     """`lpr-edge watchlist sign CSV --key FILE`: the signed document for a CSV list."""
-    from edge.cli import UsageError
+    from edge.errors import UsageError
 
     version = int(time.time()) if args.version is None else args.version
     if version < 1:
@@ -796,8 +796,8 @@ def cmd_watchlist_sign(args: argparse.Namespace) -> int:
 
 def cmd_watchlist_verify(args: argparse.Namespace) -> int:
     """`lpr-edge watchlist verify FILE`: would a vehicle accept this document?"""
-    from edge.cli import UsageError
     from edge.config import load_config
+    from edge.errors import UsageError
 
     config = load_config(getattr(args, "config", None))
     if getattr(args, "public_key", None):
@@ -838,7 +838,7 @@ def cmd_watchlist_publish(args: argparse.Namespace) -> int:
     on the fleet topic or (for a one-vehicle list) that vehicle's topic."""
     import threading
 
-    from edge.cli import UsageError
+    from edge.errors import UsageError
     from edge.mqtt import Topics, broker_config, connect, new_client, reason_ok
 
     try:

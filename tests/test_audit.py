@@ -24,8 +24,8 @@ from edge.audit import (
     verify_chain,
     verify_records,
 )
-from edge.cli import UsageError
 from edge.config import load_config
+from edge.errors import UsageError
 
 
 def write_log(path: Path, n: int = 5) -> list[dict]:

@@ -16,15 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.capture import (
-    Camera,
-    SourceError,
-    SourceState,
-    VideoFile,
-    classify_source,
-    redact,
-)
+from edge.capture import Camera, SourceError, SourceState, VideoFile, classify_source
 from edge.config import CameraConfig
+from edge.textrules import redact
 from edge.types import Frame
 from tests.streams import FPS, HEIGHT, WIDTH, StreamServer, frame_index, remux_faststart, write_clip
 

@@ -22,9 +22,10 @@ from edge.dispatch import Delivery, Dispatcher
 from edge.hits import make_hit
 from edge.hq import HitStore, HqSubscriber, StoreOutcome, format_hit, format_withdrawal
 from edge.ids import new_event_id
-from edge.messages import hit_message, iso_utc, read_record
+from edge.messages import hit_message, read_record
 from edge.outbox import Outbox
 from edge.plateformat import load_format
+from edge.timefmt import iso_utc
 from edge.track import PlateTracker
 from edge.types import PlateRead
 from edge.watchlist import Watchlist, WatchlistEntry

@@ -18,12 +18,11 @@ import pytest
 from edge.alerts import InCarAlert
 from edge.config import load_config
 from edge.dispatch import Dispatcher
-from edge.gps import PositionFix
 from edge.hits import best_match, make_hit, plate_jpeg
 from edge.ids import new_event_id
 from edge.messages import hit_message, without_images
 from edge.outbox import Outbox
-from edge.types import PlateRead, Position, TextCandidate
+from edge.types import PlateRead, Position, PositionFix, TextCandidate
 from edge.watchlist import Watchlist, WatchlistEntry, parse_csv
 from edge.watchlist_live import LiveWatchlist
 

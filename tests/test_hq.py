@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.cli import UsageError, build_parser
+from edge.cli import build_parser
 from edge.config import MqttConfig
+from edge.errors import UsageError
 from edge.hits import Hit
 from edge.hq import (
     HitStore,

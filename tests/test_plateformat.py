@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from edge.plateformat import (
-    ALNUM,
     PatternError,
     PlateFormat,
     Scoring,
@@ -15,9 +14,9 @@ from edge.plateformat import (
     builtin_formats,
     load_format,
     make_format,
-    normalize,
     parse_pattern,
 )
+from edge.platetext import ALNUM, normalize
 from edge.types import CharChoice, OcrResult, TextCandidate
 
 

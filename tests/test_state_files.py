@@ -271,7 +271,8 @@ def test_a_vehicle_with_no_watchlist_in_force_sends_a_heartbeat_hq_accepts(tmp_p
     from edge.config import load_config
     from edge.dispatch import Delivery
     from edge.hq import validate_status
-    from edge.messages import STATUS_SCHEMA, encode, now_iso
+    from edge.messages import STATUS_SCHEMA, encode
+    from edge.timefmt import now_iso
 
     config = tmp_path / "edge.toml"
     config.write_text('[vehicle]\nid = "car-1"\n[storage]\nstate_dir = "state"\n')

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 
 from edge.bench.watchlist import random_plate
+from edge.platetext import ALPHABET, distance
 from edge.watchlist import (
-    ALPHABET,
     MAX_FIELD_LENGTH,
     Watchlist,
     WatchlistEntry,
     WatchlistError,
-    distance,
     load_watchlist,
     parse_csv,
     read_csv,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from edge.cli import UsageError
+from edge.errors import UsageError
 from edge.watchlist import WatchlistEntry, WatchlistError, parse_csv
 from edge.watchlist_push import (
     SINGLE_STORE_NAME,

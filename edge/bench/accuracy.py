@@ -32,7 +32,7 @@ import numpy as np
 from edge import crossboundary
 from edge.config import load_config
 from edge.detect import box_iou
-from edge.plateformat import normalize
+from edge.platetext import normalize
 from edge.recognize import (
     IMAGE_SUFFIXES,
     OCR_ENGINES,

@@ -21,8 +21,8 @@ from pathlib import Path
 from edge.bench.passes import pass_outcomes, reliability
 from edge.bench.photoclips import PhotoClipSpec, photo_clips
 from edge.calibration import ConfidenceCalibration, fit_isotonic
-from edge.cli import UsageError
 from edge.config import Config, load_config
+from edge.errors import UsageError
 from edge.pipeline import FramePipeline
 from edge.recognize import open_recognizer
 from edge.replay import replay_file

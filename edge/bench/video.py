@@ -50,8 +50,8 @@ from edge.bench.passes import (
 from edge.bench.photoclips import PhotoClipSpec, photo_clips
 from edge.bench.trueboxes import format_true_boxes, run_true_boxes
 from edge.capture import Camera, DecodeTimes
-from edge.cli import UsageError
 from edge.config import CameraConfig, Config, load_config
+from edge.errors import UsageError
 from edge.pipeline import FramePipeline, StageTimes, latency_summary, load_calibration
 from edge.recognize import open_recognizer
 from edge.replay import replay_file

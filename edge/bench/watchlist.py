@@ -21,9 +21,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from edge.cli import UsageError
+from edge.errors import UsageError
+from edge.platetext import ALPHABET
 from edge.synth import HK_LETTERS
-from edge.watchlist import ALPHABET, Watchlist, read_csv
+from edge.watchlist import Watchlist, read_csv
 
 _DIGITS = "0123456789"
 _LISTS = ("stolen-vehicle", "wanted-person", "missing-person")
