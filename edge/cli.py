@@ -23,9 +23,9 @@ from edge.config import (
 )
 from edge.errors import UsageError
 from edge.logs import setup_logging
-from edge.models import ModelError, ModelState, check, fetch, load_manifest
 from edge.mqtt import add_broker_arguments
-from edge.plateformat import PatternError
+from edge.recognition.models import ModelError, ModelState, check, fetch, load_manifest
+from edge.recognition.plateformat import PatternError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", metavar="PROFILE", help="plate format profile (hk, eu, us, br, any)")
     p.add_argument("--ocr", metavar="ENGINE", help="OCR engine (ppocr, easyocr)")
     p.add_argument("--json", action="store_true", help="one JSON object per image")
-    p.set_defaults(handler=_lazy("edge.recognize", "cmd_recognize"))
+    p.set_defaults(handler=_lazy("edge.recognition.recognize", "cmd_recognize"))
 
     p = add("watchlist", "check plates against the watchlist; sign and publish lists (HQ)")
     config_arg(p)

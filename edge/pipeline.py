@@ -17,7 +17,7 @@ import numpy as np
 
 from edge.calibration import ConfidenceCalibration
 from edge.config import Config, ConfigError, TrackingConfig
-from edge.recognize import PlateRecognizer
+from edge.recognition.recognize import PlateRecognizer
 from edge.track import EDGE_PX, PassLinker, PlateTracker
 from edge.types import Detections, Frame, PlateRead
 

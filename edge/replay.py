@@ -34,7 +34,7 @@ from edge.errors import UsageError
 from edge.gps import GpsFileError, PositionTrack
 from edge.messages import read_record
 from edge.pipeline import FramePipeline, latency_summary, load_calibration
-from edge.recognize import open_recognizer
+from edge.recognition.recognize import open_recognizer
 from edge.timefmt import parse_utc
 from edge.types import Frame, PlateRead
 

@@ -33,7 +33,7 @@ from edge.config import Config, load_config
 from edge.dispatch import Delivery
 from edge.gps import GpsReceiver
 from edge.pipeline import FramePipeline, latency_summary, load_calibration
-from edge.recognize import PlateRecognizer, open_recognizer
+from edge.recognition.recognize import PlateRecognizer, open_recognizer
 from edge.sdnotify import SystemdNotifier, Watchdog, status_line
 from edge.textrules import redact
 from edge.types import Frame, PlateRead

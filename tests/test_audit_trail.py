@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge.outbox import Outbox
-from edge.synthclip import ClipSpec, render_clip
+from edge.synth.clipplan import ClipSpec, render_clip
 from tests.conftest import model_path
 
 EDGE = (sys.executable, "-m", "edge")

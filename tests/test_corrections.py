@@ -24,7 +24,7 @@ from edge.hq import HitStore, HqSubscriber, StoreOutcome, format_hit, format_wit
 from edge.ids import new_event_id
 from edge.messages import hit_message, read_record
 from edge.outbox import Outbox
-from edge.plateformat import load_format
+from edge.recognition.plateformat import load_format
 from edge.timefmt import iso_utc
 from edge.track import PlateTracker
 from edge.types import PlateRead

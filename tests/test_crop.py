@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import crop as C
+from edge.recognition import crop as C
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 BLUE = (170, 60, 10)  # BGR of an EU band
@@ -161,7 +161,7 @@ def test_text_line_angle_and_deskew():
 
 
 def _hk(text: str, width: int) -> np.ndarray:
-    from edge.synth import render_plate
+    from edge.synth.scenes import render_plate
 
     img = render_plate(text, width=width)
     # The surroundings crop_plate's margins take in: 6% of the width, 8% of the height.

@@ -47,7 +47,7 @@ def test_the_plate_above_is_the_nearest_stacked_one():
 @pytest.fixture(scope="module")
 def recognizer():
     from edge.config import load_config
-    from edge.recognize import open_recognizer
+    from edge.recognition.recognize import open_recognizer
     from tests.conftest import model_path
 
     model_path("PP-OCRv6_rec_small.onnx")
@@ -62,7 +62,7 @@ def test_a_cross_boundary_plate_is_read_with_its_marks_and_linked(recognizer, hk
     with its Chinese characters, and names the Hong Kong plate as its vehicle's."""
     import numpy as np
 
-    from edge.synth_hk import HkPlate, render_hk_scene
+    from edge.synth.hkplates import HkPlate, render_hk_scene
     from edge.types import Detections
 
     rng = np.random.default_rng(5)
@@ -88,8 +88,8 @@ def test_text_proposals_find_plates_the_plate_detector_does_not():
     import numpy as np
 
     from edge.config import load_config
-    from edge.recognize import open_recognizer
-    from edge.synth_hk import render_hk_plate
+    from edge.recognition.recognize import open_recognizer
+    from edge.synth.hkplates import render_hk_plate
     from tests.conftest import model_path
 
     model_path("PP-OCRv6_det_small.onnx")
@@ -124,8 +124,8 @@ def test_text_proposals_read_only_where_the_plate_detector_sees_a_plate():
     import numpy as np
 
     from edge.config import load_config
-    from edge.recognize import open_recognizer
-    from edge.synth_hk import render_hk_plate
+    from edge.recognition.recognize import open_recognizer
+    from edge.synth.hkplates import render_hk_plate
 
     scene = np.full((600, 800, 3), 100, np.uint8)
     plate = render_hk_plate("KT8821", rows=2, style="rear", width=260)
@@ -153,7 +153,7 @@ def test_one_box_over_a_plate_and_the_cross_boundary_plate_under_it_reads_nothin
     wrong read. The box gives none; the plates boxed apart read as themselves."""
     import numpy as np
 
-    from edge.synth_hk import HkPlate, render_hk_scene
+    from edge.synth.hkplates import HkPlate, render_hk_scene
 
     car = HkPlate(hk, rows=rows, style="rear", crossboundary="粤Z1997港")
     rng = np.random.default_rng(5)

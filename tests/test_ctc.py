@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from edge.ocr import ctc
+from edge.recognition.ocr import ctc
 
 CHARSET = ["", "A", "B", "O", "0", "1", "I"]
 IDX = {c: i for i, c in enumerate(CHARSET) if c}

@@ -18,7 +18,7 @@ import pytest
 from edge.config import MqttConfig
 from edge.hq import HitStore, HqSubscriber
 from edge.outbox import Outbox
-from edge.synthclip import ClipSpec, render_clip
+from edge.synth.clipplan import ClipSpec, render_clip
 from tests.conftest import model_path
 from tests.mosquitto import Broker, durable_broker, free_port
 

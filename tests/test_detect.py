@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.detect import (
+from edge.recognition.detect import (
     PAD_VALUE,
     BaseDetector,
     YoloPlateDetector,
@@ -24,7 +24,7 @@ from edge.detect import (
     tile_regions,
     unletterbox,
 )
-from edge.synth import random_hk_plate, render_scene
+from edge.synth.scenes import random_hk_plate, render_scene
 from edge.types import Detections
 from tests.conftest import model_path
 
@@ -267,7 +267,7 @@ def test_region_search_finds_the_plate_inside_and_nothing_elsewhere():
 def test_weak_boxes_come_apart_from_the_ones_detect_gives():
     """A small night plate the detector is unsure of: ``detect`` gives no box, the weak
     boxes hold it, and the strong ones are exactly what ``detect`` gives."""
-    from edge.synth_hk import render_hk_scene
+    from edge.synth.hkplates import render_hk_scene
 
     image, truths = render_hk_scene(
         ["KT8821"],

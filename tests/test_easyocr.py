@@ -15,9 +15,9 @@ import numpy as np
 import onnx
 import pytest
 
-from edge.ocr import easyocr_onnx as g2
-from edge.ocr.easyocr_engine import EasyOCRRecognizer
-from edge.synth import render_plate
+from edge.recognition.ocr import easyocr_onnx as g2
+from edge.recognition.ocr.easyocr_engine import EasyOCRRecognizer
+from edge.synth.scenes import render_plate
 from edge.types import OcrResult
 
 PTH = Path(__file__).resolve().parents[1] / "models" / g2.PTH_NAME
@@ -149,7 +149,7 @@ def test_converted_model_shape_and_metadata(model_dir):
 
 @needs_weights
 def test_conversion_matches_the_manifest(model_dir):
-    from edge.models import load_manifest, sha256_of
+    from edge.recognition.models import load_manifest, sha256_of
 
     spec = load_manifest(PTH.parent)["easyocr-english-g2-onnx"]
     assert sha256_of(model_dir / g2.ONNX_NAME) == spec.sha256

@@ -190,8 +190,8 @@ def test_blurred_context_keeps_the_plate_and_hides_everything_else():
     model_path("platedet-int8.onnx")
     model_path("ch_PP-OCRv4_rec_infer.onnx")
     from edge.hits import blurred_context
-    from edge.recognize import open_recognizer
-    from edge.synth import render_scene
+    from edge.recognition.recognize import open_recognizer
+    from edge.synth.scenes import render_scene
 
     image, plates = render_scene(
         ["KT4821", "PX5072"], rng=np.random.default_rng(4), perspective=False, blur=0.3

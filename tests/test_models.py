@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.models import ModelError, ModelState, check, fetch, load_manifest, require
+from edge.recognition.models import ModelError, ModelState, check, fetch, load_manifest, require
 from tests.conftest import MODELS_DIR
 
 PAYLOAD = b"\x08\x01 pretend this is an ONNX graph " * 100

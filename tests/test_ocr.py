@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.crop import plate_lines
-from edge.ocr.base import BaseOCR
-from edge.ocr.ppocr import PLATE_ALPHABET, PPOCRRecognizer, charset_from_metadata
-from edge.plateformat import apply_format
+from edge.recognition.crop import plate_lines
+from edge.recognition.ocr.base import BaseOCR
+from edge.recognition.ocr.ppocr import PLATE_ALPHABET, PPOCRRecognizer, charset_from_metadata
+from edge.recognition.plateformat import apply_format
 from edge.types import OcrResult
 from tests.conftest import model_path
 
@@ -117,7 +117,7 @@ def test_fold_rewrites_the_model_and_keeps_padded_convs_exact():
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from edge.ocr.ppocr import fold_affine_ops
+    from edge.recognition.ocr.ppocr import fold_affine_ops
 
     rng = np.random.default_rng(1)
 

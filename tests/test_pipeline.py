@@ -28,9 +28,9 @@ from edge.bench.video import (
 from edge.capture import VideoFile
 from edge.config import load_config
 from edge.pipeline import FramePipeline, ScanSchedule, StageTimes
-from edge.recognize import open_recognizer
+from edge.recognition.recognize import open_recognizer
 from edge.replay import replay_file
-from edge.synthclip import ClipSpec, ClipTruth, render_clip
+from edge.synth.clipplan import ClipSpec, ClipTruth, render_clip
 from edge.types import PlateRead
 from tests.conftest import model_path
 from tests.streams import StreamServer

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.plateformat import (
+from edge.platetext import ALNUM, normalize
+from edge.recognition.plateformat import (
     PatternError,
     PlateFormat,
     Scoring,
@@ -16,7 +17,6 @@ from edge.plateformat import (
     make_format,
     parse_pattern,
 )
-from edge.platetext import ALNUM, normalize
 from edge.types import CharChoice, OcrResult, TextCandidate
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.detect import YoloPlateDetector, box_iou
-from edge.quantize import kth_smallest, make_int8_detector, snap_range
-from edge.synth import random_hk_plate, render_scene
+from edge.recognition.detect import YoloPlateDetector, box_iou
+from edge.recognition.quantize import kth_smallest, make_int8_detector, snap_range
+from edge.synth.scenes import random_hk_plate, render_scene
 from tests.conftest import model_path
 
 # Seeds apart from the calibration scenes' (edge.quantize.CALIBRATION_SEED).

@@ -15,8 +15,8 @@ import pytest
 
 from edge.bench.accuracy import load_labels, run_benchmark
 from edge.config import PROJECT_ROOT, load_config
-from edge.detect import box_iou
-from edge.recognize import (
+from edge.recognition.detect import box_iou
+from edge.recognition.recognize import (
     MAX_IMAGE_PIXELS,
     PlateRecognizer,
     _surer,
@@ -24,7 +24,7 @@ from edge.recognize import (
     open_recognizer,
     read_image,
 )
-from edge.synth import render_scene
+from edge.synth.scenes import render_scene
 from edge.types import PlateText
 from tests.conftest import model_path
 
@@ -339,8 +339,8 @@ def test_a_second_look_counts_only_a_sure_reading():
     a plate it did not see (real photos: two-row and distant plates). Such a plate can
     also be too small and dark to read, and the recogniser still reads something there
     (ETE for KT8821): a plate found on a second look counts only when read surely."""
-    from edge.recognize import SECOND_LOOK_FLOOR, SECOND_LOOK_MIN_CONFIDENCE
-    from edge.synth_hk import render_hk_scene
+    from edge.recognition.recognize import SECOND_LOOK_FLOOR, SECOND_LOOK_MIN_CONFIDENCE
+    from edge.synth.hkplates import render_hk_scene
 
     image, truths = render_hk_scene(
         ["KT8821"],

@@ -16,7 +16,7 @@ from edge.config import PrivacyConfig
 from edge.outbox import Outbox
 from edge.readlog import ReadLog
 from edge.retention import apply_retention
-from edge.synthclip import ClipSpec, render_clip
+from edge.synth.clipplan import ClipSpec, render_clip
 from tests.conftest import model_path
 from tests.mosquitto import Broker
 from tests.test_hits import make_read

@@ -28,7 +28,7 @@ from edge.sdnotify import (
     one_line,
     status_line,
 )
-from edge.synthclip import ClipSpec, render_clip
+from edge.synth.clipplan import ClipSpec, render_clip
 from tests.conftest import model_path
 
 # AF_UNIX paths are limited to 108 bytes including the terminating NUL.
@@ -476,7 +476,7 @@ def test_a_hung_pipeline_stops_the_keepalives(models, listener, tmp_path, monkey
     """The processing loop blocks inside a frame (as in a hung model call) while the
     capture and delivery threads go on: the keep-alives stop, so systemd restarts."""
     from edge.config import load_config
-    from edge.recognize import open_recognizer
+    from edge.recognition.recognize import open_recognizer
     from edge.service import LiveService
 
     monkeypatch.setenv("WATCHDOG_USEC", "1000000")

@@ -100,7 +100,7 @@ def test_hits_the_full_disk_refused_still_reach_hq_from_memory(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
-    from edge.synthclip import ClipSpec, render_clip
+    from edge.synth.clipplan import ClipSpec, render_clip
     from tests.conftest import model_path
 
     model_path("platedet-int8.onnx")

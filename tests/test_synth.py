@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from edge.synth import (
+from edge.synth.scenes import (
     PLATE_MM,
     plate_display_text,
     random_hk_plate,

@@ -5,8 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from edge import synth_hk
-from edge.synth_hk import (
+from edge.synth import hkplates as synth_hk
+from edge.synth.hkplates import (
     TYPEFACES,
     FontMissingError,
     HkPlate,
@@ -189,7 +189,7 @@ def test_missing_font_names_its_debian_package(monkeypatch, tmp_path):
 
 def test_recogniser_reads_clean_one_and_two_row_plates():
     from edge.config import load_config
-    from edge.recognize import open_recognizer
+    from edge.recognition.recognize import open_recognizer
     from tests.conftest import model_path
 
     model_path("platedet.onnx")

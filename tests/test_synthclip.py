@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from edge.config import load_config
-from edge.detect import box_iou
-from edge.recognize import open_recognizer
-from edge.synthclip import (
+from edge.recognition.detect import box_iou
+from edge.recognition.recognize import open_recognizer
+from edge.synth.clipplan import (
     PLATE_STYLES,
     ClipRenderer,
     ClipSpec,

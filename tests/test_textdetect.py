@@ -4,8 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.synth import render_scene
-from edge.textdetect import (
+from edge.recognition.textdetect import (
     TEXT_SCORE_SCALE,
     TextPlateDetector,
     db_boxes,
@@ -18,6 +17,7 @@ from edge.textdetect import (
     uncovered,
     zoom_regions,
 )
+from edge.synth.scenes import render_scene
 from edge.types import Detections
 from tests.conftest import model_path
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edge.config import TrackingConfig
-from edge.plateformat import load_format, make_format
+from edge.recognition.plateformat import load_format, make_format
 from edge.track import PassLinker, PlateTracker, vote
 from edge.types import Detections, Frame, PlateText
 

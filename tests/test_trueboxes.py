@@ -17,8 +17,8 @@ from edge.bench.trueboxes import (
     width_rates,
 )
 from edge.config import TrackingConfig, load_config
-from edge.plateformat import load_format
-from edge.synthclip import ClipSpec, render_clip
+from edge.recognition.plateformat import load_format
+from edge.synth.clipplan import ClipSpec, render_clip
 from edge.types import PlateText
 from tests.conftest import model_path
 

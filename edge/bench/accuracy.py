@@ -31,9 +31,9 @@ import numpy as np
 
 from edge import crossboundary
 from edge.config import load_config
-from edge.detect import box_iou
 from edge.platetext import normalize
-from edge.recognize import (
+from edge.recognition.detect import box_iou
+from edge.recognition.recognize import (
     IMAGE_SUFFIXES,
     OCR_ENGINES,
     PlateRecognizer,

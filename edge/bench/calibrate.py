@@ -24,7 +24,7 @@ from edge.calibration import ConfidenceCalibration, fit_isotonic
 from edge.config import Config, load_config
 from edge.errors import UsageError
 from edge.pipeline import FramePipeline
-from edge.recognize import open_recognizer
+from edge.recognition.recognize import open_recognizer
 from edge.replay import replay_file
 from edge.types import PlateRead
 

@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 
 from edge.bench.accuracy import Label, load_labels
-from edge.recognize import read_image
-from edge.synthclip import LEGIBLE_PX, ClipTruth, PassTruth
+from edge.recognition.recognize import read_image
+from edge.synth.clipplan import LEGIBLE_PX, ClipTruth, PassTruth
 
 Box = tuple[float, float, float, float]
 

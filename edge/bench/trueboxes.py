@@ -24,9 +24,9 @@ import numpy as np
 from edge.bench.latency import legible_lines, legible_summary
 from edge.capture import VideoFile
 from edge.config import Config, TrackingConfig
-from edge.plateformat import PlateFormat
-from edge.recognize import PlateRecognizer, open_recognizer
-from edge.synthclip import ClipTruth
+from edge.recognition.plateformat import PlateFormat
+from edge.recognition.recognize import PlateRecognizer, open_recognizer
+from edge.synth.clipplan import ClipTruth
 from edge.track import is_decided, vote
 from edge.types import PlateText
 

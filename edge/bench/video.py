@@ -39,7 +39,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edge import synth, synth_hk, synthclip
 from edge.bench.latency import legible_lines, legible_summary
 from edge.bench.passes import (
     decision_latency_by_width,
@@ -53,10 +52,13 @@ from edge.capture import Camera, DecodeTimes
 from edge.config import CameraConfig, Config, load_config
 from edge.errors import UsageError
 from edge.pipeline import FramePipeline, StageTimes, latency_summary, load_calibration
-from edge.recognize import open_recognizer
+from edge.recognition.recognize import open_recognizer
 from edge.replay import replay_file
 from edge.service import LiveService
-from edge.synthclip import ClipSpec, ClipTruth, PassTruth, render_clip
+from edge.synth import clipplan as synthclip
+from edge.synth import hkplates as synth_hk
+from edge.synth import scenes as synth
+from edge.synth.clipplan import ClipSpec, ClipTruth, PassTruth, render_clip
 from edge.types import PlateRead
 
 CAMERAS = ("front-left", "rear-right")

@@ -23,8 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.detect import BaseDetector, DetectorTimes, shrink
-from edge.runtime import create_session
+from edge.recognition.detect import BaseDetector, DetectorTimes, shrink
+from edge.recognition.runtime import create_session
 from edge.types import Detections
 
 DEFAULT_LONGEST = 640

@@ -14,9 +14,9 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
-from edge.ocr import ctc
-from edge.ocr.base import BaseOCR
-from edge.runtime import create_session
+from edge.recognition.ocr import ctc
+from edge.recognition.ocr.base import BaseOCR
+from edge.recognition.runtime import create_session
 from edge.types import OcrResult
 
 #: What a plate can contain. Everything else the model knows (6600+ classes, mostly

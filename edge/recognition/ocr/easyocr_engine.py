@@ -21,16 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.ocr.base import BaseOCR
-from edge.ocr.easyocr_onnx import (
-    CHARACTERS,
-    PTH_NAME,
-    EnglishG2Base,
-    EnglishG2Onnx,
-)
+from edge.recognition.ocr.base import BaseOCR
+from edge.recognition.ocr.easyocr_onnx import CHARACTERS, PTH_NAME, EnglishG2Base, EnglishG2Onnx
 from edge.types import OcrResult
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge.ocr.easyocr_engine")
 
 BACKENDS = ("onnx", "torch")
 

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.detect import DEFAULT_INPUT_SIZE, fit_input_shape, letterbox
-from edge.synth import random_hk_plate, render_scene
+from edge.recognition.detect import DEFAULT_INPUT_SIZE, fit_input_shape, letterbox
+from edge.synth.scenes import random_hk_plate, render_scene
 
 CALIBRATION_SEED = 20240611
 CALIBRATION_SCENES = 32

@@ -28,11 +28,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edge.ocr import ctc
-from edge.ocr.base import BaseOCR
+from edge.recognition.ocr import ctc
+from edge.recognition.ocr.base import BaseOCR
 from edge.types import OcrResult
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge.ocr.easyocr_onnx")
 
 #: Classes 1..96 of english_g2 (class 0 is the CTC blank), in the model's order,
 #: as listed in easyocr's recognition model config.
@@ -878,7 +878,7 @@ class EnglishG2Onnx(EnglishG2Base):
         providers: Sequence[str] = ("cpu",),
         **options,
     ) -> None:
-        from edge.runtime import create_session  # imports onnxruntime
+        from edge.recognition.runtime import create_session  # imports onnxruntime
 
         self._session = create_session(Path(model), threads=threads, providers=providers)
         meta = self._session.get_modelmeta().custom_metadata_map

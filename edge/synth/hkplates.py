@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from edge.crossboundary import PROVINCE, REGIONS
-from edge.synth import HK_LETTERS, _background, _paste_warped, blur_and_grain, draw_car_body
+from edge.synth.scenes import HK_LETTERS, _background, _paste_warped, blur_and_grain, draw_car_body
 
 Style = Literal["front", "rear", "crossboundary"]
 Kind = Literal["hk", "crossboundary"]

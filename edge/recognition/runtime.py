@@ -8,7 +8,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge.runtime")
 
 # Names accepted in config, mapped to onnxruntime's provider identifiers.
 PROVIDERS = {

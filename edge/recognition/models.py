@@ -23,7 +23,7 @@ from enum import Enum
 from importlib import import_module
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge.models")
 
 MANIFEST_NAME = "manifest.toml"
 

@@ -15,7 +15,7 @@ now and then two cars are in view at once, never on top of each other.
 :class:`ClipRenderer` yields the frames without a codec. The same :class:`ClipSpec`
 always gives the same truth and the same pixels (before the codec).
 
-``python -m edge.synthclip OUT.mp4 [--seconds N --size 1920x1080 --fps 30 --seed S]``
+``python -m edge.synth.clipplan OUT.mp4 [--seconds N --size 1920x1080 --fps 30 --seed S]``
 """
 
 from __future__ import annotations
@@ -35,8 +35,7 @@ import cv2
 import numpy as np
 
 from edge import crossboundary
-from edge.synth import UNIFORM_BYTE_STD, _background, _scaled_quad, _shade, draw_car_body
-from edge.synth_hk import (
+from edge.synth.hkplates import (
     CROSSBOUNDARY_MM,
     MAX_MARK,
     ONE_ROW_MM,
@@ -47,6 +46,7 @@ from edge.synth_hk import (
     random_standard_mark,
     render_hk_plate,
 )
+from edge.synth.scenes import UNIFORM_BYTE_STD, _background, _scaled_quad, _shade, draw_car_body
 
 Kind = Literal["approach", "overtake", "follow", "cross"]
 KINDS: tuple[Kind, ...] = ("approach", "overtake", "follow", "cross")
@@ -1111,7 +1111,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m edge.synthclip",
+        prog="python -m edge.synth.clipplan",
         description="Write a generated dashcam clip of passing HK plates and its truth JSON.",
     )
     parser.add_argument("out", type=Path, help="video file (.mp4 for mp4v, .avi MJPG, .mkv FFV1)")

@@ -21,12 +21,12 @@ import numpy as np
 
 from edge import crossboundary
 from edge.config import Config, load_config
-from edge.crop import plate_lines
-from edge.detect import BaseDetector, YoloPlateDetector
-from edge.models import require
-from edge.ocr.base import BaseOCR
-from edge.plateformat import PlateFormat, apply_format, load_format
-from edge.textdetect import (
+from edge.recognition.crop import plate_lines
+from edge.recognition.detect import BaseDetector, YoloPlateDetector
+from edge.recognition.models import require
+from edge.recognition.ocr.base import BaseOCR
+from edge.recognition.plateformat import PlateFormat, apply_format, load_format
+from edge.recognition.textdetect import (
     TextPlateDetector,
     holding,
     merge_proposals,
@@ -35,7 +35,7 @@ from edge.textdetect import (
 )
 from edge.types import Detections, OcrResult, PlateText, RecognizedPlate
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge.recognize")
 
 OCR_ENGINES = ("ppocr", "easyocr")
 #: A text box overlapping a plate box by more than this is the same plate.
@@ -328,12 +328,12 @@ def open_ocr(name: str, config: Config) -> BaseOCR:
     """The configured OCR engine, on verified model files."""
     rec = config.recognition
     if name == "ppocr":
-        from edge.ocr.ppocr import PPOCRRecognizer
+        from edge.recognition.ocr.ppocr import PPOCRRecognizer
 
         path = require(rec.ppocr_model, config.models_dir)
         return PPOCRRecognizer(path, threads=rec.threads, providers=rec.providers)
     if name == "easyocr":
-        from edge.ocr.easyocr_engine import EasyOCRRecognizer
+        from edge.recognition.ocr.easyocr_engine import EasyOCRRecognizer
 
         model = "easyocr-english-g2-onnx" if rec.easyocr_backend == "onnx" else "easyocr-english-g2"
         return EasyOCRRecognizer(

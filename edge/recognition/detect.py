@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.runtime import create_session
+from edge.recognition.runtime import create_session
 from edge.types import Detections
 
 PAD_VALUE = 114

@@ -1,1 +1,0 @@
-"""OCR engines behind one interface (:class:`edge.ocr.base.BaseOCR`)."""

@@ -1,0 +1,1 @@
+"""Generated test material: plate scenes, Hong Kong plates, traffic clips with truth."""
