@@ -27,15 +27,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
-from edge.capture import SourceError, VideoFile
+from edge.capture.camera import SourceError, VideoFile
 from edge.config import Config, load_config
 from edge.dispatch import Delivery
 from edge.errors import UsageError
 from edge.gps import GpsFileError, PositionTrack
 from edge.messages import read_record
-from edge.pipeline import FramePipeline, latency_summary, load_calibration
 from edge.recognition.recognize import open_recognizer
 from edge.timefmt import parse_utc
+from edge.tracking.pipeline import FramePipeline, latency_summary, load_calibration
 from edge.types import Frame, PlateRead
 
 log = logging.getLogger(__name__)

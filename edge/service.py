@@ -28,14 +28,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edge.audit import SERVICE_STOP
-from edge.capture import Camera, CameraStats, SourceState
+from edge.capture.camera import Camera, CameraStats, SourceState
 from edge.config import Config, load_config
 from edge.dispatch import Delivery
 from edge.gps import GpsReceiver
-from edge.pipeline import FramePipeline, latency_summary, load_calibration
 from edge.recognition.recognize import PlateRecognizer, open_recognizer
 from edge.sdnotify import SystemdNotifier, Watchdog, status_line
 from edge.textrules import redact
+from edge.tracking.pipeline import FramePipeline, latency_summary, load_calibration
 from edge.types import Frame, PlateRead
 
 log = logging.getLogger(__name__)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.calibration import ConfidenceCalibration, evidence_score, fit_isotonic
 from edge.config import ConfigError, load_config
-from edge.pipeline import load_calibration
-from edge.track import PlateTracker
+from edge.tracking.calibration import ConfidenceCalibration, evidence_score, fit_isotonic
+from edge.tracking.pipeline import load_calibration
+from edge.tracking.track import PlateTracker
 from edge.types import TextCandidate
 from tests.test_corrections import HK, approaching_box, drive
 from tests.test_track import config

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.capture import Camera, SourceError, SourceState, VideoFile, classify_source
+from edge.capture.camera import Camera, SourceError, SourceState, VideoFile, classify_source
 from edge.config import CameraConfig
 from edge.textrules import redact
 from edge.types import Frame

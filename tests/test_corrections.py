@@ -26,7 +26,7 @@ from edge.messages import hit_message, read_record
 from edge.outbox import Outbox
 from edge.recognition.plateformat import load_format
 from edge.timefmt import iso_utc
-from edge.track import PlateTracker
+from edge.tracking.track import PlateTracker
 from edge.types import PlateRead
 from edge.watchlist import Watchlist, WatchlistEntry
 from edge.watchlist_live import LiveWatchlist

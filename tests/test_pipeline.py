@@ -25,12 +25,12 @@ from edge.bench.video import (
     profile_json,
     score_reads,
 )
-from edge.capture import VideoFile
+from edge.capture.camera import VideoFile
 from edge.config import load_config
-from edge.pipeline import FramePipeline, ScanSchedule, StageTimes
 from edge.recognition.recognize import open_recognizer
 from edge.replay import replay_file
 from edge.synth.clipplan import ClipSpec, ClipTruth, render_clip
+from edge.tracking.pipeline import FramePipeline, ScanSchedule, StageTimes
 from edge.types import PlateRead
 from tests.conftest import model_path
 from tests.streams import StreamServer

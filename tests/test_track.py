@@ -8,7 +8,7 @@ import pytest
 
 from edge.config import TrackingConfig
 from edge.recognition.plateformat import load_format, make_format
-from edge.track import PassLinker, PlateTracker, vote
+from edge.tracking.track import PassLinker, PlateTracker, vote
 from edge.types import Detections, Frame, PlateText
 
 HK = load_format("hk")

@@ -20,12 +20,12 @@ from pathlib import Path
 
 from edge.bench.passes import pass_outcomes, reliability
 from edge.bench.photoclips import PhotoClipSpec, photo_clips
-from edge.calibration import ConfidenceCalibration, fit_isotonic
 from edge.config import Config, load_config
 from edge.errors import UsageError
-from edge.pipeline import FramePipeline
 from edge.recognition.recognize import open_recognizer
 from edge.replay import replay_file
+from edge.tracking.calibration import ConfidenceCalibration, fit_isotonic
+from edge.tracking.pipeline import FramePipeline
 from edge.types import PlateRead
 
 

@@ -3,7 +3,7 @@ in the benchmarks' text reports."""
 
 from __future__ import annotations
 
-from edge.pipeline import latency_summary
+from edge.tracking.pipeline import latency_summary
 
 
 def legible_summary(latencies: list[tuple[str, float]]) -> dict:

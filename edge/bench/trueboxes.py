@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from edge.bench.latency import legible_lines, legible_summary
-from edge.capture import VideoFile
+from edge.capture.camera import VideoFile
 from edge.config import Config, TrackingConfig
 from edge.recognition.plateformat import PlateFormat
 from edge.recognition.recognize import PlateRecognizer, open_recognizer
 from edge.synth.clipplan import ClipTruth
-from edge.track import is_decided, vote
+from edge.tracking.track import is_decided, vote
 from edge.types import PlateText
 
 # Lower edges of the plate-width bands (pixels); the last band is open above.

@@ -48,10 +48,9 @@ from edge.bench.passes import (
 )
 from edge.bench.photoclips import PhotoClipSpec, photo_clips
 from edge.bench.trueboxes import format_true_boxes, run_true_boxes
-from edge.capture import Camera, DecodeTimes
+from edge.capture.camera import Camera, DecodeTimes
 from edge.config import CameraConfig, Config, load_config
 from edge.errors import UsageError
-from edge.pipeline import FramePipeline, StageTimes, latency_summary, load_calibration
 from edge.recognition.recognize import open_recognizer
 from edge.replay import replay_file
 from edge.service import LiveService
@@ -59,6 +58,7 @@ from edge.synth import clipplan as synthclip
 from edge.synth import hkplates as synth_hk
 from edge.synth import scenes as synth
 from edge.synth.clipplan import ClipSpec, ClipTruth, PassTruth, render_clip
+from edge.tracking.pipeline import FramePipeline, StageTimes, latency_summary, load_calibration
 from edge.types import PlateRead
 
 CAMERAS = ("front-left", "rear-right")

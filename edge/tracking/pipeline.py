@@ -15,10 +15,10 @@ from datetime import timedelta
 
 import numpy as np
 
-from edge.calibration import ConfidenceCalibration
 from edge.config import Config, ConfigError, TrackingConfig
 from edge.recognition.recognize import PlateRecognizer
-from edge.track import EDGE_PX, PassLinker, PlateTracker
+from edge.tracking.calibration import ConfidenceCalibration
+from edge.tracking.track import EDGE_PX, PassLinker, PlateTracker
 from edge.types import Detections, Frame, PlateRead
 
 # Latencies kept for the percentiles: the last few minutes of reads at most.

@@ -36,13 +36,13 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from edge import crossboundary
-from edge.calibration import ConfidenceCalibration, evidence_score
 from edge.config import TrackingConfig
 from edge.ids import new_event_id
 from edge.platetext import distance
 from edge.recognition.crop import expand_box
 from edge.recognition.detect import box_iou
 from edge.recognition.plateformat import PlateFormat
+from edge.tracking.calibration import ConfidenceCalibration, evidence_score
 from edge.types import Detections, Frame, PlateRead, PlateText, TextCandidate
 
 Box = tuple[float, float, float, float]

@@ -45,7 +45,7 @@ from edge.config import CameraConfig
 from edge.textrules import redact
 from edge.types import Frame
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge.capture")
 
 SourceKind = Literal["device", "network", "file"]
 

@@ -1,0 +1,1 @@
+"""Camera and video-file sources: frames in, with their timing."""

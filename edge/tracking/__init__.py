@@ -1,0 +1,1 @@
+"""Following plates from frame to frame and deciding what each one reads."""
