@@ -13,13 +13,13 @@ from pathlib import Path
 
 from edge.audit import WATCHLIST_QUERY
 from edge.config import load_config
+from edge.delivery.publish import MqttPublisher
 from edge.dispatch import broker_settings
 from edge.errors import UsageError
 from edge.platetext import normalize
-from edge.publish import MqttPublisher
 from edge.state import OUTBOX_FILE, VehicleState, open_state
 from edge.timefmt import parse_utc
-from edge.watchlist import WatchlistError, load_watchlist
+from edge.watchlist.csvfile import WatchlistError, load_watchlist
 
 
 def cmd_purge(args: argparse.Namespace) -> int:

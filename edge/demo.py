@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.outbox import Outbox
+from edge.delivery.outbox import Outbox
 from edge.state import OUTBOX_FILE
 from edge.synth.clipplan import ClipSpec, ClipTruth, render_clip
 from edge.synth.hkplates import HkPlate, render_hk_scene

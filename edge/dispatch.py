@@ -34,13 +34,10 @@ from pathlib import Path
 from typing import TextIO
 
 from edge import __version__
-from edge.alerts import InCarAlert
 from edge.audit import CONFIG_CHANGED, PURGE, SERVICE_START, config_hash
 from edge.config import Config, ConfigError, MqttConfig
-from edge.files import write_private
-from edge.gps import GpsReceiver, PositionTrack, clock_synchronised
-from edge.health import STATUS_FILE, STATUS_FILE_INTERVAL_S, write_status_file
-from edge.hits import (
+from edge.delivery.alerts import InCarAlert
+from edge.delivery.hits import (
     CONTEXT_IMAGE_MAX_BYTES,
     Hit,
     RaisedHit,
@@ -49,18 +46,21 @@ from edge.hits import (
     make_hit,
     same_entry,
 )
+from edge.delivery.messages import encode, hit_message, withdrawal_message, without_images
+from edge.delivery.mqtt import Topics
+from edge.delivery.outbox import Outbox
+from edge.delivery.publish import MqttPublisher
+from edge.files import write_private
+from edge.gps import GpsReceiver, PositionTrack, clock_synchronised
+from edge.health import STATUS_FILE, STATUS_FILE_INTERVAL_S, write_status_file
 from edge.ids import new_event_id
-from edge.messages import encode, hit_message, withdrawal_message, without_images
-from edge.mqtt import Topics
-from edge.outbox import Outbox
-from edge.publish import MqttPublisher
 from edge.readlog import ReadLog
 from edge.retention import make_room
 from edge.sqlitedb import is_disk_error, unless_disk_refuses
 from edge.state import VehicleState
 from edge.types import PlateRead, PositionFix
 from edge.waits import poll_until
-from edge.watchlist_live import LiveWatchlist
+from edge.watchlist.live import LiveWatchlist
 
 log = logging.getLogger(__name__)
 

@@ -80,16 +80,10 @@ from jsonschema.exceptions import best_match
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.config import VEHICLE_ID, MqttConfig
+from edge.delivery.messages import IMAGE_KEYS, WITHDRAWAL_SCHEMA, without_images
+from edge.delivery.mqtt import Topics, broker_config, connect, new_client, reason_ok
 from edge.errors import UsageError
 from edge.files import ensure_private, set_aside
-from edge.messages import IMAGE_KEYS, WITHDRAWAL_SCHEMA, without_images
-from edge.mqtt import (
-    Topics,
-    broker_config,
-    connect,
-    new_client,
-    reason_ok,
-)
 from edge.textrules import UNSHOWABLE, escape_char
 from edge.timefmt import now_iso
 from edge.waits import poll_until

@@ -29,10 +29,10 @@ from typing import TextIO
 
 from edge.capture.camera import SourceError, VideoFile
 from edge.config import Config, load_config
+from edge.delivery.messages import read_record
 from edge.dispatch import Delivery
 from edge.errors import UsageError
 from edge.gps import GpsFileError, PositionTrack
-from edge.messages import read_record
 from edge.recognition.recognize import open_recognizer
 from edge.timefmt import parse_utc
 from edge.tracking.pipeline import FramePipeline, latency_summary, load_calibration

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from edge.config import PrivacyConfig
-from edge.outbox import Outbox
+from edge.delivery.outbox import Outbox
 from edge.readlog import ReadLog
 
 log = logging.getLogger(__name__)

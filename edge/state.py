@@ -19,8 +19,8 @@ from pathlib import Path
 
 from edge.audit import AUDIT_FILE, PURGE, STATE_RECOVERED, AuditLog
 from edge.config import Config, ConfigError, state_dir_problem
-from edge.mqtt import Topics
-from edge.outbox import Outbox
+from edge.delivery.mqtt import Topics
+from edge.delivery.outbox import Outbox
 from edge.readlog import READLOG_FILE, ReadLog
 from edge.retention import PurgeCounts, Retention
 from edge.sqlitedb import is_disk_error

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.outbox import Outbox
+from edge.delivery.outbox import Outbox
 from edge.synth.clipplan import ClipSpec, render_clip
 from tests.conftest import model_path
 

@@ -47,15 +47,15 @@ import paho.mqtt.client as paho
 import pytest
 
 from edge.config import PROJECT_ROOT, MqttConfig, TlsConfig
-from edge.hits import make_hit
+from edge.delivery.hits import make_hit
+from edge.delivery.messages import encode, hit_message
+from edge.delivery.mqtt import Topics, connect, new_client, reason_ok
+from edge.delivery.outbox import Outbox
+from edge.delivery.publish import MqttPublisher
 from edge.hq import HitStore, HqSubscriber
-from edge.messages import encode, hit_message
-from edge.mqtt import Topics, connect, new_client, reason_ok
-from edge.outbox import Outbox
-from edge.publish import MqttPublisher
 from edge.waits import poll_until
-from edge.watchlist import Watchlist, WatchlistEntry
-from edge.watchlist_push import (
+from edge.watchlist.csvfile import Watchlist, WatchlistEntry
+from edge.watchlist.document import (
     PASSWORD_ENV,
     generate_keypair,
     key_id,

@@ -16,20 +16,20 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from edge.alerts import InCarAlert
 from edge.config import Config, load_config
+from edge.delivery.alerts import InCarAlert
+from edge.delivery.hits import make_hit
+from edge.delivery.messages import hit_message, read_record
+from edge.delivery.outbox import Outbox
 from edge.dispatch import Delivery, Dispatcher
-from edge.hits import make_hit
 from edge.hq import HitStore, HqSubscriber, StoreOutcome, format_hit, format_withdrawal
 from edge.ids import new_event_id
-from edge.messages import hit_message, read_record
-from edge.outbox import Outbox
 from edge.recognition.plateformat import load_format
 from edge.timefmt import iso_utc
 from edge.tracking.track import PlateTracker
 from edge.types import PlateRead
-from edge.watchlist import Watchlist, WatchlistEntry
-from edge.watchlist_live import LiveWatchlist
+from edge.watchlist.csvfile import Watchlist, WatchlistEntry
+from edge.watchlist.live import LiveWatchlist
 from tests.test_hits import T0, make_read
 from tests.test_hq import Publisher, hit_msg, start_cli, subscriber_config, wait_for_text
 from tests.test_track import config, dets, frame, reading

@@ -15,16 +15,16 @@ import jsonschema
 import numpy as np
 import pytest
 
-from edge.alerts import InCarAlert
 from edge.config import load_config
+from edge.delivery.alerts import InCarAlert
+from edge.delivery.hits import best_match, make_hit, plate_jpeg
+from edge.delivery.messages import hit_message, without_images
+from edge.delivery.outbox import Outbox
 from edge.dispatch import Dispatcher
-from edge.hits import best_match, make_hit, plate_jpeg
 from edge.ids import new_event_id
-from edge.messages import hit_message, without_images
-from edge.outbox import Outbox
 from edge.types import PlateRead, Position, PositionFix, TextCandidate
-from edge.watchlist import Watchlist, WatchlistEntry, parse_csv
-from edge.watchlist_live import LiveWatchlist
+from edge.watchlist.csvfile import Watchlist, WatchlistEntry, parse_csv
+from edge.watchlist.live import LiveWatchlist
 
 T0 = datetime(2026, 11, 23, 8, 0, 0, 125000, tzinfo=UTC)
 HIT_SCHEMA = json.loads(resources.files("edge").joinpath("data/hit.schema.json").read_text())
@@ -189,7 +189,7 @@ def test_blurred_context_keeps_the_plate_and_hides_everything_else():
 
     model_path("platedet-int8.onnx")
     model_path("ch_PP-OCRv4_rec_infer.onnx")
-    from edge.hits import blurred_context
+    from edge.delivery.hits import blurred_context
     from edge.recognition.recognize import open_recognizer
     from edge.synth.scenes import render_scene
 

@@ -23,8 +23,10 @@ import pytest
 
 from edge.cli import build_parser
 from edge.config import MqttConfig
+from edge.delivery.hits import Hit
+from edge.delivery.messages import STATUS_SCHEMA, encode, hit_message
+from edge.delivery.mqtt import connect, new_client
 from edge.errors import UsageError
-from edge.hits import Hit
 from edge.hq import (
     HitStore,
     HqSubscriber,
@@ -35,10 +37,8 @@ from edge.hq import (
     schema_validator,
 )
 from edge.ids import new_event_id
-from edge.messages import STATUS_SCHEMA, encode, hit_message
-from edge.mqtt import connect, new_client
 from edge.types import PlateRead, TextCandidate
-from edge.watchlist import WatchlistEntry, WatchlistMatch
+from edge.watchlist.csvfile import WatchlistEntry, WatchlistMatch
 
 TIMEOUT = 30.0  # generous: the test machine may be loaded
 PREFIX = "lpr/v1"

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from edge.config import MqttConfig
+from edge.delivery.messages import encode
 from edge.hq import (
     MAX_IMAGE_BYTES,
     HitStore,
@@ -29,7 +30,6 @@ from edge.hq import (
     parse_object,
     schema_validator,
 )
-from edge.messages import encode
 from tests.test_hq import (
     JPEG,
     PREFIX,

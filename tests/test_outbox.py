@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from edge.outbox import Outbox
+from edge.delivery.outbox import Outbox
 
 
 def fill(outbox: Outbox, n: int, start: int = 0) -> None:
@@ -74,7 +74,7 @@ def test_a_hit_committed_survives_kill_9(tmp_path: Path):
     path = tmp_path / "o.sqlite"
     script = (
         "import sys, time\n"
-        "from edge.outbox import Outbox\n"
+        "from edge.delivery.outbox import Outbox\n"
         f"o = Outbox({str(path)!r})\n"
         "for i in range(20):\n"
         "    o.add('hit', f'e{i}', 't', b'x' * 1000)\n"

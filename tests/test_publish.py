@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from edge.config import MqttConfig
-from edge.mqtt import connect, new_client
-from edge.outbox import Outbox
-from edge.publish import MqttPublisher
+from edge.delivery.mqtt import connect, new_client
+from edge.delivery.outbox import Outbox
+from edge.delivery.publish import MqttPublisher
 from edge.waits import poll_until
 from tests.mosquitto import Broker, durable_broker
 
@@ -141,8 +141,8 @@ def test_status_is_retained_online_then_offline_and_the_will_covers_a_kill(tmp_p
         # A process killed outright: the broker publishes the retained will.
         script = (
             "import sys, time\n"
-            "from edge.config import MqttConfig\nfrom edge.outbox import Outbox\n"
-            "from edge.publish import MqttPublisher\n"
+            "from edge.config import MqttConfig\nfrom edge.delivery.outbox import Outbox\n"
+            "from edge.delivery.publish import MqttPublisher\n"
             f"p = MqttPublisher(MqttConfig(host='127.0.0.1', port={broker.port}), 'car-1',"
             f" Outbox({str(tmp_path / 'o2.sqlite')!r})).start()\n"
             "while not p.connected: time.sleep(0.05)\n"
@@ -202,9 +202,9 @@ def test_no_host_is_a_clear_error(tmp_path: Path):
 def test_pushed_lists_over_mqtt_applied_or_rejected_and_the_list_in_force_stays(tmp_path):
     """The vehicle's real path: broker -> publisher -> LiveWatchlist.apply_push."""
     from edge.config import load_config
-    from edge.watchlist import WatchlistEntry
-    from edge.watchlist_live import LiveWatchlist
-    from edge.watchlist_push import generate_keypair, public_key_base64, sign_document
+    from edge.watchlist.csvfile import WatchlistEntry
+    from edge.watchlist.document import generate_keypair, public_key_base64, sign_document
+    from edge.watchlist.live import LiveWatchlist
 
     key, public = generate_keypair()
     rogue, _ = generate_keypair()

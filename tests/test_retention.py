@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from edge.config import PrivacyConfig
-from edge.outbox import Outbox
+from edge.delivery.outbox import Outbox
 from edge.readlog import ReadLog
 from edge.retention import apply_retention
 from edge.synth.clipplan import ClipSpec, render_clip

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from edge.config import PrivacyConfig
-from edge.outbox import Outbox
+from edge.delivery.outbox import Outbox
 from edge.readlog import ReadLog
 from edge.retention import apply_retention
 from tests.fulldisk import namespaces_available, run_in_small_disk
@@ -269,9 +269,9 @@ def test_state_databases_are_owner_only_whatever_the_umask(tmp_path: Path):
 
 def test_a_vehicle_with_no_watchlist_in_force_sends_a_heartbeat_hq_accepts(tmp_path: Path):
     from edge.config import load_config
+    from edge.delivery.messages import STATUS_SCHEMA, encode
     from edge.dispatch import Delivery
     from edge.hq import validate_status
-    from edge.messages import STATUS_SCHEMA, encode
     from edge.timefmt import now_iso
 
     config = tmp_path / "edge.toml"

@@ -9,7 +9,7 @@ import pytest
 
 from edge.bench.watchlist import random_plate
 from edge.platetext import ALPHABET, distance
-from edge.watchlist import (
+from edge.watchlist.csvfile import (
     MAX_FIELD_LENGTH,
     Watchlist,
     WatchlistEntry,

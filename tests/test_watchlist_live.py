@@ -10,15 +10,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.config import Config, load_config
-from edge.watchlist import WatchlistEntry
-from edge.watchlist_live import LiveWatchlist
-from edge.watchlist_push import (
+from edge.watchlist.csvfile import WatchlistEntry
+from edge.watchlist.document import (
     SINGLE_STORE_NAME,
     STORE_NAMES,
     generate_keypair,
     public_key_base64,
     sign_document,
 )
+from edge.watchlist.live import LiveWatchlist
 
 FOUR_ENTRIES = "plate,reason\nAB1,stolen\nCD2,wanted\nEF3,stolen\nGH4,stolen\n"
 

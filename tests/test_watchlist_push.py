@@ -15,8 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from edge.errors import UsageError
-from edge.watchlist import WatchlistEntry, WatchlistError, parse_csv
-from edge.watchlist_push import (
+from edge.watchlist.csvfile import WatchlistEntry, WatchlistError, parse_csv
+from edge.watchlist.document import (
     SINGLE_STORE_NAME,
     STORE_NAMES,
     PushedListStore,
@@ -393,7 +393,7 @@ def test_entries_are_not_examined_before_the_signature_verifies(entries, hq, mon
     doc = good_doc(entries, private_key)
     doc["entries"].append({"plate": "A#1"})
     monkeypatch.setattr(
-        "edge.watchlist_push._parse_entries",
+        "edge.watchlist.document._parse_entries",
         lambda items: pytest.fail("entries parsed before the signature was checked"),
     )
     assert rejected(json.dumps(doc).encode(), keys).code == "bad_signature"
@@ -630,7 +630,7 @@ def test_cli_sign_writes_the_document_0600_whatever_the_umask(tmp_path):
 def test_cli_sign_to_stdout_with_default_version(tmp_path, capsysbinary, monkeypatch):
     keygen(tmp_path)
     (tmp_path / "list.csv").write_text(CSV)
-    monkeypatch.setattr("edge.watchlist_push.time.time", lambda: 1_780_000_000.5)
+    monkeypatch.setattr("edge.watchlist.document.time.time", lambda: 1_780_000_000.5)
     capsysbinary.readouterr()
     assert cmd_watchlist_sign(sign_args(tmp_path, version=None, out="-")) == 0
     payload = capsysbinary.readouterr().out

@@ -17,9 +17,9 @@ import shlex
 import subprocess
 import threading
 
-from edge.hits import Hit, Withdrawal
+from edge.delivery.hits import Hit, Withdrawal
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge.alerts")
 
 COMMAND_TIMEOUT_S = 30.0
 

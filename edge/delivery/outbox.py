@@ -36,7 +36,7 @@ from pathlib import Path
 
 from edge.sqlitedb import CLOCK_TOLERANCE_S, Recovery, is_disk_error, open_state_db
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge.outbox")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (

@@ -30,13 +30,13 @@ from dataclasses import dataclass
 import paho.mqtt.client as paho
 
 from edge.config import MqttConfig
-from edge.messages import STATUS_SCHEMA, encode
-from edge.mqtt import Topics, connect, new_client, reason_ok
-from edge.outbox import Outbox
+from edge.delivery.messages import STATUS_SCHEMA, encode
+from edge.delivery.mqtt import Topics, connect, new_client, reason_ok
+from edge.delivery.outbox import Outbox
 from edge.timefmt import now_iso
 from edge.waits import poll_until
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge.publish")
 
 #: Messages handed to the client and not yet acknowledged, at most.
 WINDOW = 32

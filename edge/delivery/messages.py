@@ -13,7 +13,7 @@ from edge.timefmt import iso_utc
 from edge.types import PlateRead, PositionFix
 
 if TYPE_CHECKING:
-    from edge.hits import Hit, Withdrawal
+    from edge.delivery.hits import Hit, Withdrawal
 
 
 def position_record(fix: PositionFix | None) -> dict | None:

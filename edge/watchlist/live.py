@@ -30,8 +30,8 @@ from pathlib import Path
 
 from edge.config import Config
 from edge.timefmt import iso_utc
-from edge.watchlist import Watchlist, WatchlistError, read_csv
-from edge.watchlist_push import (
+from edge.watchlist.csvfile import Watchlist, WatchlistError, read_csv
+from edge.watchlist.document import (
     SCOPES,
     ListScope,
     PushedList,
@@ -42,7 +42,7 @@ from edge.watchlist_push import (
     verify_document,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge.watchlist_live")
 
 
 @dataclass(frozen=True, slots=True)

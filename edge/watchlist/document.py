@@ -74,7 +74,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from edge.config import ConfigError
 from edge.files import set_aside, sync_folder, write_private
 from edge.timefmt import iso_utc, parse_utc
-from edge.watchlist import (
+from edge.watchlist.csvfile import (
     COLUMNS,
     Watchlist,
     WatchlistEntry,
@@ -838,8 +838,8 @@ def cmd_watchlist_publish(args: argparse.Namespace) -> int:
     on the fleet topic or (for a one-vehicle list) that vehicle's topic."""
     import threading
 
+    from edge.delivery.mqtt import Topics, broker_config, connect, new_client, reason_ok
     from edge.errors import UsageError
-    from edge.mqtt import Topics, broker_config, connect, new_client, reason_ok
 
     try:
         payload = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()

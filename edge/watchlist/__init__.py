@@ -1,0 +1,1 @@
+"""The watchlist: wanted plates, CSV files, signed pushed lists, the live set reads meet."""
