@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="stop after this long (default: run until SIGINT or SIGTERM)",
     )
-    p.set_defaults(handler=_lazy("edge.hq", "cmd_hq"))
+    p.set_defaults(handler=_lazy("edge.hq.store", "cmd_hq"))
 
     p = add("outbox", "hits and audit records waiting for the broker: status, or send now")
     config_arg(p)
@@ -374,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub_config(ap)
     ap.add_argument("--file", metavar="AUDIT.jsonl", help="default: the state directory's log")
-    ap.set_defaults(handler=_lazy("edge.audit", "cmd_audit_verify"))
+    ap.set_defaults(handler=_lazy("edge.privacy.audit", "cmd_audit_verify"))
 
     p = add("status", "health of the running service: cameras, outbox, watchlists, GPS, disk")
     config_arg(p)

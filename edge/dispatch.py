@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import TextIO
 
 from edge import __version__
-from edge.audit import CONFIG_CHANGED, PURGE, SERVICE_START, config_hash
 from edge.config import Config, ConfigError, MqttConfig
 from edge.delivery.alerts import InCarAlert
 from edge.delivery.hits import (
@@ -54,8 +53,9 @@ from edge.files import write_private
 from edge.gps import GpsReceiver, PositionTrack, clock_synchronised
 from edge.health import STATUS_FILE, STATUS_FILE_INTERVAL_S, write_status_file
 from edge.ids import new_event_id
-from edge.readlog import ReadLog
-from edge.retention import make_room
+from edge.privacy.audit import CONFIG_CHANGED, PURGE, SERVICE_START, config_hash
+from edge.privacy.readlog import ReadLog
+from edge.privacy.retention import make_room
 from edge.sqlitedb import is_disk_error, unless_disk_refuses
 from edge.state import VehicleState
 from edge.types import PlateRead, PositionFix

@@ -27,11 +27,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from edge.audit import SERVICE_STOP
 from edge.capture.camera import Camera, CameraStats, SourceState
 from edge.config import Config, load_config
 from edge.dispatch import Delivery
 from edge.gps import GpsReceiver
+from edge.privacy.audit import SERVICE_STOP
 from edge.recognition.recognize import PlateRecognizer, open_recognizer
 from edge.sdnotify import SystemdNotifier, Watchdog, status_line
 from edge.textrules import redact

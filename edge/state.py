@@ -17,12 +17,12 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from edge.audit import AUDIT_FILE, PURGE, STATE_RECOVERED, AuditLog
 from edge.config import Config, ConfigError, state_dir_problem
 from edge.delivery.mqtt import Topics
 from edge.delivery.outbox import Outbox
-from edge.readlog import READLOG_FILE, ReadLog
-from edge.retention import PurgeCounts, Retention
+from edge.privacy.audit import AUDIT_FILE, PURGE, STATE_RECOVERED, AuditLog
+from edge.privacy.readlog import READLOG_FILE, ReadLog
+from edge.privacy.retention import PurgeCounts, Retention
 from edge.sqlitedb import is_disk_error
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.audit import (
+from edge.config import load_config
+from edge.errors import UsageError
+from edge.privacy.audit import (
     AUDIT_REPAIRED,
     GENESIS,
     SCHEMA,
@@ -24,8 +26,6 @@ from edge.audit import (
     verify_chain,
     verify_records,
 )
-from edge.config import load_config
-from edge.errors import UsageError
 
 
 def write_log(path: Path, n: int = 5) -> list[dict]:

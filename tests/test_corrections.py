@@ -22,7 +22,7 @@ from edge.delivery.hits import make_hit
 from edge.delivery.messages import hit_message, read_record
 from edge.delivery.outbox import Outbox
 from edge.dispatch import Delivery, Dispatcher
-from edge.hq import HitStore, HqSubscriber, StoreOutcome, format_hit, format_withdrawal
+from edge.hq.store import HitStore, HqSubscriber, StoreOutcome, format_hit, format_withdrawal
 from edge.ids import new_event_id
 from edge.recognition.plateformat import load_format
 from edge.timefmt import iso_utc

@@ -27,7 +27,7 @@ from edge.delivery.hits import Hit
 from edge.delivery.messages import STATUS_SCHEMA, encode, hit_message
 from edge.delivery.mqtt import connect, new_client
 from edge.errors import UsageError
-from edge.hq import (
+from edge.hq.store import (
     HitStore,
     HqSubscriber,
     StoreOutcome,
@@ -467,7 +467,7 @@ def test_cmd_hq_usage_errors(tmp_path):
 
 
 def test_cmd_hq_defaults(monkeypatch):
-    from edge.hq import _mqtt_config
+    from edge.hq.store import _mqtt_config
 
     monkeypatch.setenv("LPR_EDGE_HQ_PASSWORD", "from-env")
     config = _mqtt_config(parse())

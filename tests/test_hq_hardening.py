@@ -19,7 +19,7 @@ import pytest
 
 from edge.config import MqttConfig
 from edge.delivery.messages import encode
-from edge.hq import (
+from edge.hq.store import (
     MAX_IMAGE_BYTES,
     HitStore,
     HqSubscriber,

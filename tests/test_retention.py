@@ -14,8 +14,8 @@ import pytest
 
 from edge.config import PrivacyConfig
 from edge.delivery.outbox import Outbox
-from edge.readlog import ReadLog
-from edge.retention import apply_retention
+from edge.privacy.readlog import ReadLog
+from edge.privacy.retention import apply_retention
 from edge.synth.clipplan import ClipSpec, render_clip
 from tests.conftest import model_path
 from tests.mosquitto import Broker
@@ -123,7 +123,7 @@ def test_a_replay_with_no_hit_sends_only_status_and_keeps_no_plate(tmp_path: Pat
 
 
 def test_a_full_disk_deletes_non_hit_data_first_and_never_an_undelivered_hit(tmp_path: Path):
-    from edge.retention import make_room
+    from edge.privacy.retention import make_room
 
     privacy = PrivacyConfig()
     free = {"mb": 100.0}
@@ -148,7 +148,7 @@ def test_a_full_disk_deletes_non_hit_data_first_and_never_an_undelivered_hit(tmp
 
 
 def test_the_service_schedule_applies_retention_every_minute_and_vacuums_daily(tmp_path):
-    from edge.retention import RETENTION_INTERVAL_S, VACUUM_INTERVAL_S, Retention
+    from edge.privacy.retention import RETENTION_INTERVAL_S, VACUUM_INTERVAL_S, Retention
 
     passes = []
     with Outbox(tmp_path / "o.sqlite") as outbox:

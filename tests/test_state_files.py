@@ -15,8 +15,8 @@ import pytest
 
 from edge.config import PrivacyConfig
 from edge.delivery.outbox import Outbox
-from edge.readlog import ReadLog
-from edge.retention import apply_retention
+from edge.privacy.readlog import ReadLog
+from edge.privacy.retention import apply_retention
 from tests.fulldisk import namespaces_available, run_in_small_disk
 from tests.test_hits import make_read
 
@@ -271,7 +271,7 @@ def test_a_vehicle_with_no_watchlist_in_force_sends_a_heartbeat_hq_accepts(tmp_p
     from edge.config import load_config
     from edge.delivery.messages import STATUS_SCHEMA, encode
     from edge.dispatch import Delivery
-    from edge.hq import validate_status
+    from edge.hq.store import validate_status
     from edge.timefmt import now_iso
 
     config = tmp_path / "edge.toml"

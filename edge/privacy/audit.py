@@ -93,7 +93,7 @@ from edge.files import sync_folder
 from edge.ids import new_event_id
 from edge.timefmt import now_iso
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge.audit")
 
 SCHEMA = "lpr.audit/1"
 #: ``prev`` of the first record.

@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass
 
 from edge.config import PrivacyConfig
 from edge.delivery.outbox import Outbox
-from edge.readlog import ReadLog
+from edge.privacy.readlog import ReadLog
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge.retention")
 
 #: Seconds between retention passes in the running service.
 RETENTION_INTERVAL_S = 60.0

@@ -88,7 +88,7 @@ from edge.textrules import UNSHOWABLE, escape_char
 from edge.timefmt import now_iso
 from edge.waits import poll_until
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge.hq")
 
 DEFAULT_CLIENT_ID = "lpr-edge-hq"
 DEFAULT_PREFIX = "lpr/v1"

@@ -19,7 +19,7 @@ from edge.sqlitedb import CLOCK_TOLERANCE_S, Recovery, open_state_db
 from edge.timefmt import iso_utc
 from edge.types import PlateRead
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge.readlog")
 
 READLOG_FILE = "reads.sqlite"
 

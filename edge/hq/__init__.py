@@ -1,0 +1,1 @@
+"""HQ's side: receive, validate, store and show hits from vehicles."""
