@@ -60,10 +60,10 @@ system-deps:
 	  fi; }
 
 demo: $(MODELS)
-	$(BIN)/python -m edge.demo $(DEMO_DIR)
+	$(BIN)/python -m edge.bench.demo $(DEMO_DIR)
 	$(BIN)/lpr-edge recognize --format hk $(DEMO_DIR)
 	$(BIN)/lpr-edge replay --config $(DEMO_DIR)/edge.toml --camera front-left --out $(DEMO_DIR)/reads.jsonl $(DEMO_DIR)/dashcam.mp4
-	$(BIN)/python -m edge.demo --report $(DEMO_DIR)
+	$(BIN)/python -m edge.bench.demo --report $(DEMO_DIR)
 
 test: $(MODELS) system-deps
 	LPR_EDGE_TEST_REQUIRE_MODELS=1 $(BIN)/python -m pytest -q

@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", "run the live service on the configured cameras")
     config_arg(p)
     p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
-    p.set_defaults(handler=_lazy("edge.service", "cmd_run"))
+    p.set_defaults(handler=_lazy("edge.vehicle.service", "cmd_run"))
 
     p = add("replay", "process recorded dashcam files through the pipeline")
     config_arg(p)
@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with a broker, how long to wait at the end for it to take the hits "
         "(undelivered ones stay in the outbox; default: 30)",
     )
-    p.set_defaults(handler=_lazy("edge.replay", "cmd_replay"))
+    p.set_defaults(handler=_lazy("edge.vehicle.replay", "cmd_replay"))
 
     p = add(
         "recognize",
@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     wp = action(
         "check",
         "which watchlist entries match a plate, and why",
-        "edge.commands:cmd_watchlist_check",
+        "edge.vehicle.commands:cmd_watchlist_check",
     )
     sub_config(wp)
     wp.add_argument("plate", metavar="PLATE", help="plate text as read, e.g. 'AB 1234'")
@@ -351,20 +351,20 @@ def build_parser() -> argparse.ArgumentParser:
     osub = p.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
     op = osub.add_parser("status", help="how many messages wait, and since when")
     sub_config(op)
-    op.set_defaults(handler=_lazy("edge.commands", "cmd_outbox"))
+    op.set_defaults(handler=_lazy("edge.vehicle.commands", "cmd_outbox"))
     op = osub.add_parser(
         "flush", help="send what waits to the [mqtt] broker now (exit 1 if some is left)"
     )
     sub_config(op)
     op.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="default: 60")
-    op.set_defaults(handler=_lazy("edge.commands", "cmd_outbox"))
+    op.set_defaults(handler=_lazy("edge.vehicle.commands", "cmd_outbox"))
 
     p = add(
         "purge",
         "apply the [privacy] retention now: delete expired hits and reads for good",
     )
     config_arg(p)
-    p.set_defaults(handler=_lazy("edge.commands", "cmd_purge"))
+    p.set_defaults(handler=_lazy("edge.vehicle.commands", "cmd_purge"))
 
     p = add("audit", "the audit trail: check that it is intact")
     config_arg(p)
@@ -379,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("status", "health of the running service: cameras, outbox, watchlists, GPS, disk")
     config_arg(p)
     p.add_argument("--json", action="store_true", help="the status as one JSON object")
-    p.set_defaults(handler=_lazy("edge.health", "cmd_status"))
+    p.set_defaults(handler=_lazy("edge.vehicle.health", "cmd_status"))
 
     p = add("models", "fetch, verify and list the model files")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)

@@ -122,7 +122,7 @@ def scenario_running(disk: Path, work: Path, *, full_at_start: bool) -> dict:
     """The service's delivery path (Delivery + Dispatcher) while the disk fills, or
     with a disk already full when it starts; then space is freed."""
     from edge.delivery.outbox import Outbox
-    from edge.dispatch import CONFIG_HASH_FILE, Delivery
+    from edge.vehicle.delivery import CONFIG_HASH_FILE, Delivery
     from tests.test_hits import make_read
 
     plates = ["FD1001", "FD1002", "FD1003"]
@@ -163,7 +163,7 @@ def scenario_sending(disk: Path, work: Path, port: int) -> dict:
     """With a broker: hits the full disk refused still reach HQ from memory, and are
     written (as delivered) once there is room."""
     from edge.delivery.outbox import Outbox
-    from edge.dispatch import Delivery
+    from edge.vehicle.delivery import Delivery
     from tests.test_hits import make_read
 
     plates = ["FD2001", "FD2002"]

@@ -21,13 +21,13 @@ from edge.delivery.alerts import InCarAlert
 from edge.delivery.hits import make_hit
 from edge.delivery.messages import hit_message, read_record
 from edge.delivery.outbox import Outbox
-from edge.dispatch import Delivery, Dispatcher
 from edge.hq.store import HitStore, HqSubscriber, StoreOutcome, format_hit, format_withdrawal
 from edge.ids import new_event_id
 from edge.recognition.plateformat import load_format
 from edge.timefmt import iso_utc
 from edge.tracking.track import PlateTracker
 from edge.types import PlateRead
+from edge.vehicle.delivery import Delivery, Dispatcher
 from edge.watchlist.csvfile import Watchlist, WatchlistEntry
 from edge.watchlist.live import LiveWatchlist
 from tests.test_hits import T0, make_read

@@ -205,7 +205,7 @@ def test_one_sender_per_outbox_and_publish_fails_fast_without_a_broker(tmp_path:
     """A second process on the same state directory leaves sending to the first (two
     connections under one vehicle id push each other off)."""
     from edge.config import load_config
-    from edge.dispatch import Delivery
+    from edge.vehicle.delivery import Delivery
 
     port = free_port()  # nothing listens there
     config = load_config(edge_config(tmp_path, port, {"e1": "KT4821"}))

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from edge.config import GpsConfig
-from edge.gps import (
+from edge.types import Position
+from edge.vehicle.gps.receiver import (
     GpsFileError,
     GpsReceiver,
     NmeaChecksumError,
@@ -19,7 +20,6 @@ from edge.gps import (
     parse_gpsd_line,
     parse_nmea,
 )
-from edge.types import Position
 from tests.fakegpsd import FakeGpsd, tpv
 
 T0 = datetime(2026, 3, 15, 8, 0, 0, tzinfo=UTC)

@@ -20,9 +20,9 @@ from edge.delivery.alerts import InCarAlert
 from edge.delivery.hits import best_match, make_hit, plate_jpeg
 from edge.delivery.messages import hit_message, without_images
 from edge.delivery.outbox import Outbox
-from edge.dispatch import Dispatcher
 from edge.ids import new_event_id
 from edge.types import PlateRead, Position, PositionFix, TextCandidate
+from edge.vehicle.delivery import Dispatcher
 from edge.watchlist.csvfile import Watchlist, WatchlistEntry, parse_csv
 from edge.watchlist.live import LiveWatchlist
 

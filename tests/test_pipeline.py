@@ -28,10 +28,10 @@ from edge.bench.video import (
 from edge.capture.camera import VideoFile
 from edge.config import load_config
 from edge.recognition.recognize import open_recognizer
-from edge.replay import replay_file
 from edge.synth.clipplan import ClipSpec, ClipTruth, render_clip
 from edge.tracking.pipeline import FramePipeline, ScanSchedule, StageTimes
 from edge.types import PlateRead
+from edge.vehicle.replay import replay_file
 from tests.conftest import model_path
 from tests.streams import StreamServer
 

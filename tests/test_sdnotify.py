@@ -21,14 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.sdnotify import (
-    STATUS_MAX_CHARS,
-    SystemdNotifier,
-    Watchdog,
-    one_line,
-    status_line,
-)
 from edge.synth.clipplan import ClipSpec, render_clip
+from edge.vehicle.sdnotify import STATUS_MAX_CHARS, SystemdNotifier, Watchdog, one_line, status_line
 from tests.conftest import model_path
 
 # AF_UNIX paths are limited to 108 bytes including the terminating NUL.
@@ -477,7 +471,7 @@ def test_a_hung_pipeline_stops_the_keepalives(models, listener, tmp_path, monkey
     capture and delivery threads go on: the keep-alives stop, so systemd restarts."""
     from edge.config import load_config
     from edge.recognition.recognize import open_recognizer
-    from edge.service import LiveService
+    from edge.vehicle.service import LiveService
 
     monkeypatch.setenv("WATCHDOG_USEC", "1000000")
     clip = tmp_path / "traffic.mp4"

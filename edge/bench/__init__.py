@@ -1,0 +1,1 @@
+"""Benchmarks (accuracy, video latency, confidence calibration, watchlist matching) and the demo."""

@@ -23,10 +23,10 @@ from edge.bench.photoclips import PhotoClipSpec, photo_clips
 from edge.config import Config, load_config
 from edge.errors import UsageError
 from edge.recognition.recognize import open_recognizer
-from edge.replay import replay_file
 from edge.tracking.calibration import ConfidenceCalibration, fit_isotonic
 from edge.tracking.pipeline import FramePipeline
 from edge.types import PlateRead
+from edge.vehicle.replay import replay_file
 
 
 def collect_samples(config: Config, folder: Path, plate_format: str) -> list[tuple[float, bool]]:

@@ -52,14 +52,14 @@ from edge.capture.camera import Camera, DecodeTimes
 from edge.config import CameraConfig, Config, load_config
 from edge.errors import UsageError
 from edge.recognition.recognize import open_recognizer
-from edge.replay import replay_file
-from edge.service import LiveService
 from edge.synth import clipplan as synthclip
 from edge.synth import hkplates as synth_hk
 from edge.synth import scenes as synth
 from edge.synth.clipplan import ClipSpec, ClipTruth, PassTruth, render_clip
 from edge.tracking.pipeline import FramePipeline, StageTimes, latency_summary, load_calibration
 from edge.types import PlateRead
+from edge.vehicle.replay import replay_file
+from edge.vehicle.service import LiveService
 
 CAMERAS = ("front-left", "rear-right")
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 from edge.config import load_config
 from edge.delivery.publish import MqttPublisher
-from edge.dispatch import broker_settings
 from edge.errors import UsageError
 from edge.platetext import normalize
 from edge.privacy.audit import WATCHLIST_QUERY
-from edge.state import OUTBOX_FILE, VehicleState, open_state
 from edge.timefmt import parse_utc
+from edge.vehicle.delivery import broker_settings
+from edge.vehicle.state import OUTBOX_FILE, VehicleState, open_state
 from edge.watchlist.csvfile import WatchlistError, load_watchlist
 
 

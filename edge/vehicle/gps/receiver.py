@@ -56,7 +56,7 @@ from edge.config import GpsConfig
 from edge.timefmt import iso_utc, parse_utc
 from edge.types import Position, PositionFix
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge.gps")
 
 KNOTS_TO_KMH = 1.852
 MS_TO_KMH = 3.6

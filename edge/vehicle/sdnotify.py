@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge.sdnotify")
 
 #: The environment variables of the protocol.
 NOTIFY_SOCKET = "NOTIFY_SOCKET"

@@ -29,16 +29,16 @@ from dataclasses import dataclass
 
 from edge.capture.camera import Camera, CameraStats, SourceState
 from edge.config import Config, load_config
-from edge.dispatch import Delivery
-from edge.gps import GpsReceiver
 from edge.privacy.audit import SERVICE_STOP
 from edge.recognition.recognize import PlateRecognizer, open_recognizer
-from edge.sdnotify import SystemdNotifier, Watchdog, status_line
 from edge.textrules import redact
 from edge.tracking.pipeline import FramePipeline, latency_summary, load_calibration
 from edge.types import Frame, PlateRead
+from edge.vehicle.delivery import Delivery
+from edge.vehicle.gps.receiver import GpsReceiver
+from edge.vehicle.sdnotify import SystemdNotifier, Watchdog, status_line
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge.service")
 
 # Reads waiting for the sink. When it is full, processing waits (and the cameras drop
 # frames) rather than lose a read; at shutdown the wait is bounded by DRAIN_TIMEOUT_S.

@@ -30,15 +30,15 @@ from typing import TextIO
 from edge.capture.camera import SourceError, VideoFile
 from edge.config import Config, load_config
 from edge.delivery.messages import read_record
-from edge.dispatch import Delivery
 from edge.errors import UsageError
-from edge.gps import GpsFileError, PositionTrack
 from edge.recognition.recognize import open_recognizer
 from edge.timefmt import parse_utc
 from edge.tracking.pipeline import FramePipeline, latency_summary, load_calibration
 from edge.types import Frame, PlateRead
+from edge.vehicle.delivery import Delivery
+from edge.vehicle.gps.receiver import GpsFileError, PositionTrack
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge.replay")
 
 PROGRESS_EVERY_S = 0.5
 #: Seconds between reminders that hits wait in memory for disk space.

@@ -50,19 +50,19 @@ from edge.delivery.mqtt import Topics
 from edge.delivery.outbox import Outbox
 from edge.delivery.publish import MqttPublisher
 from edge.files import write_private
-from edge.gps import GpsReceiver, PositionTrack, clock_synchronised
-from edge.health import STATUS_FILE, STATUS_FILE_INTERVAL_S, write_status_file
 from edge.ids import new_event_id
 from edge.privacy.audit import CONFIG_CHANGED, PURGE, SERVICE_START, config_hash
 from edge.privacy.readlog import ReadLog
 from edge.privacy.retention import make_room
 from edge.sqlitedb import is_disk_error, unless_disk_refuses
-from edge.state import VehicleState
 from edge.types import PlateRead, PositionFix
+from edge.vehicle.gps.receiver import GpsReceiver, PositionTrack, clock_synchronised
+from edge.vehicle.health import STATUS_FILE, STATUS_FILE_INTERVAL_S, write_status_file
+from edge.vehicle.state import VehicleState
 from edge.waits import poll_until
 from edge.watchlist.live import LiveWatchlist
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge.dispatch")
 
 # The config hash of the last start, to notice (and audit) a changed configuration.
 CONFIG_HASH_FILE = "config.sha256"

@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 
 from edge.delivery.outbox import Outbox
-from edge.state import OUTBOX_FILE
 from edge.synth.clipplan import ClipSpec, ClipTruth, render_clip
 from edge.synth.hkplates import HkPlate, render_hk_scene
+from edge.vehicle.state import OUTBOX_FILE
 
 #: The demo's still scenes: one-row and two-row plates, white front and yellow rear,
 #: a personalised mark, the three typefaces of the generated HK plates.

@@ -25,7 +25,7 @@ from edge.privacy.readlog import READLOG_FILE, ReadLog
 from edge.privacy.retention import PurgeCounts, Retention
 from edge.sqlitedb import is_disk_error
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge.state")
 
 OUTBOX_FILE = "outbox.sqlite"
 # Held by the one process that sends this outbox to the broker (see claim_sender).
