@@ -9,17 +9,11 @@ import pytest
 
 from edge.config import GpsConfig
 from edge.types import Position
-from edge.vehicle.gps.receiver import (
-    GpsFileError,
-    GpsReceiver,
-    NmeaChecksumError,
-    NmeaDecoder,
-    NmeaError,
-    PositionTrack,
-    clock_synchronised,
-    parse_gpsd_line,
-    parse_nmea,
-)
+from edge.vehicle.gps.clock import clock_synchronised
+from edge.vehicle.gps.gpsd import parse_gpsd_line
+from edge.vehicle.gps.nmea import NmeaChecksumError, NmeaDecoder, NmeaError, parse_nmea
+from edge.vehicle.gps.receiver import GpsReceiver
+from edge.vehicle.gps.track import GpsFileError, PositionTrack
 from tests.fakegpsd import FakeGpsd, tpv
 
 T0 = datetime(2026, 3, 15, 8, 0, 0, tzinfo=UTC)

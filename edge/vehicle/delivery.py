@@ -56,7 +56,9 @@ from edge.privacy.readlog import ReadLog
 from edge.privacy.retention import make_room
 from edge.sqlitedb import is_disk_error, unless_disk_refuses
 from edge.types import PlateRead, PositionFix
-from edge.vehicle.gps.receiver import GpsReceiver, PositionTrack, clock_synchronised
+from edge.vehicle.gps.clock import clock_synchronised
+from edge.vehicle.gps.receiver import GpsReceiver
+from edge.vehicle.gps.track import PositionTrack
 from edge.vehicle.health import STATUS_FILE, STATUS_FILE_INTERVAL_S, write_status_file
 from edge.vehicle.state import VehicleState
 from edge.waits import poll_until

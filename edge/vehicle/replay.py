@@ -36,7 +36,7 @@ from edge.timefmt import parse_utc
 from edge.tracking.pipeline import FramePipeline, latency_summary, load_calibration
 from edge.types import Frame, PlateRead
 from edge.vehicle.delivery import Delivery
-from edge.vehicle.gps.receiver import GpsFileError, PositionTrack
+from edge.vehicle.gps.track import GpsFileError, PositionTrack
 
 log = logging.getLogger("edge.replay")
 
