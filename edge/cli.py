@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="stop after this long (default: run until SIGINT or SIGTERM)",
     )
-    p.set_defaults(handler=_lazy("edge.hq.store", "cmd_hq"))
+    p.set_defaults(handler=_lazy("edge.hq.command", "cmd_hq"))
 
     p = add("outbox", "hits and audit records waiting for the broker: status, or send now")
     config_arg(p)

@@ -52,7 +52,8 @@ from edge.delivery.messages import encode, hit_message
 from edge.delivery.mqtt import Topics, connect, new_client, reason_ok
 from edge.delivery.outbox import Outbox
 from edge.delivery.publish import MqttPublisher
-from edge.hq.store import HitStore, HqSubscriber
+from edge.hq.store import HitStore
+from edge.hq.subscriber import HqSubscriber
 from edge.waits import poll_until
 from edge.watchlist.csvfile import Watchlist, WatchlistEntry
 from edge.watchlist.document import (

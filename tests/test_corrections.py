@@ -21,7 +21,9 @@ from edge.delivery.alerts import InCarAlert
 from edge.delivery.hits import make_hit
 from edge.delivery.messages import hit_message, read_record
 from edge.delivery.outbox import Outbox
-from edge.hq.store import HitStore, HqSubscriber, StoreOutcome, format_hit, format_withdrawal
+from edge.hq.console import format_hit, format_withdrawal
+from edge.hq.store import HitStore, StoreOutcome
+from edge.hq.subscriber import HqSubscriber
 from edge.ids import new_event_id
 from edge.recognition.plateformat import load_format
 from edge.timefmt import iso_utc

@@ -27,15 +27,11 @@ from edge.delivery.hits import Hit
 from edge.delivery.messages import STATUS_SCHEMA, encode, hit_message
 from edge.delivery.mqtt import connect, new_client
 from edge.errors import UsageError
-from edge.hq.store import (
-    HitStore,
-    HqSubscriber,
-    StoreOutcome,
-    cmd_hq,
-    format_hit,
-    hit_summary_json,
-    schema_validator,
-)
+from edge.hq.command import cmd_hq
+from edge.hq.console import format_hit, hit_summary_json
+from edge.hq.store import HitStore, StoreOutcome
+from edge.hq.subscriber import HqSubscriber
+from edge.hq.validate import schema_validator
 from edge.ids import new_event_id
 from edge.types import PlateRead, TextCandidate
 from edge.watchlist.csvfile import WatchlistEntry, WatchlistMatch
@@ -467,7 +463,7 @@ def test_cmd_hq_usage_errors(tmp_path):
 
 
 def test_cmd_hq_defaults(monkeypatch):
-    from edge.hq.store import _mqtt_config
+    from edge.hq.command import _mqtt_config
 
     monkeypatch.setenv("LPR_EDGE_HQ_PASSWORD", "from-env")
     config = _mqtt_config(parse())

@@ -19,17 +19,10 @@ import pytest
 
 from edge.config import MqttConfig
 from edge.delivery.messages import encode
-from edge.hq.store import (
-    MAX_IMAGE_BYTES,
-    HitStore,
-    HqSubscriber,
-    Reject,
-    StoreOutcome,
-    escape_control,
-    format_hit,
-    parse_object,
-    schema_validator,
-)
+from edge.hq.console import escape_control, format_hit
+from edge.hq.store import HitStore, StoreOutcome
+from edge.hq.subscriber import HqSubscriber
+from edge.hq.validate import MAX_IMAGE_BYTES, Reject, parse_object, schema_validator
 from tests.test_hq import (
     JPEG,
     PREFIX,

@@ -270,7 +270,7 @@ def test_state_databases_are_owner_only_whatever_the_umask(tmp_path: Path):
 def test_a_vehicle_with_no_watchlist_in_force_sends_a_heartbeat_hq_accepts(tmp_path: Path):
     from edge.config import load_config
     from edge.delivery.messages import STATUS_SCHEMA, encode
-    from edge.hq.store import validate_status
+    from edge.hq.validate import validate_status
     from edge.timefmt import now_iso
     from edge.vehicle.delivery import Delivery
 

@@ -1,0 +1,134 @@
+"""`lpr-edge hq`: runs :class:`edge.hq.subscriber.HqSubscriber` on a
+:class:`edge.hq.store.HitStore` until SIGINT or SIGTERM (or ``--duration``), printing
+each hit, conflict and withdrawal (:mod:`edge.hq.console`) and status changes, and its
+counts as JSON at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import ssl
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from edge.config import MqttConfig
+from edge.delivery.mqtt import broker_config
+from edge.errors import UsageError
+from edge.hq.console import (
+    escape_control,
+    format_conflict,
+    format_hit,
+    format_withdrawal,
+    hit_summary_json,
+    json_line,
+    withdrawal_summary_json,
+)
+from edge.hq.store import DatabaseVersionError, HitStore
+from edge.hq.subscriber import DEFAULT_CLIENT_ID, HqSubscriber
+from edge.timefmt import now_iso
+
+DEFAULT_DB = "hq-hits.sqlite"
+PASSWORD_ENV = "LPR_EDGE_HQ_PASSWORD"
+
+
+def _mqtt_config(args: argparse.Namespace) -> MqttConfig:
+    try:
+        return broker_config(args, client_id=DEFAULT_CLIENT_ID, password_env=PASSWORD_ENV)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_hq(args: argparse.Namespace) -> int:
+    config = _mqtt_config(args)
+    duration = getattr(args, "duration", None)
+    if duration is not None and duration <= 0:
+        raise UsageError(f"--duration {duration}: expected a positive number of seconds")
+    as_json = bool(getattr(args, "json", False))
+    db = Path(getattr(args, "db", None) or DEFAULT_DB)
+    stop = threading.Event()
+
+    def write(line: str, stream) -> None:
+        try:
+            # Escaped here too: whatever a line is made of, nothing a vehicle sent
+            # reaches the terminal as a control character.
+            print(escape_control(line), file=stream, flush=True)
+        except BrokenPipeError:
+            # The reader went away: stop (the hits are stored all the same).
+            # Later writes (and the interpreter's final flush) go nowhere.
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
+            stop.set()
+
+    def on_hit(message: dict) -> None:
+        write(json_line(hit_summary_json(message)) if as_json else format_hit(message), sys.stdout)
+
+    def on_conflict(message: dict, first: dict) -> None:
+        if as_json:
+            summary = hit_summary_json(message)
+            summary["conflict_with"] = {
+                key: first.get(key) for key in ("vehicle_id", "camera", "plate", "observed_at")
+            }
+            write(json_line(summary), sys.stdout)
+        else:
+            write(format_conflict(message, first), sys.stdout)
+
+    def on_withdrawal(message: dict, hit: dict | None) -> None:
+        if as_json:
+            write(json_line(withdrawal_summary_json(message, hit)), sys.stdout)
+        else:
+            write(format_withdrawal(message, hit), sys.stdout)
+
+    def on_status(message: dict, previous: str | None) -> None:
+        if not as_json:
+            at = message.get("at") or now_iso()
+            write(f"{at} {message['vehicle_id']} {message['state']}", sys.stderr)
+
+    try:
+        store = HitStore(db)
+    except (sqlite3.Error, OSError, DatabaseVersionError) as exc:
+        raise UsageError(f"--db {db}: cannot open: {exc}") from None
+    with store:
+        try:
+            subscriber = HqSubscriber(
+                config,
+                store,
+                client_id=config.client_id,
+                prefix=config.topic_prefix,
+                on_hit=on_hit,
+                on_status=on_status,
+                on_conflict=on_conflict,
+                on_withdrawal=on_withdrawal,
+            )
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise UsageError(f"TLS set-up failed: {exc}") from None
+
+        def on_signal(signum, _frame):
+            # The first signal stops cleanly; a second one acts as if we had not
+            # caught it (an operator's repeated Ctrl-C must always work).
+            signal.signal(signum, previous[signum])
+            stop.set()
+
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+            for sig in previous:
+                signal.signal(sig, on_signal)
+        try:
+            with subscriber:
+                stop.wait(duration)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        stats = subscriber.stats()
+    stats["db"] = str(db)
+    print(json.dumps(stats), file=sys.stderr, flush=True)
+    return 0
