@@ -87,7 +87,7 @@ def environment_problems(config: Config, label: str) -> list[str]:
     if state_dir:
         problems.append(f"{label}: 'storage.state_dir' {state_dir}")
     # Imported here: cryptography is not needed to parse arguments.
-    from edge.watchlist.document import load_public_keys
+    from edge.watchlist.keys import load_public_keys
 
     base = config.source_path.parent if config.source_path else Path.cwd()
     try:
@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     wp = action(
         "keygen",
         "create an Ed25519 signing key pair (HQ)",
-        "edge.watchlist.document:cmd_watchlist_keygen",
+        "edge.hq.pushtools:cmd_watchlist_keygen",
     )
     wp.add_argument(
         "--out",
@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     wp = action(
         "sign",
         "sign a watchlist CSV for pushing to vehicles (HQ)",
-        "edge.watchlist.document:cmd_watchlist_sign",
+        "edge.hq.pushtools:cmd_watchlist_sign",
     )
     wp.add_argument("csv", metavar="CSV", help="watchlist CSV to sign")
     wp.add_argument(
@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     wp = action(
         "verify",
         "check a signed watchlist as a vehicle would",
-        "edge.watchlist.document:cmd_watchlist_verify",
+        "edge.hq.pushtools:cmd_watchlist_verify",
     )
     sub_config(wp)
     wp.add_argument("file", metavar="FILE", help="signed document ('-': stdin)")
@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     wp = action(
         "publish",
         "publish a signed watchlist to the broker, retained (HQ)",
-        "edge.watchlist.document:cmd_watchlist_publish",
+        "edge.hq.pushtools:cmd_watchlist_publish",
     )
     wp.add_argument(
         "file", metavar="FILE", help="signed document from 'watchlist sign' ('-': stdin)"

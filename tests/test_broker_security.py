@@ -52,17 +52,13 @@ from edge.delivery.messages import encode, hit_message
 from edge.delivery.mqtt import Topics, connect, new_client, reason_ok
 from edge.delivery.outbox import Outbox
 from edge.delivery.publish import MqttPublisher
+from edge.hq.pushtools import PASSWORD_ENV
 from edge.hq.store import HitStore
 from edge.hq.subscriber import HqSubscriber
 from edge.waits import poll_until
 from edge.watchlist.csvfile import Watchlist, WatchlistEntry
-from edge.watchlist.document import (
-    PASSWORD_ENV,
-    generate_keypair,
-    key_id,
-    sign_document,
-    verify_document,
-)
+from edge.watchlist.keys import generate_keypair, key_id
+from edge.watchlist.signing import sign_document, verify_document
 from tests.mosquitto import Broker, find_mosquitto, free_port
 from tests.pki import TestPki
 from tests.test_hits import make_read

@@ -203,8 +203,9 @@ def test_pushed_lists_over_mqtt_applied_or_rejected_and_the_list_in_force_stays(
     """The vehicle's real path: broker -> publisher -> LiveWatchlist.apply_push."""
     from edge.config import load_config
     from edge.watchlist.csvfile import WatchlistEntry
-    from edge.watchlist.document import generate_keypair, public_key_base64, sign_document
+    from edge.watchlist.keys import generate_keypair, public_key_base64
     from edge.watchlist.live import LiveWatchlist
+    from edge.watchlist.signing import sign_document
 
     key, public = generate_keypair()
     rogue, _ = generate_keypair()

@@ -11,14 +11,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.config import Config, load_config
 from edge.watchlist.csvfile import WatchlistEntry
-from edge.watchlist.document import (
-    SINGLE_STORE_NAME,
-    STORE_NAMES,
-    generate_keypair,
-    public_key_base64,
-    sign_document,
-)
+from edge.watchlist.keys import generate_keypair, public_key_base64
 from edge.watchlist.live import LiveWatchlist
+from edge.watchlist.pushstore import SINGLE_STORE_NAME, STORE_NAMES
+from edge.watchlist.signing import sign_document
 
 FOUR_ENTRIES = "plate,reason\nAB1,stolen\nCD2,wanted\nEF3,stolen\nGH4,stolen\n"
 

@@ -15,27 +15,21 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from edge.errors import UsageError
+from edge.hq.pushtools import cmd_watchlist_keygen, cmd_watchlist_sign, cmd_watchlist_verify
 from edge.watchlist.csvfile import WatchlistEntry, WatchlistError, parse_csv
-from edge.watchlist.document import (
-    SINGLE_STORE_NAME,
-    STORE_NAMES,
-    PushedListStore,
+from edge.watchlist.document import PushRejected, canonical_bytes
+from edge.watchlist.keys import (
     PushKeyError,
-    PushRejected,
-    canonical_bytes,
-    cmd_watchlist_keygen,
-    cmd_watchlist_sign,
-    cmd_watchlist_verify,
     generate_keypair,
     key_id,
     load_private_key,
     load_public_keys,
     public_key_base64,
-    sign_document,
-    verify_document,
     write_private_key,
     write_public_key,
 )
+from edge.watchlist.pushstore import SINGLE_STORE_NAME, STORE_NAMES, PushedListStore
+from edge.watchlist.signing import sign_document, verify_document
 
 AT = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 ISSUED = datetime(2026, 5, 31, 8, 30, 0, 125000, tzinfo=UTC)
@@ -393,7 +387,7 @@ def test_entries_are_not_examined_before_the_signature_verifies(entries, hq, mon
     doc = good_doc(entries, private_key)
     doc["entries"].append({"plate": "A#1"})
     monkeypatch.setattr(
-        "edge.watchlist.document._parse_entries",
+        "edge.watchlist.signing._parse_entries",
         lambda items: pytest.fail("entries parsed before the signature was checked"),
     )
     assert rejected(json.dumps(doc).encode(), keys).code == "bad_signature"
@@ -630,7 +624,7 @@ def test_cli_sign_writes_the_document_0600_whatever_the_umask(tmp_path):
 def test_cli_sign_to_stdout_with_default_version(tmp_path, capsysbinary, monkeypatch):
     keygen(tmp_path)
     (tmp_path / "list.csv").write_text(CSV)
-    monkeypatch.setattr("edge.watchlist.document.time.time", lambda: 1_780_000_000.5)
+    monkeypatch.setattr("edge.hq.pushtools.time.time", lambda: 1_780_000_000.5)
     capsysbinary.readouterr()
     assert cmd_watchlist_sign(sign_args(tmp_path, version=None, out="-")) == 0
     payload = capsysbinary.readouterr().out
