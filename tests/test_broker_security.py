@@ -56,8 +56,8 @@ from edge.hq.pushtools import PASSWORD_ENV
 from edge.hq.store import HitStore
 from edge.hq.subscriber import HqSubscriber
 from edge.waits import poll_until
-from edge.watchlist.csvfile import Watchlist, WatchlistEntry
 from edge.watchlist.keys import generate_keypair, key_id
+from edge.watchlist.lists import Watchlist, WatchlistEntry
 from edge.watchlist.signing import sign_document, verify_document
 from tests.mosquitto import Broker, find_mosquitto, free_port
 from tests.pki import TestPki

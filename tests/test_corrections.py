@@ -30,7 +30,7 @@ from edge.timefmt import iso_utc
 from edge.tracking.track import PlateTracker
 from edge.types import PlateRead
 from edge.vehicle.delivery import Delivery, Dispatcher
-from edge.watchlist.csvfile import Watchlist, WatchlistEntry
+from edge.watchlist.lists import Watchlist, WatchlistEntry
 from edge.watchlist.live import LiveWatchlist
 from tests.test_hits import T0, make_read
 from tests.test_hq import Publisher, hit_msg, start_cli, subscriber_config, wait_for_text

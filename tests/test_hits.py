@@ -23,7 +23,8 @@ from edge.delivery.outbox import Outbox
 from edge.ids import new_event_id
 from edge.types import PlateRead, Position, PositionFix, TextCandidate
 from edge.vehicle.delivery import Dispatcher
-from edge.watchlist.csvfile import Watchlist, WatchlistEntry, parse_csv
+from edge.watchlist.csvfile import parse_csv
+from edge.watchlist.lists import Watchlist, WatchlistEntry
 from edge.watchlist.live import LiveWatchlist
 
 T0 = datetime(2026, 11, 23, 8, 0, 0, 125000, tzinfo=UTC)

@@ -34,7 +34,7 @@ from edge.hq.subscriber import HqSubscriber
 from edge.hq.validate import schema_validator
 from edge.ids import new_event_id
 from edge.types import PlateRead, TextCandidate
-from edge.watchlist.csvfile import WatchlistEntry, WatchlistMatch
+from edge.watchlist.lists import WatchlistEntry, WatchlistMatch
 
 TIMEOUT = 30.0  # generous: the test machine may be loaded
 PREFIX = "lpr/v1"

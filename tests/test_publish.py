@@ -202,8 +202,8 @@ def test_no_host_is_a_clear_error(tmp_path: Path):
 def test_pushed_lists_over_mqtt_applied_or_rejected_and_the_list_in_force_stays(tmp_path):
     """The vehicle's real path: broker -> publisher -> LiveWatchlist.apply_push."""
     from edge.config import load_config
-    from edge.watchlist.csvfile import WatchlistEntry
     from edge.watchlist.keys import generate_keypair, public_key_base64
+    from edge.watchlist.lists import WatchlistEntry
     from edge.watchlist.live import LiveWatchlist
     from edge.watchlist.signing import sign_document
 

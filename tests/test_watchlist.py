@@ -9,15 +9,8 @@ import pytest
 
 from edge.bench.watchlist import random_plate
 from edge.platetext import ALPHABET, distance
-from edge.watchlist.csvfile import (
-    MAX_FIELD_LENGTH,
-    Watchlist,
-    WatchlistEntry,
-    WatchlistError,
-    load_watchlist,
-    parse_csv,
-    read_csv,
-)
+from edge.watchlist.csvfile import MAX_FIELD_LENGTH, load_watchlist, parse_csv, read_csv
+from edge.watchlist.lists import Watchlist, WatchlistEntry, WatchlistError
 from tests.test_cli import lpr_edge
 
 AT = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)

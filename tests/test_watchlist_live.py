@@ -10,8 +10,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.config import Config, load_config
-from edge.watchlist.csvfile import WatchlistEntry
 from edge.watchlist.keys import generate_keypair, public_key_base64
+from edge.watchlist.lists import WatchlistEntry
 from edge.watchlist.live import LiveWatchlist
 from edge.watchlist.pushstore import SINGLE_STORE_NAME, STORE_NAMES
 from edge.watchlist.signing import sign_document

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 
 from edge.errors import UsageError
 from edge.hq.pushtools import cmd_watchlist_keygen, cmd_watchlist_sign, cmd_watchlist_verify
-from edge.watchlist.csvfile import WatchlistEntry, WatchlistError, parse_csv
+from edge.watchlist.csvfile import parse_csv
 from edge.watchlist.document import PushRejected, canonical_bytes
 from edge.watchlist.keys import (
     PushKeyError,
@@ -28,6 +28,7 @@ from edge.watchlist.keys import (
     write_private_key,
     write_public_key,
 )
+from edge.watchlist.lists import WatchlistEntry, WatchlistError
 from edge.watchlist.pushstore import SINGLE_STORE_NAME, STORE_NAMES, PushedListStore
 from edge.watchlist.signing import sign_document, verify_document
 

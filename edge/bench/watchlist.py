@@ -24,7 +24,8 @@ from pathlib import Path
 from edge.errors import UsageError
 from edge.platetext import ALPHABET
 from edge.synth.scenes import HK_LETTERS
-from edge.watchlist.csvfile import Watchlist, read_csv
+from edge.watchlist.csvfile import read_csv
+from edge.watchlist.lists import Watchlist
 
 _DIGITS = "0123456789"
 _LISTS = ("stolen-vehicle", "wanted-person", "missing-person")

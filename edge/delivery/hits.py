@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from edge.types import PlateRead, PositionFix
-from edge.watchlist.csvfile import Watchlist, WatchlistEntry, WatchlistMatch
+from edge.watchlist.lists import Watchlist, WatchlistEntry, WatchlistMatch
 
 # JPEG qualities tried, best first, before the crop is made smaller to fit the cap.
 _JPEG_QUALITIES = (90, 75, 60, 45)

@@ -15,10 +15,7 @@ from typing import Any
 from edge.errors import UsageError
 from edge.files import write_private
 from edge.timefmt import iso_utc
-from edge.watchlist.csvfile import (
-    WatchlistError,
-    read_csv,
-)
+from edge.watchlist.csvfile import read_csv
 from edge.watchlist.document import SCHEMA, PushRejected, valid_vehicle_id
 from edge.watchlist.keys import (
     PushKeyError,
@@ -30,6 +27,7 @@ from edge.watchlist.keys import (
     write_private_key,
     write_public_key,
 )
+from edge.watchlist.lists import WatchlistError
 from edge.watchlist.signing import sign_document, verify_document
 
 

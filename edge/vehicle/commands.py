@@ -19,7 +19,8 @@ from edge.privacy.audit import WATCHLIST_QUERY
 from edge.timefmt import parse_utc
 from edge.vehicle.delivery import broker_settings
 from edge.vehicle.state import OUTBOX_FILE, VehicleState, open_state
-from edge.watchlist.csvfile import WatchlistError, load_watchlist
+from edge.watchlist.csvfile import load_watchlist
+from edge.watchlist.lists import WatchlistError
 
 
 def cmd_purge(args: argparse.Namespace) -> int:

@@ -52,13 +52,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from edge.timefmt import parse_utc
-from edge.watchlist.csvfile import (
-    COLUMNS,
-    Watchlist,
-    WatchlistEntry,
-    _without_gc,
-    entry_checker,
-)
+from edge.watchlist.csvfile import COLUMNS, entry_checker
+from edge.watchlist.lists import Watchlist, WatchlistEntry, _without_gc
 
 SCHEMA = "lpr.watchlist/1"
 ALG = "ed25519"

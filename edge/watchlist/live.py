@@ -30,9 +30,10 @@ from pathlib import Path
 
 from edge.config import Config
 from edge.timefmt import iso_utc
-from edge.watchlist.csvfile import Watchlist, WatchlistError, read_csv
+from edge.watchlist.csvfile import read_csv
 from edge.watchlist.document import SCOPES, ListScope, PushedList, PushRejected, list_name
 from edge.watchlist.keys import load_public_keys
+from edge.watchlist.lists import Watchlist, WatchlistError
 from edge.watchlist.pushstore import PushedListStore
 from edge.watchlist.signing import verify_document
 

@@ -16,11 +16,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.timefmt import iso_utc
-from edge.watchlist.csvfile import (
-    Watchlist,
-    WatchlistEntry,
-    WatchlistError,
-)
 from edge.watchlist.document import (
     _SIGNATURE_KEYS,
     ALG,
@@ -41,6 +36,7 @@ from edge.watchlist.document import (
     valid_vehicle_id,
 )
 from edge.watchlist.keys import PublicKeys, key_id
+from edge.watchlist.lists import Watchlist, WatchlistEntry, WatchlistError
 
 
 def sign_document(
