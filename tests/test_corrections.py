@@ -18,6 +18,7 @@ import pytest
 
 from edge.config import Config, load_config
 from edge.delivery.alerts import InCarAlert
+from edge.delivery.dispatch import Dispatcher
 from edge.delivery.hits import make_hit
 from edge.delivery.messages import hit_message, read_record
 from edge.delivery.outbox import Outbox
@@ -29,7 +30,7 @@ from edge.recognition.plateformat import load_format
 from edge.timefmt import iso_utc
 from edge.tracking.track import PlateTracker
 from edge.types import PlateRead
-from edge.vehicle.delivery import Delivery, Dispatcher
+from edge.vehicle.delivery import Delivery
 from edge.watchlist.lists import Watchlist, WatchlistEntry
 from edge.watchlist.live import LiveWatchlist
 from tests.test_hits import T0, make_read

@@ -17,12 +17,12 @@ import pytest
 
 from edge.config import load_config
 from edge.delivery.alerts import InCarAlert
+from edge.delivery.dispatch import Dispatcher
 from edge.delivery.hits import best_match, make_hit, plate_jpeg
 from edge.delivery.messages import hit_message, without_images
 from edge.delivery.outbox import Outbox
 from edge.ids import new_event_id
 from edge.types import PlateRead, Position, PositionFix, TextCandidate
-from edge.vehicle.delivery import Dispatcher
 from edge.watchlist.csvfile import parse_csv
 from edge.watchlist.lists import Watchlist, WatchlistEntry
 from edge.watchlist.live import LiveWatchlist
