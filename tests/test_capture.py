@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.capture.camera import Camera, SourceError, SourceState, VideoFile, classify_source
+from edge.capture.camera import Camera
+from edge.capture.sources import SourceError, SourceState, classify_source
+from edge.capture.videofile import VideoFile
 from edge.config import CameraConfig
 from edge.textrules import redact
 from edge.types import Frame

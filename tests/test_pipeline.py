@@ -25,7 +25,7 @@ from edge.bench.video import (
     profile_json,
     score_reads,
 )
-from edge.capture.camera import VideoFile
+from edge.capture.videofile import VideoFile
 from edge.config import load_config
 from edge.recognition.recognize import open_recognizer
 from edge.synth.clipplan import ClipSpec, ClipTruth, render_clip

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.bench.latency import legible_lines, legible_summary
-from edge.capture.camera import VideoFile
+from edge.capture.videofile import VideoFile
 from edge.config import Config, TrackingConfig
 from edge.recognition.plateformat import PlateFormat
 from edge.recognition.recognize import PlateRecognizer, open_recognizer

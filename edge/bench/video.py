@@ -48,7 +48,8 @@ from edge.bench.passes import (
 )
 from edge.bench.photoclips import PhotoClipSpec, photo_clips
 from edge.bench.trueboxes import format_true_boxes, run_true_boxes
-from edge.capture.camera import Camera, DecodeTimes
+from edge.capture.camera import Camera
+from edge.capture.sources import DecodeTimes
 from edge.config import CameraConfig, Config, load_config
 from edge.errors import UsageError
 from edge.recognition.recognize import open_recognizer

@@ -27,7 +27,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
-from edge.capture.camera import SourceError, VideoFile
+from edge.capture.sources import SourceError
+from edge.capture.videofile import VideoFile
 from edge.config import Config, load_config
 from edge.delivery.messages import read_record
 from edge.errors import UsageError

@@ -27,7 +27,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from edge.capture.camera import Camera, CameraStats, SourceState
+from edge.capture.camera import Camera, CameraStats
+from edge.capture.sources import SourceState
 from edge.config import Config, load_config
 from edge.privacy.audit import SERVICE_STOP
 from edge.recognition.recognize import PlateRecognizer, open_recognizer
