@@ -43,7 +43,6 @@ from edge.watchlist.live import LiveWatchlist
 
 log = logging.getLogger("edge.dispatch")
 
-
 #: Reads remembered (event id, and the hit it raised if any) for their corrections. A
 #: correction comes from the same track, seconds (a parked car: minutes) after its
 #: read; this many reads cover hours of dense traffic in a few megabytes.

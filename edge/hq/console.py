@@ -20,7 +20,6 @@ from edge.textrules import UNSHOWABLE, escape_char
 
 log = logging.getLogger("edge.hq")
 
-
 _NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 

@@ -39,7 +39,6 @@ REJECT_EXCERPT_BYTES = 512
 #: fill HQ's disk.
 MAX_REJECT_ROWS = 10_000
 
-
 #: The database layout's version (``PRAGMA user_version``): 0 is the first release's,
 #: whose ``hits`` had ``event_id`` as its primary key; 1 keys hits by ``id`` and adds
 #: ``conflict_of``; 2 adds ``hits.withdrawn_by`` and the ``withdrawals`` table.

@@ -54,7 +54,6 @@ from edge.waits import poll_until
 DEFAULT_CLIENT_ID = "lpr-edge-hq"
 DEFAULT_PREFIX = "lpr/v1"
 
-
 #: Message kinds subscribed to, each as ``{prefix}/+/{kind}``.
 KINDS = ("hit", "status", "audit")
 

@@ -26,7 +26,6 @@ from edge.delivery.messages import IMAGE_KEYS
 #: (1,000,000 bytes, base64) and the rest of a hit fit well within it.
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 
-
 #: Characters of a validation error kept in logs and ``rejects``.
 REASON_CHARS = 200
 #: The largest image (decoded) a hit may carry: the most ``[mqtt]

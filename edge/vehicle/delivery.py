@@ -37,7 +37,6 @@ from edge.watchlist.live import LiveWatchlist
 
 log = logging.getLogger("edge.dispatch")
 
-
 # The config hash of the last start, to notice (and audit) a changed configuration.
 CONFIG_HASH_FILE = "config.sha256"
 

@@ -31,14 +31,12 @@ from edge.watchlist.lists import (
 
 COLUMNS = ("plate", "list", "priority", "reason", "valid_from", "valid_until", "covert", "entry_id")
 
-
 MAX_PLATE_LENGTH = 16
 #: The longest field a CSV list may hold (characters). Reasons are a line or two; a
 #: longer field is a quote left open or a file that is not a watchlist.
 MAX_FIELD_LENGTH = 1000
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no", ""})
-
 
 # --------------------------------------------------------------------------- loading
 

@@ -61,11 +61,9 @@ ALG = "ed25519"
 ListScope = Literal["fleet", "vehicle"]
 SCOPES: tuple[ListScope, ...] = ("fleet", "vehicle")
 
-
 #: A million entries from the generator of `bench watchlist` take 180 MB; 256 MiB is
 #: also the most that one MQTT message can carry.
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
-
 
 _TOP_KEYS = frozenset({"schema", "version", "issued_at", "vehicle_id", "entries", "signature"})
 _SIGNATURE_KEYS = frozenset({"alg", "key_id", "value"})

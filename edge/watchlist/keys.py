@@ -22,7 +22,6 @@ from edge.config import ConfigError
 
 KEY_ID_BYTES = 8
 
-
 PublicKeys = Mapping[str, Ed25519PublicKey]
 
 log = logging.getLogger("edge.watchlist_push")

@@ -35,7 +35,6 @@ from edge.platetext import (
 
 DEFAULT_PRIORITY = 5
 
-
 _KIND_RANK = {"exact": 0, "wildcard": 1, "fuzzy": 2}
 
 Kind = Literal["exact", "fuzzy", "wildcard"]

@@ -31,7 +31,6 @@ from edge.watchlist.signing import verify_document
 
 log = logging.getLogger("edge.watchlist_push")
 
-
 #: Where a vehicle keeps the last document accepted for each list, in its state_dir.
 STORE_NAMES: dict[ListScope, str] = {
     "fleet": "watchlist-pushed-fleet.json",

@@ -41,7 +41,6 @@ from edge.vehicle.gps.nmea import NmeaDecoder
 
 log = logging.getLogger("edge.gps")
 
-
 #: Fixes kept for :meth:`GpsReceiver.position_at` (seconds before the newest fix).
 HISTORY_SECONDS = 120.0
 #: Upper bound on kept fixes whatever their times (10 Hz for two minutes).

@@ -26,7 +26,6 @@ from edge.vehicle.gps.nmea import (
 
 log = logging.getLogger("edge.gps")
 
-
 #: Mean Earth radius (IUGG), metres.
 EARTH_RADIUS_M = 6_371_008.8
 
