@@ -8,7 +8,8 @@ import pytest
 
 from edge.config import TrackingConfig
 from edge.recognition.plateformat import load_format, make_format
-from edge.tracking.track import PassLinker, PlateTracker, vote
+from edge.tracking.track import PassLinker, PlateTracker
+from edge.tracking.vote import vote
 from edge.types import Detections, Frame, PlateText
 
 HK = load_format("hk")

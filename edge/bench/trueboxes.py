@@ -27,7 +27,7 @@ from edge.config import Config, TrackingConfig
 from edge.recognition.plateformat import PlateFormat
 from edge.recognition.recognize import PlateRecognizer, open_recognizer
 from edge.synth.clipplan import ClipTruth
-from edge.tracking.track import is_decided, vote
+from edge.tracking.vote import is_decided, vote
 from edge.types import PlateText
 
 # Lower edges of the plate-width bands (pixels); the last band is open above.

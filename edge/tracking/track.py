@@ -3,7 +3,8 @@
 A passing plate is detected in many consecutive frames. :class:`PlateTracker` links
 each frame's detections to the live tracks (overlap with where the track is expected
 to be, falling back to distance for fast or dropped-frame motion), collects the
-format-valid readings of each track, and votes them into one :class:`PlateRead`:
+format-valid readings of each track, and votes them (:mod:`edge.tracking.vote`) into
+one :class:`PlateRead`:
 
 * as soon as the vote is decided (the readings agreeing with it outweigh the rest by
   ``decide_margin`` readings' worth of confidence), so a hit does not wait for the
@@ -43,15 +44,11 @@ from edge.recognition.crop import expand_box
 from edge.recognition.detect import box_iou
 from edge.recognition.plateformat import PlateFormat
 from edge.tracking.calibration import ConfidenceCalibration, evidence_score
-from edge.types import Detections, Frame, PlateRead, PlateText, TextCandidate
+from edge.tracking.vote import Consensus, is_decided, vote
+from edge.types import Detections, Frame, PlateRead, PlateText
 
 Box = tuple[float, float, float, float]
 
-# Every position's support an early read needs: a few agreeing but doubtful readings
-# (B read as 8 at 0.5) must not fix the read. 0.6 rather than 0.8: on generated passes
-# (184, two sets of clips) it gives the same reads, wrong reads included, and the
-# slowest 5% of passes are decided 0.2-1.3 s sooner.
-DECIDE_MIN_SUPPORT = 0.6
 # Evidence crops keep some of the car around the plate, and are capped in size.
 CROP_MARGIN = 0.15
 # Fallback match when boxes do not overlap (fast motion, dropped frames): centre
@@ -97,83 +94,6 @@ CORRECTION_MIN_MARGIN = 1.9
 # Corrections per track at most (each to a text the track never gave): a plate that
 # keeps reading two ways must not flip its read back and forth.
 MAX_CORRECTIONS = 2
-
-
-@dataclass(frozen=True, slots=True)
-class Consensus:
-    """The voted text of a track's readings and how well they support it."""
-
-    text: str
-    confidence: float
-    #: Readings whose own text equals ``text``.
-    agreeing: int
-    candidates: tuple[TextCandidate, ...]
-    #: The least supported position's support (same scale as ``confidence``).
-    weakest: float = 0.0
-    #: Summed confidence of the readings of ``text`` less that of all other readings.
-    margin: float = 0.0
-
-
-def vote(
-    readings: Sequence[PlateText], plate_format: PlateFormat | None = None
-) -> Consensus | None:
-    """Vote per character position, weighted by each reading's character confidences.
-
-    Readings first vote on the length (weighted by confidence); among readings of the
-    winning length, each position takes the character with the largest summed
-    confidence. If that mix does not fit ``plate_format`` (two readings of the same
-    length from different patterns), the whole reading with the largest total weight
-    wins instead. ``confidence`` is the mean over positions of the winning
-    character's summed confidence divided by the number of readings of that length:
-    1.0 when every reading agrees with full confidence.
-    """
-    if not readings:
-        return None
-    by_length: dict[int, list[PlateText]] = defaultdict(list)
-    for reading in readings:
-        by_length[len(reading.text)].append(reading)
-    length, group = max(
-        by_length.items(), key=lambda kv: (sum(r.confidence for r in kv[1]), len(kv[1]))
-    )
-    weights: list[dict[str, float]] = [defaultdict(float) for _ in range(length)]
-    for reading in group:
-        for pos, (char, conf) in enumerate(
-            zip(reading.text, reading.char_confidences, strict=True)
-        ):
-            weights[pos][char] += conf
-    text = "".join(max(w.items(), key=lambda kv: kv[1])[0] for w in weights)
-    support = [w[ch] / len(group) for w, ch in zip(weights, text, strict=True)]
-
-    totals: dict[str, float] = defaultdict(float)
-    for reading in readings:
-        totals[reading.text] += reading.confidence
-    if plate_format is not None and not plate_format.matches(text):
-        text = max(totals.items(), key=lambda kv: kv[1])[0]
-        agreeing = [r for r in group if r.text == text] or [r for r in readings if r.text == text]
-        support = [
-            sum(r.char_confidences[pos] for r in agreeing) / max(len(group), len(agreeing))
-            for pos in range(len(text))
-        ]
-    confidence = float(np.mean(support)) if support else 0.0
-    totals.setdefault(text, 0.0)
-    ranked = sorted(totals.items(), key=lambda kv: (kv[0] != text, -kv[1]))
-    n = len(readings)
-    candidates = tuple(TextCandidate(t, confidence if t == text else w / n) for t, w in ranked[:5])
-    agreeing_count = sum(1 for r in readings if r.text == text)
-    weakest = float(min(support)) if support else 0.0
-    margin = 2 * totals[text] - sum(totals.values())
-    return Consensus(text, confidence, agreeing_count, candidates, weakest, margin)
-
-
-def is_decided(consensus: Consensus | None, decide_margin: float) -> bool:
-    """Early read: the readings of the consensus outweigh all others by the margin
-    (two sure readings, three fair ones, or more when some disagree), and every
-    character is well supported. Evidence, not a count of readings: a plate read sure
-    at once goes out after two frames, a doubtful one waits for more. A margin of 0
-    never decides early."""
-    if consensus is None or decide_margin <= 0:
-        return False
-    return consensus.margin >= decide_margin and consensus.weakest >= DECIDE_MIN_SUPPORT
 
 
 @dataclass(slots=True)
