@@ -16,6 +16,7 @@ import onnx
 import pytest
 
 from edge.recognition.ocr import easyocr_onnx as g2
+from edge.recognition.ocr.easyocr_convert import convert_english_g2, load_state_dict
 from edge.recognition.ocr.easyocr_engine import EasyOCRRecognizer
 from edge.synth.scenes import render_plate
 from edge.types import OcrResult
@@ -81,7 +82,7 @@ def model_dir(tmp_path_factory) -> Path:
     if not PTH.is_file():
         pytest.skip(f"{PTH} absent (run `lpr-edge models fetch` to get the weights)")
     d = tmp_path_factory.mktemp("easyocr")
-    g2.convert_english_g2(PTH, d / g2.ONNX_NAME)
+    convert_english_g2(PTH, d / g2.ONNX_NAME)
     return d
 
 
@@ -96,7 +97,7 @@ def engine(model_dir):
 
 @needs_weights
 def test_state_dict_reads_without_torch():
-    sd = g2.load_state_dict(PTH)
+    sd = load_state_dict(PTH)
     assert sd["module.Prediction.weight"].shape == (len(g2.CHARACTERS) + 1, 256)
     assert sd["module.FeatureExtraction.ConvNet.0.weight"].shape == (32, 1, 3, 3)
     assert sd["module.FeatureExtraction.ConvNet.12.num_batches_tracked"].dtype == np.int64
@@ -113,7 +114,7 @@ def test_unpickler_refuses_foreign_globals(tmp_path):
     with zipfile.ZipFile(evil, "w") as zf:
         zf.writestr("archive/data.pkl", pickle.dumps({"w": os.system}, protocol=2))
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
-        g2.load_state_dict(evil)
+        load_state_dict(evil)
 
 
 def test_not_a_checkpoint(tmp_path):
@@ -123,7 +124,7 @@ def test_not_a_checkpoint(tmp_path):
         zf.writestr("readme.txt", "hello")
     bad.write_bytes(buf.getvalue())
     with pytest.raises(ValueError, match="not a zip-format"):
-        g2.load_state_dict(bad)
+        load_state_dict(bad)
 
 
 # ---------------------------------------------------------------- the converted model
@@ -158,7 +159,7 @@ def test_conversion_matches_the_manifest(model_dir):
 @needs_weights
 def test_conversion_is_repeatable(model_dir, tmp_path):
     again = tmp_path / "again.onnx"
-    g2.convert_english_g2(PTH, again)
+    convert_english_g2(PTH, again)
     assert again.read_bytes() == (model_dir / g2.ONNX_NAME).read_bytes()
     assert not list(tmp_path.glob("*.part"))
 
