@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from edge.delivery.outbox import Outbox
-from edge.synth.clipplan import ClipSpec, render_clip
+from edge.synth.clips import render_clip
+from edge.synth.clipspec import ClipSpec
 from tests.conftest import model_path
 
 EDGE = (sys.executable, "-m", "edge")

@@ -19,7 +19,8 @@ from edge.config import MqttConfig
 from edge.delivery.outbox import Outbox
 from edge.hq.store import HitStore
 from edge.hq.subscriber import HqSubscriber
-from edge.synth.clipplan import ClipSpec, render_clip
+from edge.synth.clips import render_clip
+from edge.synth.clipspec import ClipSpec
 from tests.conftest import model_path
 from tests.mosquitto import Broker, durable_broker, free_port
 

@@ -28,7 +28,8 @@ from edge.bench.video import (
 from edge.capture.videofile import VideoFile
 from edge.config import load_config
 from edge.recognition.recognize import open_recognizer
-from edge.synth.clipplan import ClipSpec, ClipTruth, render_clip
+from edge.synth.clips import render_clip
+from edge.synth.clipspec import ClipSpec, ClipTruth
 from edge.tracking.pipeline import FramePipeline, ScanSchedule, StageTimes
 from edge.types import PlateRead
 from edge.vehicle.replay import replay_file

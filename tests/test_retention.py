@@ -16,7 +16,8 @@ from edge.config import PrivacyConfig
 from edge.delivery.outbox import Outbox
 from edge.privacy.readlog import ReadLog
 from edge.privacy.retention import apply_retention
-from edge.synth.clipplan import ClipSpec, render_clip
+from edge.synth.clips import render_clip
+from edge.synth.clipspec import ClipSpec
 from tests.conftest import model_path
 from tests.mosquitto import Broker
 from tests.test_hits import make_read

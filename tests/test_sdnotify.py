@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.synth.clipplan import ClipSpec, render_clip
+from edge.synth.clips import render_clip
+from edge.synth.clipspec import ClipSpec
 from edge.vehicle.sdnotify import STATUS_MAX_CHARS, SystemdNotifier, Watchdog, one_line, status_line
 from tests.conftest import model_path
 

@@ -100,7 +100,8 @@ def test_hits_the_full_disk_refused_still_reach_hq_from_memory(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
-    from edge.synth.clipplan import ClipSpec, render_clip
+    from edge.synth.clips import render_clip
+    from edge.synth.clipspec import ClipSpec
     from tests.conftest import model_path
 
     model_path("platedet-int8.onnx")

@@ -14,15 +14,9 @@ import pytest
 from edge.config import load_config
 from edge.recognition.detect import box_iou
 from edge.recognition.recognize import open_recognizer
-from edge.synth.clipplan import (
-    PLATE_STYLES,
-    ClipRenderer,
-    ClipSpec,
-    ClipTruth,
-    main,
-    plan_clip,
-    render_clip,
-)
+from edge.synth.clipplan import plan_clip
+from edge.synth.clips import ClipRenderer, main, render_clip
+from edge.synth.clipspec import PLATE_STYLES, ClipSpec, ClipTruth
 from tests.conftest import model_path
 
 STANDARD_MARK = re.compile(r"^[A-HJ-NPR-Z]{2}[1-9][0-9]{0,3}$")

@@ -18,7 +18,8 @@ from edge.bench.trueboxes import (
 )
 from edge.config import TrackingConfig, load_config
 from edge.recognition.plateformat import load_format
-from edge.synth.clipplan import ClipSpec, render_clip
+from edge.synth.clips import render_clip
+from edge.synth.clipspec import ClipSpec
 from edge.types import PlateText
 from tests.conftest import model_path
 

@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 
 from edge.delivery.outbox import Outbox
-from edge.synth.clipplan import ClipSpec, ClipTruth, render_clip
+from edge.synth.clips import render_clip
+from edge.synth.clipspec import ClipSpec, ClipTruth
 from edge.synth.hkplates import HkPlate, render_hk_scene
 from edge.vehicle.state import OUTBOX_FILE
 

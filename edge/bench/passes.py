@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.synth.clipplan import ClipTruth, PassTruth
+from edge.synth.clipspec import ClipTruth, PassTruth
 from edge.types import PlateRead
 
 #: Plate width bands (widest in the clip, px) for the misses-by-width table.

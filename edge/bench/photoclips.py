@@ -30,7 +30,7 @@ import numpy as np
 
 from edge.bench.accuracy import Label, load_labels
 from edge.recognition.recognize import read_image
-from edge.synth.clipplan import LEGIBLE_PX, ClipTruth, PassTruth
+from edge.synth.clipspec import LEGIBLE_PX, ClipTruth, PassTruth
 
 Box = tuple[float, float, float, float]
 

@@ -26,7 +26,7 @@ from edge.capture.videofile import VideoFile
 from edge.config import Config, TrackingConfig
 from edge.recognition.plateformat import PlateFormat
 from edge.recognition.recognize import PlateRecognizer, open_recognizer
-from edge.synth.clipplan import ClipTruth
+from edge.synth.clipspec import ClipTruth
 from edge.tracking.vote import is_decided, vote
 from edge.types import PlateText
 

@@ -53,10 +53,10 @@ from edge.capture.sources import DecodeTimes
 from edge.config import CameraConfig, Config, load_config
 from edge.errors import UsageError
 from edge.recognition.recognize import open_recognizer
-from edge.synth import clipplan as synthclip
-from edge.synth import hkplates as synth_hk
-from edge.synth import scenes as synth
-from edge.synth.clipplan import ClipSpec, ClipTruth, PassTruth, render_clip
+from edge.synth import clipplan, clipspec, hkplates, scenes
+from edge.synth import clips as synth_clips
+from edge.synth.clips import render_clip
+from edge.synth.clipspec import ClipSpec, ClipTruth, PassTruth
 from edge.tracking.pipeline import FramePipeline, StageTimes, latency_summary, load_calibration
 from edge.types import PlateRead
 from edge.vehicle.replay import replay_file
@@ -144,7 +144,7 @@ def clip_for(cache: Path, spec: ClipSpec) -> tuple[Path, ClipTruth]:
     other fields or to the renderer's code makes a new one (a clip drawn by an older
     renderer would measure the old plates)."""
     digest = hashlib.sha256(repr(spec).encode())
-    for module in (synthclip, synth, synth_hk):
+    for module in (clipspec, clipplan, synth_clips, scenes, hkplates):
         digest.update(Path(module.__file__).read_bytes())
     name = (
         f"clip-{spec.size[0]}x{spec.size[1]}-{spec.fps:g}fps-{spec.seconds:g}s-{spec.seed}"
