@@ -123,7 +123,7 @@ def scenario_running(disk: Path, work: Path, *, full_at_start: bool) -> dict:
     with a disk already full when it starts; then space is freed."""
     from edge.delivery.outbox import Outbox
     from edge.vehicle.delivery import CONFIG_HASH_FILE, Delivery
-    from tests.test_hits import make_read
+    from tests.delivery.test_hits import make_read
 
     plates = ["FD1001", "FD1002", "FD1003"]
     config, alerts = _config(work, disk / "state", plates)
@@ -164,7 +164,7 @@ def scenario_sending(disk: Path, work: Path, port: int) -> dict:
     written (as delivered) once there is room."""
     from edge.delivery.outbox import Outbox
     from edge.vehicle.delivery import Delivery
-    from tests.test_hits import make_read
+    from tests.delivery.test_hits import make_read
 
     plates = ["FD2001", "FD2002"]
     config, _ = _config(work, disk / "state", plates, mqtt_port=port)

@@ -14,8 +14,8 @@ from edge.tracking.calibration import ConfidenceCalibration, evidence_score, fit
 from edge.tracking.pipeline import load_calibration
 from edge.tracking.track import PlateTracker
 from edge.types import TextCandidate
-from tests.test_corrections import HK, approaching_box, drive
-from tests.test_track import config
+from tests.tracking.test_corrections import HK, approaching_box, drive
+from tests.tracking.test_track import config
 
 
 def test_a_rival_text_read_in_half_the_frames_halves_the_evidence():

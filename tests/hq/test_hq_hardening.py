@@ -23,7 +23,7 @@ from edge.hq.console import escape_control, format_hit
 from edge.hq.store import HitStore, StoreOutcome
 from edge.hq.subscriber import HqSubscriber
 from edge.hq.validate import MAX_IMAGE_BYTES, Reject, parse_object, schema_validator
-from tests.test_hq import (
+from tests.hq.test_hq import (
     JPEG,
     PREFIX,
     TIMEOUT,

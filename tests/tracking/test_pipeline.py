@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from edge.bench.latency import legible_summary
 from edge.bench.video import (
     STAGES,
     format_report,
     legible_latencies_ms,
-    legible_summary,
     legible_to_decision_ms,
     profile_json,
     score_reads,

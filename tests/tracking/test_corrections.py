@@ -33,9 +33,9 @@ from edge.types import PlateRead
 from edge.vehicle.delivery import Delivery
 from edge.watchlist.lists import Watchlist, WatchlistEntry
 from edge.watchlist.live import LiveWatchlist
-from tests.test_hits import T0, make_read
-from tests.test_hq import Publisher, hit_msg, start_cli, subscriber_config, wait_for_text
-from tests.test_track import config, dets, frame, reading
+from tests.delivery.test_hits import T0, make_read
+from tests.hq.test_hq import Publisher, hit_msg, start_cli, subscriber_config, wait_for_text
+from tests.tracking.test_track import config, dets, frame, reading
 
 HK = load_format("hk")
 

@@ -121,7 +121,7 @@ def test_derived_model_is_converted_and_verified(tmp_path):
         models,
         entry(hashlib.sha256(PAYLOAD).hexdigest())
         + f'[[model]]\nname = "tiny-rev"\nderived_from = "tiny"\n'
-        f'converter = "tests.test_models:converter_for_test"\nfile = "tiny-rev.bin"\n'
+        f'converter = "tests.recognition.test_models:converter_for_test"\nfile = "tiny-rev.bin"\n'
         f'sha256 = "{derived}"\nlicence = "MIT"\ndescription = "reversed"\n',
     )
     statuses = fetch(models, names=["tiny-rev"], wheel_dir=wheels)

@@ -271,7 +271,7 @@ def test_recogniser_reads_every_pass(e2e_clip):
     strict=True,
     reason="the plate detector boxes a plate and the cross-boundary plate under it as one "
     "(read as HN2468ZW, HN246, ...) until a plate is about 150 px wide; see "
-    "tests/test_crossboundary.py, which reads them at their true boxes",
+    "tests/recognition/test_crossboundary.py, which reads them at their true boxes",
 )
 def test_recogniser_reads_a_cross_boundary_vehicles_two_plates(tmp_path):
     model_path("platedet.onnx")

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from edge.cli import build_parser
-from edge.config import MqttConfig
+from edge.config import PROJECT_ROOT, MqttConfig
 from edge.delivery.hits import Hit
 from edge.delivery.messages import STATUS_SCHEMA, encode, hit_message
 from edge.delivery.mqtt import connect, new_client
@@ -39,7 +39,7 @@ from edge.watchlist.lists import WatchlistEntry, WatchlistMatch
 TIMEOUT = 30.0  # generous: the test machine may be loaded
 PREFIX = "lpr/v1"
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4 + b"\xff\xd9"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 
 
 def make_hit(

@@ -59,9 +59,9 @@ from edge.waits import poll_until
 from edge.watchlist.keys import generate_keypair, key_id
 from edge.watchlist.lists import Watchlist, WatchlistEntry
 from edge.watchlist.signing import sign_document, verify_document
+from tests.delivery.test_hits import make_read
 from tests.mosquitto import Broker, find_mosquitto, free_port
 from tests.pki import TestPki
-from tests.test_hits import make_read
 
 CONFIG_DIR = PROJECT_ROOT / "config" / "mosquitto"
 SHIPPED_CONF = CONFIG_DIR / "lpr-edge.conf"

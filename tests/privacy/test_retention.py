@@ -19,9 +19,9 @@ from edge.privacy.retention import apply_retention
 from edge.synth.clips import render_clip
 from edge.synth.clipspec import ClipSpec
 from tests.conftest import model_path
+from tests.delivery.test_hits import make_read
+from tests.delivery.test_publish import Listener
 from tests.mosquitto import Broker
-from tests.test_hits import make_read
-from tests.test_publish import Listener
 
 DAY = 86400.0
 EDGE = (sys.executable, "-m", "edge")

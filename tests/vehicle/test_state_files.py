@@ -17,8 +17,8 @@ from edge.config import PrivacyConfig
 from edge.delivery.outbox import Outbox
 from edge.privacy.readlog import ReadLog
 from edge.privacy.retention import apply_retention
+from tests.delivery.test_hits import make_read
 from tests.fulldisk import namespaces_available, run_in_small_disk
-from tests.test_hits import make_read
 
 DAY = 86400.0
 EDGE = (sys.executable, "-m", "edge")
@@ -78,8 +78,8 @@ def test_a_disk_full_at_start_neither_stops_the_service_nor_empties_the_config_h
 
 @needs_small_disk
 def test_hits_the_full_disk_refused_still_reach_hq_from_memory(tmp_path: Path):
+    from tests.delivery.test_publish import Listener
     from tests.mosquitto import Broker
-    from tests.test_publish import Listener
 
     broker = Broker(tmp_path).start()
     listener = Listener(broker.port)

@@ -16,7 +16,7 @@ import pytest
 from edge.bench.passes import pass_outcomes, summarise_outcomes
 from edge.bench.photoclips import PhotoClipSpec, photo_clips, plan_passes
 from edge.synth.clipspec import ClipTruth, PassTruth
-from tests.test_hits import make_read
+from tests.delivery.test_hits import make_read
 
 RED = (0, 0, 255)
 

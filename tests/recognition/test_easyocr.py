@@ -20,8 +20,9 @@ from edge.recognition.ocr.easyocr_convert import convert_english_g2, load_state_
 from edge.recognition.ocr.easyocr_engine import EasyOCRRecognizer
 from edge.synth.scenes import render_plate
 from edge.types import OcrResult
+from tests.conftest import MODELS_DIR
 
-PTH = Path(__file__).resolve().parents[1] / "models" / g2.PTH_NAME
+PTH = MODELS_DIR / g2.PTH_NAME
 needs_weights = pytest.mark.skipif(
     not PTH.is_file(), reason=f"{PTH} absent (run `lpr-edge models fetch` to get the weights)"
 )
