@@ -177,12 +177,12 @@ class TrackingConfig:
     #: reliably, and a passing car comes closer.
     min_read_width: int = field(default=60, metadata=_range(0, 1000))
     #: A read goes out only when its confidence (calibrated: the share of reads right
-    #: at that confidence, see edge/calibration.py) is at least this: a track short of
+    #: at that confidence, see edge/tracking/calibration.py) is at least this: a track short of
     #: it keeps being read, and when it ends unsure nothing goes out (a wrong read is
     #: worse than none). 0.5: a read more likely wrong than right does not go out.
     #: 0 publishes every decided read.
     min_read_confidence: float = field(default=0.5, metadata=_range(0.0, 1.0))
-    #: The confidence calibration table (JSON, see edge/calibration.py); "" is the
+    #: The confidence calibration table (JSON, see edge/tracking/calibration.py); "" is the
     #: shipped one (fitted on clips made from the US and European dev photos).
     confidence_calibration: str = ""
 
@@ -555,7 +555,7 @@ def _public_key_problem(key: str) -> str | None:
     """What is wrong with a public_keys entry that can be told without reading files.
 
     A value that decodes as base64 is meant as a key, and must be one; anything else
-    is a key file's path, read (and checked) by edge.watchlist_push where it is used
+    is a key file's path, read (and checked) by edge.watchlist.keys where it is used
     and by `config check`."""
     if not key:
         return "is empty: expected the base64 of a 32-byte Ed25519 public key or a key file"

@@ -1,6 +1,6 @@
 """`lpr-edge bench calibrate`: fit the reads' confidence calibration on clips made
 from real labelled photos, and write the table (``edge/data/confidence_calibration.json``
-is made this way; see :mod:`edge.calibration`).
+is made this way; see :mod:`edge.tracking.calibration`).
 
 Each folder's photos become the two cameras' clips of `bench video --photos`; both
 are replayed frame by frame with no calibration (a read's confidence is then its

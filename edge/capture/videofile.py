@@ -68,7 +68,7 @@ class VideoFile:
         self._pending: tuple[np.ndarray, float] | None = (first, self._media_ms(0))
         self._t0: float | None = None
         #: Decoding time of the frames after the first (which opening decoded); a
-        #: :class:`Camera` swaps in its own so the sum spans every reopening.
+        #: :class:`~edge.capture.camera.Camera` swaps in its own so the sum spans every reopening.
         self.decode_times = DecodeTimes()
 
     @property

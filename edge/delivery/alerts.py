@@ -1,7 +1,7 @@
 """The in-car alert for a hit: a prominent log line and, if configured, a command
 (``[watchlist] alert_command``, e.g. to play a sound) with the hit JSON on stdin.
 
-A hit withdrawn (its read was a misread, :class:`~edge.hits.Withdrawal`) is told the
+A hit withdrawn (its read was a misread, :class:`~edge.delivery.hits.Withdrawal`) is told the
 same way: a prominent line, and the command with the withdrawal JSON on stdin (its
 ``schema`` key, ``lpr.withdrawal/1``, tells the two apart).
 

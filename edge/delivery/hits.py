@@ -1,7 +1,7 @@
 """The watchlist stage: a read that matches the watchlist becomes a :class:`Hit`.
 
 Pure functions of their inputs, no I/O: the service hands the hit to the outbox
-(:mod:`edge.outbox`) and to the in-car alert (:mod:`edge.alerts`).
+(:mod:`edge.delivery.outbox`) and to the in-car alert (:mod:`edge.delivery.alerts`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ watchlists HQ pushes.
 
 :class:`MqttPublisher` owns one paho client and one sender thread:
 
-* the sender takes undelivered messages from the :class:`~edge.outbox.Outbox`,
+* the sender takes undelivered messages from the :class:`~edge.delivery.outbox.Outbox`,
   oldest first, publishes them at QoS 1 and marks each delivered only when the
   broker's PUBACK says it was accepted. A refused message (an ACL, a quota) stays in
   the outbox and is retried later; at most ``WINDOW`` messages are with the client at

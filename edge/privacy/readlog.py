@@ -3,7 +3,7 @@
 By default a read that matches nothing is forgotten as soon as it is checked. An
 operator may choose to keep reads in the car for a stated time (for example to
 answer "was this plate seen today?" when a list is updated); they are then stored
-here, in the state directory, and deleted by retention (:mod:`edge.retention`) once
+here, in the state directory, and deleted by retention (:mod:`edge.privacy.retention`) once
 older than that. Deleted rows are overwritten (``secure_delete``) and the write-ahead
 log is truncated after each purge, so the plate text is gone from the files too.
 """
@@ -90,7 +90,7 @@ class ReadLog:
     def restamp_future(self, now: float | None = None) -> int:
         """Reads stored while the clock ran ahead are re-stamped ``now``, so the clock
         coming back does not keep them past ``keep_reads_seconds`` (see
-        :meth:`edge.outbox.Outbox.restamp_future`)."""
+        :meth:`edge.delivery.outbox.Outbox.restamp_future`)."""
         now = time.time() if now is None else now
         with self._lock:
             moved = self._db.execute(

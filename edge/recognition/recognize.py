@@ -41,7 +41,7 @@ OCR_ENGINES = ("ppocr", "easyocr")
 #: A text box overlapping a plate box by more than this is the same plate.
 PROPOSAL_IOU = 0.3
 #: A text box no plate box covers is searched for a plate in a region this many times
-#: its size around it (see :func:`~edge.textdetect.zoom_regions`) ...
+#: its size around it (see :func:`~edge.recognition.textdetect.zoom_regions`) ...
 PROPOSAL_CONTEXT = 2.5
 #: ... scaled, up or down, to this longest side, where a plate in the region spans
 #: about a third of the detector's input, as in the scenes it was trained on ...
@@ -204,7 +204,7 @@ class PlateRecognizer:
         with enough confidence; one OCR batch.
 
         A squarish box is read both as one row and as two (see
-        :func:`~edge.crop.plate_lines`) and the surer reading is kept: a two-row plate
+        :func:`~edge.recognition.crop.plate_lines`) and the surer reading is kept: a two-row plate
         read as one line gives its bottom row alone, confidently, and a one-row plate
         with text bands read as two rows gives a poor fit."""
         if not len(boxes):

@@ -357,7 +357,7 @@ class _Plan:
 
 
 def _horizon_fraction(seed: int) -> float:
-    # edge.synth._background draws the horizon row first, as this fraction of the
+    # edge.synth.scenes._background draws the horizon row first, as this fraction of the
     # height; a generator on the same seed tells where it will be, so distant cars
     # sit on the road rather than among the buildings. Only the look depends on it.
     return float(np.random.default_rng(seed).uniform(0.25, 0.45))

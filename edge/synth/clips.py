@@ -198,7 +198,7 @@ def _draw_car(img: np.ndarray, quads: np.ndarray, unit: np.ndarray, rng) -> None
     (x1, y1), (x2, y2) = outline.min(axis=0), outline.max(axis=0)
     unit_w, unit_h = (float(v) for v in unit)
     colour = draw_car_body(img, (x1 + x2) / 2, y1, y2, unit_w, unit_h, rng)
-    # Margins as edge.synth draws them around a one-row plate (its width and height
+    # Margins as edge.synth.scenes draws them around a one-row plate (its width and height
     # times 1.16 x 1.55 for the recess, 1.04 x 1.16 for the holder), for any plates.
     span_w, span_h = max(1.0, x2 - x1), max(1.0, y2 - y1)
     for (grow_w, grow_h), fill in (((0.16, 0.55), _shade(colour, 0.55)), ((0.04, 0.16), (20,) * 3)):
@@ -208,7 +208,7 @@ def _draw_car(img: np.ndarray, quads: np.ndarray, unit: np.ndarray, rng) -> None
 
 def _draw_plates(p: _Pass, wear: float) -> list[np.ndarray]:
     """The pass's plates (Hong Kong plate first), each as wide as it gets in the pass,
-    drawn by :func:`edge.synth_hk.render_hk_plate` with the pass's own variations."""
+    drawn by :func:`edge.synth.hkplates.render_hk_plate` with the pass's own variations."""
     plates = p.plates
     rng = np.random.default_rng(plates.seed)
     worn = rng.random() < wear

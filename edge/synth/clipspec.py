@@ -46,13 +46,13 @@ class ClipSpec:
 
     Plates: ``style`` "mixed" draws each car's plates from the street mix (one-row
     white front and yellow rear plates, two-row yellow rear plates, now and then a
-    cross-boundary vehicle: see :data:`STREET_MIX`); "front", "rear", "two-row" or
-    "crossboundary" gives every car that. Generated marks are standard ("KT4821": two
-    letters, 1-9999), or personalised ("L0VEBB", up to 8 characters) for a share
-    ``personalised`` of the cars. ``plates`` gives the marks instead (letters without
-    I, O or Q, and digits); they are then all the clip shows, so "mixed" leaves
-    cross-boundary plates out. A share ``wear`` of the plates have screws, a dealer's
-    frame, road dirt or uneven light.
+    cross-boundary vehicle: see :data:`~edge.synth.clipplan.STREET_MIX`); "front",
+    "rear", "two-row" or "crossboundary" gives every car that. Generated marks are
+    standard ("KT4821": two letters, 1-9999), or personalised ("L0VEBB", up to 8
+    characters) for a share ``personalised`` of the cars. ``plates`` gives the marks
+    instead (letters without I, O or Q, and digits); they are then all the clip shows,
+    so "mixed" leaves cross-boundary plates out. A share ``wear`` of the plates have
+    screws, a dealer's frame, road dirt or uneven light.
 
     ``blur`` is a Gaussian lens-blur sigma in pixels and ``noise`` the standard
     deviation of the sensor grain in grey levels; ``exposure_s`` is the shutter time,

@@ -3,7 +3,7 @@ one- and two-row layouts, cross-boundary plates and the wear and light of the st
 
 For tests and training only; accuracy figures come from real photos. Everything is a
 pure function of its arguments and a numpy ``Generator``: the same seed gives the same
-pixels on the same Pillow, OpenCV, numpy and font package versions. ``edge.synth`` stays
+pixels on the same Pillow, OpenCV, numpy and font package versions. ``edge.synth.scenes`` stays
 as it is because the INT8 detector's calibration depends on its exact pixels.
 """
 
@@ -560,7 +560,7 @@ def render_hk_scene(
 ) -> tuple[np.ndarray, list[PlateTruth]]:
     """A road-like BGR scene ``size`` = (width, height) with one car per plate.
 
-    Like :func:`edge.synth.render_scene` but with :func:`render_hk_plate` plates: a
+    Like :func:`edge.synth.scenes.render_scene` but with :func:`render_hk_plate` plates: a
     plain string is a one-row plate of a random colour and typeface; an
     :class:`HkPlate` says rows, style, typeface and an optional cross-boundary plate
     stacked under it. ``plate_frac`` is the width a one-row plate would take of the

@@ -2,7 +2,7 @@
 
 Each file is read frame by frame (every frame, as fast as the machine allows; or paced
 at its frame rate with ``--realtime``, dropping what processing cannot keep up with,
-as a live camera would) and goes through :class:`~edge.pipeline.FramePipeline`. Reads
+as a live camera would) and goes through :class:`~edge.tracking.pipeline.FramePipeline`. Reads
 go to ``--out`` as JSON lines. A file that cannot be read is reported and the others
 continue.
 

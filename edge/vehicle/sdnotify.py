@@ -340,7 +340,7 @@ class Watchdog:
 def status_line(cameras: Mapping[str, Mapping[str, Any]], **counts: Any) -> str:
     """A one-line service summary: each camera's state and rate, then the counts.
 
-    ``cameras`` is :meth:`edge.service.LiveService.camera_status`; ``counts`` are
+    ``cameras`` is :meth:`edge.vehicle.service.LiveService.camera_status`; ``counts`` are
     shown as ``name value`` in order (``None`` values are left out), e.g.
     ``front-left connected 14.9 fps, rear-right reconnecting; reads 12, hits 1``.
     Never put plate text here: the status line is readable by every local user.

@@ -2,10 +2,10 @@
 
 Threads and who owns what:
 
-* one capture thread per camera (:class:`~edge.capture.Camera`), each keeping only
+* one capture thread per camera (:class:`~edge.capture.camera.Camera`), each keeping only
   the newest frame, so a slow pipeline drops old frames instead of queueing them;
 * one processing thread (the caller of :meth:`LiveService.run`) taking the newest
-  frame of each camera in turn through the shared :class:`~edge.pipeline.FramePipeline`;
+  frame of each camera in turn through the shared :class:`~edge.tracking.pipeline.FramePipeline`;
 * one delivery thread handing reads to the sink through a bounded queue: when the
   sink falls behind, processing waits on the queue and the cameras drop frames, so
   back-pressure never loses a read that was already made.

@@ -245,7 +245,7 @@ class EntryCheck(Protocol):
 
 def entry_checker(where: Callable[[int], str] = "line {}".format) -> EntryCheck:
     """The one validation of a list entry, shared by every form a list comes in (CSV
-    rows here, pushed JSON documents in :mod:`edge.watchlist_push`) so that both accept
+    rows here, pushed JSON documents in :mod:`edge.watchlist.document`) so that both accept
     the same values and word their problems the same way.
 
     The returned function takes an entry's fields as text, as in a CSV cell (surrounding

@@ -73,8 +73,8 @@ _TEXT_FIELDS = ("list", "reason", "valid_from", "valid_until")
 
 class PushRejected(Exception):
     """A pushed document was not accepted. ``code`` is short and stable, for logs and
-    callers (see :func:`verify_document`); the message is for people. ``problems``
-    lists every bad entry when ``code`` is "invalid_entries"."""
+    callers (see :func:`~edge.watchlist.signing.verify_document`); the message is for
+    people. ``problems`` lists every bad entry when ``code`` is "invalid_entries"."""
 
     def __init__(self, code: str, message: str, problems: list[str] | None = None):
         self.code = code

@@ -147,9 +147,10 @@ def _longest_run(plate: str) -> str:
 
 
 class Watchlist:
-    """An immutable, indexed watchlist. Build with :func:`load_watchlist` or directly
-    from entries; ``version`` and ``source`` say which list this is, and ``scope`` which
-    of a vehicle's lists it is ("file", "fleet" or "vehicle"; "" when not one of them)."""
+    """An immutable, indexed watchlist. Build with
+    :func:`~edge.watchlist.csvfile.load_watchlist` or directly from entries; ``version``
+    and ``source`` say which list this is, and ``scope`` which of a vehicle's lists it
+    is ("file", "fleet" or "vehicle"; "" when not one of them)."""
 
     __slots__ = (
         "_always",

@@ -1,12 +1,12 @@
 """The watchlists in force on a running vehicle, and how they are replaced.
 
 Three lists can be in force at once, and a read is matched against each (a hit's
-match says which list its entry is in, :attr:`edge.watchlist.WatchlistMatch.scope`):
+match says which list its entry is in, :attr:`edge.watchlist.lists.WatchlistMatch.scope`):
 
 * the **file** list, ``[watchlist] path``: reloaded whole when the file changes
   (checked every ``reload_check_seconds``). A file that fails to load keeps the
   previous list in force and the error (with its line numbers) shows in status;
-* the two **pushed** lists, signed documents HQ published (:mod:`edge.watchlist_push`):
+* the two **pushed** lists, signed documents HQ published (:mod:`edge.watchlist.document`):
   the **fleet** list (for every vehicle) and this vehicle's own **vehicle** list. They
   are separate lists with separate version sequences: a document replaces only the
   list of its scope, and is accepted only if its signature verifies against

@@ -4,10 +4,11 @@ The broker runs ``config/mosquitto/lpr-edge.conf`` and ``config/mosquitto/acl`` 
 they are in the repository: only the file paths, the port and the user are rewritten
 for the test (see :func:`rewrite_config`), so a change to the shipped files is a
 change to what these tests check. Clients are the product's own
-(:func:`edge.mqtt.new_client` from an :class:`edge.config.MqttConfig`), MQTT 5; the
-end-to-end tests at the bottom run the product itself over TLS (a vehicle's
-:class:`~edge.publish.MqttPublisher`, HQ's :class:`~edge.hq.HqSubscriber` and the
-``lpr-edge watchlist publish`` command).
+(:func:`edge.delivery.mqtt.new_client` from an :class:`edge.config.MqttConfig`), MQTT 5;
+the end-to-end tests at the bottom run the product itself over TLS (a vehicle's
+:class:`~edge.delivery.publish.MqttPublisher`, HQ's
+:class:`~edge.hq.subscriber.HqSubscriber` and the ``lpr-edge watchlist publish``
+command).
 
 Observed with Mosquitto 2.0.11 (and asserted below):
 

@@ -11,7 +11,7 @@ from edge.recognition.quantize import kth_smallest, make_int8_detector, snap_ran
 from edge.synth.scenes import random_hk_plate, render_scene
 from tests.conftest import model_path
 
-# Seeds apart from the calibration scenes' (edge.quantize.CALIBRATION_SEED).
+# Seeds apart from the calibration scenes' (edge.recognition.quantize.CALIBRATION_SEED).
 SCENES = (
     # (seed, frame (width, height), number of plates, plate width / frame width)
     (101, (1280, 720), 2, (0.08, 0.20)),

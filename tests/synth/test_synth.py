@@ -121,7 +121,7 @@ def test_portrait_scene_and_style_count_check():
 def test_pixels_are_unchanged():
     """The INT8 detector is calibrated on these scenes and accepted by its hash in
     models/manifest.toml, so any change to them must come with a new model hash (and
-    new plate looks belong in edge.synth_hk instead)."""
+    new plate looks belong in edge.synth.hkplates instead)."""
     import hashlib
 
     digest = hashlib.sha256()
@@ -131,4 +131,4 @@ def test_pixels_are_unchanged():
     digest.update(image.tobytes())
     assert digest.hexdigest() == (
         "d1f30f8f4878d256916d5b9a984750fd91d43c3258b9d48475ee19de0f896207"
-    ), "edge.synth output changed: the INT8 calibration scenes would differ"
+    ), "edge.synth.scenes output changed: the INT8 calibration scenes would differ"

@@ -21,7 +21,7 @@ WAIT = 10.0
 
 
 def nmea(body: str) -> str:
-    """A sentence with its checksum, computed here independently of edge.gps."""
+    """A sentence with its checksum, computed here independently of edge.vehicle.gps."""
     checksum = 0
     for byte in body.encode("ascii"):
         checksum ^= byte

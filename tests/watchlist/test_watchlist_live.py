@@ -1,4 +1,4 @@
-"""The lists in force on a vehicle (edge.watchlist_live): the file list and the two
+"""The lists in force on a vehicle (edge.watchlist.live): the file list and the two
 pushed lists, how each is replaced, kept across restarts and reported."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Two backends run the same network with the same preprocessing and decoding:
 
 * ``onnx`` (default): the model converted by
-  :func:`edge.ocr.easyocr_onnx.convert_english_g2`, run with onnxruntime. Needs
+  :func:`edge.recognition.ocr.easyocr_convert.convert_english_g2`, run with onnxruntime. Needs
   neither PyTorch nor the ``easyocr`` package.
 * ``torch``: the ``easyocr`` package itself (``pip install 'lpr-edge[easyocr]'``),
   loading the ``.pth`` weights from the local model directory with downloads off.
@@ -88,8 +88,8 @@ class EasyOCRRecognizer(BaseOCR):
     ``model_path`` is the verified model file for the backend: ``english_g2.onnx``
     (made by ``lpr-edge models fetch``) for ``onnx``, ``english_g2.pth`` for ``torch``.
 
-    Keywords passed on to :class:`edge.ocr.easyocr_onnx.EnglishG2Base`:
-    ``preprocess`` (:class:`~edge.ocr.easyocr_onnx.Preprocess`), ``allowed``
+    Keywords passed on to :class:`edge.recognition.ocr.easyocr_onnx.EnglishG2Base`:
+    ``preprocess`` (:class:`~edge.recognition.ocr.easyocr_onnx.Preprocess`), ``allowed``
     (characters to keep, default 0-9A-Z; ``None`` keeps all 96 classes),
     ``fold_case``, ``fold_bars``, ``max_batch``, ``topk``, ``beam_width``, ``top_n``.
     """

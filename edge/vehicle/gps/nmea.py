@@ -223,7 +223,8 @@ class NmeaDecoder:
     the last valid fix, with midnight rollover (a GGA at 00:00:01 after a fix at
     23:59:59 is on the next day). A GGA before any RMC is placed on the day nearest
     ``received`` and marked undated. RMC and GGA for the same epoch both give a fix;
-    :class:`GpsReceiver` and :class:`PositionTrack` merge fixes with equal times.
+    :class:`~edge.vehicle.gps.receiver.GpsReceiver` and
+    :class:`~edge.vehicle.gps.track.PositionTrack` merge fixes with equal times.
     """
 
     def __init__(self) -> None:
