@@ -45,6 +45,8 @@ system-deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	command -v ffmpeg >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	  || missing="$$missing postgresql"; \
 	fonts=/usr/share/fonts/truetype; \
 	[ -f $$fonts/dejavu/DejaVuSans-Bold.ttf ] && [ -f $$fonts/dejavu/DejaVuSansMono-Bold.ttf ] \
 	  || missing="$$missing fonts-dejavu-core"; \
@@ -52,7 +54,7 @@ system-deps:
 	[ -f $$fonts/wqy/wqy-zenhei.ttc ] || missing="$$missing fonts-wqy-zenhei"; \
 	[ -z "$$missing" ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing the Debian package(s)$$missing (the tests start real brokers and streams and draw plates in real fonts)"; \
+	    echo "installing the Debian package(s)$$missing (the tests start real brokers, databases and streams and draw plates in real fonts)"; \
 	    export DEBIAN_FRONTEND=noninteractive; \
 	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else \

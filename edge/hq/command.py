@@ -1,7 +1,8 @@
 """`lpr-edge hq`: runs :class:`edge.hq.subscriber.HqSubscriber` on a
-:class:`edge.hq.store.HitStore` until SIGINT or SIGTERM (or ``--duration``), printing
-each hit, conflict and withdrawal (:mod:`edge.hq.console`) and status changes, and its
-counts as JSON at the end.
+:class:`edge.hq.store.HitStore` (SQLite, ``--db FILE``) or a
+:class:`edge.hq.pgstore.PostgresStore` (``--db postgresql://...``) until SIGINT or
+SIGTERM (or ``--duration``), printing each hit, conflict and withdrawal
+(:mod:`edge.hq.console`) and status changes, and its counts as JSON at the end.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from edge.hq.console import (
     withdrawal_summary_json,
 )
 from edge.hq.store import DatabaseVersionError, HitStore
-from edge.hq.subscriber import DEFAULT_CLIENT_ID, HqSubscriber
+from edge.hq.subscriber import DEFAULT_CLIENT_ID, SHARE_GROUP, HqSubscriber
 from edge.timefmt import now_iso
 
 DEFAULT_DB = "hq-hits.sqlite"
@@ -45,13 +46,53 @@ def _mqtt_config(args: argparse.Namespace) -> MqttConfig:
         raise UsageError(str(exc)) from None
 
 
+def open_store(db: str):
+    """The store ``--db`` names: PostgreSQL for a ``postgresql://`` URL, else a SQLite
+    file. UsageError naming ``--db`` (and never a password) when it cannot be opened."""
+    from edge.hq import pgstore
+
+    if not pgstore.is_postgres_url(db):
+        try:
+            return HitStore(Path(db))
+        except (sqlite3.Error, OSError, DatabaseVersionError) as exc:
+            raise UsageError(f"--db {db}: cannot open: {exc}") from None
+    shown = pgstore.mask_url(db)
+    try:
+        return pgstore.PostgresStore(db)
+    except ValueError as exc:
+        raise UsageError(f"--db {shown}: {exc}") from None
+    except pgstore.psycopg.Error as exc:
+        detail = " ".join(str(exc).split())
+        raise UsageError(f"--db {shown}: cannot open the PostgreSQL database: {detail}") from None
+    except DatabaseVersionError as exc:
+        raise UsageError(f"--db {shown}: cannot open: {exc}") from None
+
+
+def _share_group(args: argparse.Namespace) -> str | None:
+    share = getattr(args, "share", None)
+    if share is None:
+        return None
+    if not SHARE_GROUP.fullmatch(share):
+        raise UsageError(
+            f"--share {share!r}: expected 1 to 64 letters, digits, '-' or '_' (a group name)"
+        )
+    if getattr(args, "client_id", DEFAULT_CLIENT_ID) in (None, DEFAULT_CLIENT_ID):
+        # Two workers with one client id take the session from each other in turn.
+        raise UsageError(
+            "--share needs a --client-id of its own for each worker (each keeps a "
+            "persistent session under it; use the same one when restarting that worker)"
+        )
+    return share
+
+
 def cmd_hq(args: argparse.Namespace) -> int:
     config = _mqtt_config(args)
     duration = getattr(args, "duration", None)
     if duration is not None and duration <= 0:
         raise UsageError(f"--duration {duration}: expected a positive number of seconds")
+    share = _share_group(args)
     as_json = bool(getattr(args, "json", False))
-    db = Path(getattr(args, "db", None) or DEFAULT_DB)
+    db = str(getattr(args, "db", None) or DEFAULT_DB)
     stop = threading.Event()
 
     def write(line: str, stream) -> None:
@@ -92,10 +133,7 @@ def cmd_hq(args: argparse.Namespace) -> int:
             at = message.get("at") or now_iso()
             write(f"{at} {message['vehicle_id']} {message['state']}", sys.stderr)
 
-    try:
-        store = HitStore(db)
-    except (sqlite3.Error, OSError, DatabaseVersionError) as exc:
-        raise UsageError(f"--db {db}: cannot open: {exc}") from None
+    store = open_store(db)
     with store:
         try:
             subscriber = HqSubscriber(
@@ -107,6 +145,7 @@ def cmd_hq(args: argparse.Namespace) -> int:
                 on_status=on_status,
                 on_conflict=on_conflict,
                 on_withdrawal=on_withdrawal,
+                share=share,
             )
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise UsageError(f"TLS set-up failed: {exc}") from None
@@ -129,6 +168,8 @@ def cmd_hq(args: argparse.Namespace) -> int:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         stats = subscriber.stats()
-    stats["db"] = str(db)
+    stats["db"] = getattr(store, "display_url", None) or str(Path(db))
+    if share is not None:
+        stats["share"] = share
     print(json.dumps(stats), file=sys.stderr, flush=True)
     return 0

@@ -7,13 +7,18 @@ Delivery is at least once from end to end:
   a session expiry), so QoS 1 messages sent while HQ is away are queued by the broker
   and arrive when it returns;
 * a message is acknowledged (PUBACK, sent by hand: paho's manual ack) only once it is
-  committed to SQLite, or judged malformed and recorded as a reject. If the commit
-  fails (a full disk), the message is left unacknowledged and the connection is
-  dropped, so the broker sends it again on the next session resumption; a crash
-  before the commit has the same effect;
+  committed to the database (SQLite or PostgreSQL), or judged malformed and recorded
+  as a reject. If the commit fails (a full disk, a lost database), the message is
+  left unacknowledged and the connection is dropped, so the broker sends it again on
+  the next session resumption; a crash before the commit has the same effect;
 * a message that arrives twice (a vehicle resending after a lost PUBACK, or the broker
   redelivering) is stored once (see :mod:`edge.hq.store` for what counts as the
   same message).
+
+With ``share`` (``lpr-edge hq --share GROUP``) the subscriptions are MQTT 5 shared
+ones, ``$share/GROUP/{prefix}/+/{kind}``: the broker hands each message to one of the
+group's workers. Each worker keeps its own persistent session (its own client id), so
+what was sent to a worker that died unacknowledged is sent again when it returns.
 
 The topic is the trusted identity (the broker's ACL lets a vehicle publish under its
 own id only). A reject is counted by reason, logged at WARNING with its topic and a
@@ -24,6 +29,7 @@ and acknowledged: sending it again would not mend it.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import sqlite3
 import threading
@@ -56,6 +62,19 @@ DEFAULT_PREFIX = "lpr/v1"
 
 #: Message kinds subscribed to, each as ``{prefix}/+/{kind}``.
 KINDS = ("hit", "status", "audit")
+
+#: A shared subscription's group name (``--share``): letters, digits, ``-`` and ``_``.
+SHARE_GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def shared(topic_filter: str, group: str | None) -> str:
+    """``topic_filter`` as a shared subscription of ``group`` (MQTT 5
+    ``$share/GROUP/filter``), or unchanged for None."""
+    if group is None:
+        return topic_filter
+    if not SHARE_GROUP.fullmatch(group):
+        raise ValueError(f"share group {group!r}: expected 1 to 64 letters, digits, '-' or '_'")
+    return f"$share/{group}/{topic_filter}"
 
 
 @dataclass(slots=True)
@@ -108,9 +127,22 @@ class HqSubscriber:
         on_status: StatusCallback | None = None,
         on_conflict: ConflictCallback | None = None,
         on_withdrawal: WithdrawalCallback | None = None,
+        share: str | None = None,
     ):
         if not config.host:
             raise ValueError("no broker host")
+        if share is not None:
+            shared("x", share)  # (validates the group name)
+        #: The shared subscription group this worker belongs to, or None (every
+        #: message comes to this subscriber).
+        self.share = share
+        #: What a failed commit raises: SQLite's and the OS's errors, and those the
+        #: store names (PostgreSQL's connection errors).
+        self._store_errors: tuple[type[Exception], ...] = (
+            sqlite3.Error,
+            OSError,
+            *getattr(store, "transient_errors", ()),
+        )
         self.config = config
         self.store = store
         self.client_id = client_id
@@ -143,10 +175,11 @@ class HqSubscriber:
         self._client.loop_start()
         self._started = True
         log.info(
-            "HQ: connecting to %s:%d as %r (persistent session)",
+            "HQ: connecting to %s:%d as %r (persistent session%s)",
             self.config.host,
             self.config.port,
             self.client_id,
+            f", shared subscription group {self.share}" if self.share else "",
         )
         return self
 
@@ -205,8 +238,11 @@ class HqSubscriber:
     def _subscriptions(self) -> list[tuple[str, SubscribeOptions]]:
         # Retained messages (each vehicle's last status) only with a new subscription:
         # a resumed session gets what it missed from its queue instead.
+        # (A shared subscription gets no retained messages: MQTT 5 section 4.8.2.)
         options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
-        return [(Topics.all_vehicles(self.prefix, kind), options) for kind in KINDS]
+        return [
+            (shared(Topics.all_vehicles(self.prefix, kind), self.share), options) for kind in KINDS
+        ]
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if not reason_ok(reason_code):
@@ -318,7 +354,7 @@ class HqSubscriber:
                 self._store_status(message)
             else:
                 self._store_audit(vehicle_id, message)
-        except (sqlite3.Error, OSError) as exc:
+        except self._store_errors as exc:
             log.error("HQ: storing a %s from %s failed (%s); left for redelivery", kind, topic, exc)
             return False
         return True
@@ -338,7 +374,7 @@ class HqSubscriber:
         log.warning("HQ: rejected a message on %s: %s", _short(topic, 120), reject)
         try:
             self.store.add_reject(topic, str(reject), payload)
-        except (sqlite3.Error, OSError) as exc:
+        except self._store_errors as exc:
             log.error("HQ: recording a rejected message failed: %s", exc)
 
     def _store_hit(self, message: dict) -> None:

@@ -1,0 +1,486 @@
+"""HQ's database of hits on PostgreSQL (psycopg 3): the same records and the same
+outcomes as :class:`edge.hq.store.HitStore` (SQLite), for an HQ that runs several
+workers or on the database servers police IT already operates.
+
+``lpr-edge hq --db postgresql://user@host:port/dbname`` selects it. The password is
+never in the URL (a command line is visible to every user of the machine): libpq
+reads it from ``PGPASSWORD`` (or ``~/.pgpass``). A URL holding one is refused, and
+every URL shown is shown with its password masked (:func:`mask_url`).
+
+Several HQ workers may write the same database at once. Each message is one
+transaction, serialised with any other touching the same ``event_id`` by a
+transaction-scoped advisory lock, so a hit redelivered to another worker is still
+recognised as a duplicate, a same-id message with other content is still stored and
+flagged as a conflict, and a withdrawal racing its hit still marks it.
+
+The layout is versioned in ``schema_version`` (one row per migration applied) and
+brought up to date when the store opens, under an advisory lock so that workers
+starting together migrate once: :data:`MIGRATIONS` maps each version to the SQL that
+reaches it from the one before (1 creates everything). A database at a version this
+HQ does not know is refused (:class:`edge.hq.store.DatabaseVersionError`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from edge.hq.console import log
+from edge.hq.store import (
+    MAX_REJECT_ROWS,
+    REJECT_EXCERPT_BYTES,
+    DatabaseVersionError,
+    StoredHit,
+    StoredWithdrawal,
+    StoreOutcome,
+)
+from edge.hq.validate import REASON_CHARS
+from edge.timefmt import now_iso
+
+#: URL schemes that select this store.
+SCHEMES = ("postgresql", "postgres")
+
+#: Advisory lock keys (first of two int4 keys): the migration, then one per kind of
+#: record keyed by ``hashtext`` of its id.
+_LOCK_MIGRATE, _LOCK_HIT, _LOCK_WITHDRAWAL, _LOCK_STATUS = 72_2201, 72_2202, 72_2203, 72_2204
+
+#: Version -> SQL bringing the database from the version before to it. Add a
+#: version by appending (never edit a released one).
+MIGRATIONS: dict[int, str] = {
+    1: """
+CREATE TABLE hits (
+    id           BIGSERIAL PRIMARY KEY,
+    event_id     TEXT NOT NULL,
+    vehicle_id   TEXT NOT NULL,
+    camera       TEXT NOT NULL,
+    plate        TEXT NOT NULL,
+    observed_at  TEXT NOT NULL,
+    received_at  TEXT NOT NULL,
+    "list"       TEXT NOT NULL,
+    priority     INTEGER NOT NULL,
+    "match"      TEXT NOT NULL,
+    covert       BOOLEAN NOT NULL,
+    payload      TEXT NOT NULL,
+    conflict_of  BIGINT REFERENCES hits (id),
+    withdrawn_by TEXT
+);
+CREATE INDEX hits_event ON hits (event_id);
+CREATE INDEX hits_conflicts ON hits (conflict_of) WHERE conflict_of IS NOT NULL;
+CREATE INDEX hits_plate ON hits (plate, observed_at);
+CREATE INDEX hits_observed ON hits (observed_at);
+CREATE INDEX hits_vehicle ON hits (vehicle_id, observed_at);
+CREATE INDEX hits_list ON hits ("list", observed_at);
+CREATE TABLE vehicle_status (
+    vehicle_id  TEXT PRIMARY KEY,
+    state       TEXT NOT NULL,
+    "at"        TEXT,
+    received_at TEXT NOT NULL,
+    payload     TEXT NOT NULL
+);
+CREATE TABLE audit (
+    event_id    TEXT PRIMARY KEY,
+    vehicle_id  TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    payload     TEXT NOT NULL
+);
+CREATE TABLE withdrawals (
+    id                 BIGSERIAL PRIMARY KEY,
+    event_id           TEXT NOT NULL,
+    vehicle_id         TEXT NOT NULL,
+    withdraws_event_id TEXT NOT NULL,
+    reason             TEXT NOT NULL,
+    "at"               TEXT NOT NULL,
+    received_at        TEXT NOT NULL,
+    hit_missing        INTEGER NOT NULL,
+    payload            TEXT NOT NULL
+);
+CREATE INDEX withdrawals_event ON withdrawals (event_id);
+CREATE INDEX withdrawals_of ON withdrawals (withdraws_event_id, vehicle_id);
+CREATE TABLE rejects (
+    id            BIGSERIAL PRIMARY KEY,
+    received_at   TEXT NOT NULL,
+    topic         TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    payload_bytes INTEGER NOT NULL,
+    payload       TEXT NOT NULL
+);
+""",
+}
+
+#: The layout this HQ writes: the last migration's version.
+SCHEMA_VERSION = max(MIGRATIONS)
+
+
+def is_postgres_url(db: str) -> bool:
+    return urlsplit(db).scheme in SCHEMES
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for logs and errors)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def url_password(url: str) -> bool:
+    """Whether ``url`` holds a password."""
+    try:
+        return urlsplit(url).password is not None
+    except ValueError:
+        return False
+
+
+def _dump(message: dict) -> str:
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+
+
+def _migrate(db: psycopg.Connection) -> int:
+    """Bring the database to :data:`SCHEMA_VERSION`; returns the version found."""
+    with db.transaction():
+        # Workers starting together: one migrates, the others wait, then see it done.
+        db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_MIGRATE,))
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            "version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        found = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+        if found > SCHEMA_VERSION:
+            raise DatabaseVersionError(
+                f"made by a newer HQ (layout version {found}; this one knows {SCHEMA_VERSION})"
+            )
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            # One transaction: a failure leaves the previous layout.
+            db.execute(MIGRATIONS[version])
+            db.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+    if found < SCHEMA_VERSION:
+        log.info("HQ: database layout brought from version %d to %d", found, SCHEMA_VERSION)
+    return found
+
+
+class PostgresStore:
+    """HQ's database on PostgreSQL, with the methods and outcomes of
+    :class:`edge.hq.store.HitStore` (see there). A row is committed when the method
+    that wrote it returns.
+
+    One connection, used under a lock (paho's thread writes, the owner reads). A
+    connection lost between messages is opened again at the next call; an error while
+    writing raises one of :attr:`transient_errors`, which the subscriber treats as a
+    failed commit (the message is not acknowledged and comes again).
+    """
+
+    #: Errors that say the database could not be reached or could not commit now
+    #: (connection lost, server shut down, disk full): worth trying again later.
+    transient_errors: tuple[type[Exception], ...] = (
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+    )
+
+    def __init__(
+        self, url: str, *, max_rejects: int = MAX_REJECT_ROWS, connect_timeout: float = 10.0
+    ):
+        if url_password(url):
+            raise ValueError(
+                "a password in the URL is refused (a command line is visible to other "
+                "users): set PGPASSWORD instead"
+            )
+        self.url = url
+        self.display_url = mask_url(url)
+        self.max_rejects = max_rejects
+        self.connect_timeout = connect_timeout
+        self._lock = threading.Lock()
+        self._db = self._connect()
+        try:
+            self.found_version = _migrate(self._db)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _connect(self) -> psycopg.Connection:
+        return psycopg.connect(
+            self.url,
+            autocommit=True,
+            connect_timeout=max(1, int(self.connect_timeout)),
+            application_name="lpr-edge-hq",
+        )
+
+    def _conn(self) -> psycopg.Connection:
+        """The connection, opened again if the last one was lost (under the lock)."""
+        if self._db.closed or self._db.broken:
+            log.warning("HQ: reconnecting to the database %s", self.display_url)
+            self._db = self._connect()
+        return self._db
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return self._conn().execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+
+    # ----------------------------------------------------------------- writes
+
+    def add_hit(self, message: dict) -> StoredHit:
+        event_id, vehicle_id = message["event_id"], message["vehicle_id"]
+        with self._lock:
+            db = self._conn()
+            with db.transaction():
+                db.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_HIT, event_id))
+                same_id = db.execute(
+                    "SELECT id, vehicle_id, payload FROM hits WHERE event_id = %s ORDER BY id",
+                    (event_id,),
+                ).fetchall()
+                for _row_id, stored_vehicle, payload in same_id:
+                    if stored_vehicle == vehicle_id and json.loads(payload) == message:
+                        return StoredHit(StoreOutcome.DUPLICATE)
+                conflict_of = same_id[0][0] if same_id else None
+                withdrawal = db.execute(
+                    "SELECT event_id FROM withdrawals WHERE withdraws_event_id = %s "
+                    "AND vehicle_id = %s ORDER BY id LIMIT 1",
+                    (event_id, vehicle_id),
+                ).fetchone()
+                withdrawn_by = withdrawal[0] if withdrawal else None
+                wl = message["watchlist"]
+                db.execute(
+                    "INSERT INTO hits (event_id, vehicle_id, camera, plate, observed_at, "
+                    'received_at, "list", priority, "match", covert, payload, conflict_of, '
+                    "withdrawn_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        event_id,
+                        vehicle_id,
+                        message["camera"],
+                        message["plate"],
+                        message["observed_at"],
+                        now_iso(),
+                        wl["list"],
+                        wl["priority"],
+                        wl["match"],
+                        bool(wl["covert"]),
+                        _dump(message),
+                        conflict_of,
+                        withdrawn_by,
+                    ),
+                )
+                if withdrawn_by is not None:
+                    db.execute(
+                        "UPDATE withdrawals SET hit_missing = 0 WHERE withdraws_event_id = %s "
+                        "AND vehicle_id = %s",
+                        (event_id, vehicle_id),
+                    )
+        if conflict_of is None:
+            return StoredHit(StoreOutcome.NEW)
+        return StoredHit(StoreOutcome.CONFLICT, json.loads(same_id[0][2]))
+
+    def add_withdrawal(self, message: dict) -> StoredWithdrawal:
+        event_id, vehicle_id = message["event_id"], message["vehicle_id"]
+        withdrawn = message["withdraws_event_id"]
+        with self._lock:
+            db = self._conn()
+            with db.transaction():
+                # The hit's lock first (as add_hit takes it): a hit and its withdrawal
+                # arriving at two workers at once are serialised.
+                db.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_HIT, withdrawn))
+                db.execute(
+                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                    (_LOCK_WITHDRAWAL, event_id),
+                )
+                same_id = db.execute(
+                    "SELECT vehicle_id, payload FROM withdrawals WHERE event_id = %s",
+                    (event_id,),
+                ).fetchall()
+                if any(v == vehicle_id and json.loads(p) == message for v, p in same_id):
+                    return StoredWithdrawal(StoreOutcome.DUPLICATE)
+                hit = db.execute(
+                    "SELECT payload FROM hits WHERE event_id = %s AND vehicle_id = %s "
+                    "ORDER BY id LIMIT 1",
+                    (withdrawn, vehicle_id),
+                ).fetchone()
+                db.execute(
+                    "INSERT INTO withdrawals (event_id, vehicle_id, withdraws_event_id, "
+                    'reason, "at", received_at, hit_missing, payload) '
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        event_id,
+                        vehicle_id,
+                        withdrawn,
+                        message["reason"],
+                        message["at"],
+                        now_iso(),
+                        int(hit is None),
+                        _dump(message),
+                    ),
+                )
+                db.execute(
+                    "UPDATE hits SET withdrawn_by = %s WHERE event_id = %s AND vehicle_id = %s "
+                    "AND withdrawn_by IS NULL",
+                    (event_id, withdrawn, vehicle_id),
+                )
+        outcome = StoreOutcome.CONFLICT if same_id else StoreOutcome.NEW
+        return StoredWithdrawal(outcome, json.loads(hit[0]) if hit else None)
+
+    def set_status(self, message: dict) -> str | None:
+        vehicle_id = message["vehicle_id"]
+        with self._lock:
+            db = self._conn()
+            with db.transaction():
+                db.execute(
+                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_STATUS, vehicle_id)
+                )
+                row = db.execute(
+                    "SELECT state FROM vehicle_status WHERE vehicle_id = %s", (vehicle_id,)
+                ).fetchone()
+                db.execute(
+                    'INSERT INTO vehicle_status (vehicle_id, state, "at", received_at, payload) '
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (vehicle_id) DO UPDATE SET "
+                    'state = excluded.state, "at" = excluded."at", '
+                    "received_at = excluded.received_at, payload = excluded.payload",
+                    (vehicle_id, message["state"], message.get("at"), now_iso(), _dump(message)),
+                )
+        return row[0] if row else None
+
+    def add_audit(self, vehicle_id: str, record: dict) -> bool:
+        with self._lock:
+            cursor = self._conn().execute(
+                "INSERT INTO audit (event_id, vehicle_id, received_at, payload) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING",
+                (record["event_id"], vehicle_id, now_iso(), _dump(record)),
+            )
+            return cursor.rowcount == 1
+
+    def add_reject(self, topic: str, reason: str, payload: bytes) -> None:
+        # PostgreSQL text holds no NUL character: shown as U+FFFD like undecodable bytes.
+        excerpt = (
+            payload[:REJECT_EXCERPT_BYTES]
+            .decode("utf-8", errors="replace")
+            .replace("\x00", "\ufffd")
+        )
+        with self._lock:
+            db = self._conn()
+            row_id = db.execute(
+                "INSERT INTO rejects (received_at, topic, reason, payload_bytes, payload) "
+                "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                (
+                    now_iso(),
+                    topic.replace("\x00", "\ufffd"),
+                    reason[:REASON_CHARS].replace("\x00", "\ufffd"),
+                    len(payload),
+                    excerpt,
+                ),
+            ).fetchone()[0]
+            if row_id % 100 == 0:
+                db.execute("DELETE FROM rejects WHERE id <= %s", (row_id - self.max_rejects,))
+
+    # ----------------------------------------------------------------- reads
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            db = self._conn()
+            counts = {
+                table: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                for table in ("hits", "vehicle_status", "audit", "rejects", "withdrawals")
+            }
+            counts["conflicts"] = db.execute(
+                "SELECT COUNT(*) FROM hits WHERE conflict_of IS NOT NULL"
+            ).fetchone()[0]
+            counts["withdrawn"] = db.execute(
+                "SELECT COUNT(*) FROM hits WHERE withdrawn_by IS NOT NULL"
+            ).fetchone()[0]
+        return counts
+
+    def hits(
+        self,
+        *,
+        vehicle_id: str | None = None,
+        plate: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict]:
+        where, params = [], []
+        if vehicle_id is not None:
+            where.append("vehicle_id = %s")
+            params.append(vehicle_id)
+        if plate is not None:
+            where.append("plate = %s")
+            params.append(plate)
+        sql = "SELECT payload FROM hits"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        # COLLATE "C": event ids in byte order, as SQLite sorts them.
+        sql += ' ORDER BY event_id COLLATE "C", id'
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(limit)
+        with self._lock:
+            rows = self._conn().execute(sql, params).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def hit_row(self, event_id: str) -> dict | None:
+        rows = self._rows("SELECT * FROM hits WHERE event_id = %s ORDER BY id LIMIT 1", (event_id,))
+        return rows[0] if rows else None
+
+    def conflicts(self) -> list[dict]:
+        return self._rows("SELECT * FROM hits WHERE conflict_of IS NOT NULL ORDER BY id", ())
+
+    def withdrawals(self) -> list[dict]:
+        return self._rows("SELECT * FROM withdrawals ORDER BY id", ())
+
+    def _rows(self, sql: str, params: tuple) -> list[dict]:
+        with self._lock:
+            cursor = self._conn().execute(sql, params)
+            rows = cursor.fetchall()
+            names = [d.name for d in cursor.description or ()]
+        out = [dict(zip(names, row, strict=True)) for row in rows]
+        for row in out:
+            row["payload"] = json.loads(row["payload"])
+        return out
+
+    def statuses(self) -> dict[str, dict]:
+        with self._lock:
+            rows = (
+                self._conn()
+                .execute(
+                    'SELECT vehicle_id, state, "at", received_at, payload FROM vehicle_status '
+                    'ORDER BY vehicle_id COLLATE "C"'
+                )
+                .fetchall()
+            )
+        return {
+            vid: {"state": state, "at": at, "received_at": received, "message": json.loads(p)}
+            for vid, state, at, received, p in rows
+        }
+
+    def audit_records(self) -> list[dict]:
+        with self._lock:
+            rows = (
+                self._conn()
+                .execute('SELECT payload FROM audit ORDER BY event_id COLLATE "C"')
+                .fetchall()
+            )
+        return [json.loads(r[0]) for r in rows]
+
+    def rejects(self) -> list[dict]:
+        with self._lock:
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT received_at, topic, reason, payload_bytes, payload FROM rejects "
+                    "ORDER BY id"
+                )
+                .fetchall()
+            )
+        keys = ("received_at", "topic", "reason", "payload_bytes", "payload")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
