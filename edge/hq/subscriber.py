@@ -36,7 +36,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -56,6 +56,9 @@ from edge.hq.validate import (
     validate_withdrawal,
 )
 from edge.waits import poll_until
+
+if TYPE_CHECKING:
+    from edge.hq.pgstore import PostgresStore
 
 DEFAULT_CLIENT_ID = "lpr-edge-hq"
 DEFAULT_PREFIX = "lpr/v1"
@@ -108,7 +111,8 @@ WithdrawalCallback = Callable[[dict, dict | None], None]
 
 class HqSubscriber:
     """Receives every vehicle's hits, status and audit records into a
-    :class:`HitStore` (owned by the caller, open while this runs).
+    :class:`HitStore` or :class:`edge.hq.pgstore.PostgresStore` (owned by the caller,
+    open while this runs).
 
     ``on_hit`` is called on paho's thread for each new hit (never a duplicate),
     after it is stored; ``on_conflict`` instead for a hit stored as a conflict;
@@ -119,7 +123,7 @@ class HqSubscriber:
     def __init__(
         self,
         config: MqttConfig,
-        store: HitStore,
+        store: HitStore | PostgresStore,
         *,
         client_id: str = DEFAULT_CLIENT_ID,
         prefix: str | None = None,

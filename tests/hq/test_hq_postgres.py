@@ -221,6 +221,35 @@ def test_share_group_and_client_id_are_checked():
         cmd_hq(args)
 
 
+def backend_alive(postgres, pid: int) -> bool:
+    with psycopg.connect(f"postgresql://lpr@127.0.0.1:{postgres.port}/postgres") as db:
+        query = "SELECT count(*) FROM pg_stat_activity WHERE pid = %s"
+        return db.execute(query, (pid,)).fetchone()[0] > 0
+
+
+def test_a_lost_database_connection_is_not_acknowledged_and_the_hit_comes_again(broker, postgres):
+    url = postgres.fresh_url()
+    with PostgresStore(url) as store:
+        sub = HqSubscriber(subscriber_config(broker.port), store, client_id="hq-pg-lost")
+        with sub:
+            assert sub.wait_subscribed(TIMEOUT)
+            # The server ends HQ's connection (a restart, a failover) between messages.
+            pid = store._db.info.backend_pid
+            postgres.sql(f"SELECT pg_terminate_backend({pid})")
+            assert sub.wait_until(lambda: not backend_alive(postgres, pid), TIMEOUT)
+            message = hit_msg()
+            publisher = Publisher(broker.port)
+            try:
+                publisher.hit(message)
+                assert sub.wait_until(lambda: sub.stats()["hits"] == 1, TIMEOUT)
+            finally:
+                publisher.close()
+            stats = sub.stats()
+        assert store.hits() == [message]
+    # The first delivery failed to commit, was not acknowledged, and came again.
+    assert stats["store_errors"] == 1 and stats["received"] == 2 and stats["connects"] == 2
+
+
 # --- several workers on one shared subscription ---------------------------------------
 
 
