@@ -329,8 +329,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--db",
         default="hq-hits.sqlite",
-        metavar="FILE",
-        help="SQLite database of hits (default: hq-hits.sqlite)",
+        metavar="FILE|URL",
+        help="SQLite database file of hits (default: hq-hits.sqlite), or a PostgreSQL "
+        "database as postgresql://USER@HOST:PORT/DBNAME (the password from PGPASSWORD, "
+        "never in the URL)",
+    )
+    p.add_argument(
+        "--share",
+        default=None,
+        metavar="GROUP",
+        help="split the vehicles' messages with the other HQ workers of this group "
+        "through the broker (MQTT shared subscription $share/GROUP/...); each worker "
+        "needs its own --client-id",
     )
     p.add_argument(
         "--json",

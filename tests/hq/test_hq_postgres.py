@@ -35,23 +35,6 @@ from tests.hq.test_hq import (
     wait_for_text,
 )
 
-#: Runs `lpr-edge hq ARGS`, adding ``--share`` to the parser if edge/cli.py does not
-#: declare it yet (cmd_hq reads ``args.share`` either way).
-RUNNER = """
-import argparse, sys
-from edge import cli
-_build = cli.build_parser
-def build():
-    parser = _build()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    hq = sub.choices["hq"]
-    if "--share" not in hq._option_string_actions:
-        hq.add_argument("--share", default=None)
-    return parser
-cli.build_parser = build
-sys.exit(cli.main(sys.argv[1:]))
-"""
-
 
 def withdrawal_of(hit: dict, **changes) -> dict:
     message = {
@@ -298,7 +281,7 @@ def start_worker(tmp_path: Path, port: int, url: str, client_id: str, tag: str):
     argv = ["hq", "--host", "127.0.0.1", "--port", str(port), "--client-id", client_id]
     argv += ["--share", "hq", "--db", url, "--json"]
     with out.open("wb") as o, err.open("wb") as e:
-        proc = subprocess.Popen([sys.executable, "-c", RUNNER, *argv], cwd=ROOT, stdout=o, stderr=e)
+        proc = subprocess.Popen([sys.executable, "-m", "edge", *argv], cwd=ROOT, stdout=o, stderr=e)
     assert wait_for_text(err, "HQ: subscribed", proc), err.read_text()
     return proc, out, err
 
