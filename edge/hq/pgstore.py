@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -36,6 +37,7 @@ from edge.hq.store import (
     StoredHit,
     StoredWithdrawal,
     StoreOutcome,
+    StoreReads,
 )
 from edge.hq.validate import REASON_CHARS
 from edge.timefmt import now_iso
@@ -166,7 +168,7 @@ def _migrate(db: psycopg.Connection) -> int:
     return found
 
 
-class PostgresStore:
+class PostgresStore(StoreReads):
     """HQ's database on PostgreSQL, with the methods and outcomes of
     :class:`edge.hq.store.HitStore` (see there). A row is committed when the method
     that wrote it returns.
@@ -176,6 +178,11 @@ class PostgresStore:
     writing raises one of :attr:`transient_errors`, which the subscriber treats as a
     failed commit (the message is not acknowledged and comes again).
     """
+
+    MARK = "%s"
+    # SQLite compares text by its bytes; PostgreSQL by the database's locale unless
+    # told otherwise.
+    BYTE_ORDER = ' COLLATE "C"'
 
     #: Errors that say the database could not be reached or could not commit now
     #: (connection lost, server shut down, disk full): worth trying again later.
@@ -387,100 +394,6 @@ class PostgresStore:
 
     # ----------------------------------------------------------------- reads
 
-    def counts(self) -> dict[str, int]:
-        with self._lock:
-            db = self._conn()
-            counts = {
-                table: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-                for table in ("hits", "vehicle_status", "audit", "rejects", "withdrawals")
-            }
-            counts["conflicts"] = db.execute(
-                "SELECT COUNT(*) FROM hits WHERE conflict_of IS NOT NULL"
-            ).fetchone()[0]
-            counts["withdrawn"] = db.execute(
-                "SELECT COUNT(*) FROM hits WHERE withdrawn_by IS NOT NULL"
-            ).fetchone()[0]
-        return counts
-
-    def hits(
-        self,
-        *,
-        vehicle_id: str | None = None,
-        plate: str | None = None,
-        limit: int | None = None,
-    ) -> list[dict]:
-        where, params = [], []
-        if vehicle_id is not None:
-            where.append("vehicle_id = %s")
-            params.append(vehicle_id)
-        if plate is not None:
-            where.append("plate = %s")
-            params.append(plate)
-        sql = "SELECT payload FROM hits"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        # COLLATE "C": event ids in byte order, as SQLite sorts them.
-        sql += ' ORDER BY event_id COLLATE "C", id'
-        if limit is not None:
-            sql += " LIMIT %s"
-            params.append(limit)
-        with self._lock:
-            rows = self._conn().execute(sql, params).fetchall()
-        return [json.loads(r[0]) for r in rows]
-
-    def hit_row(self, event_id: str) -> dict | None:
-        rows = self._rows("SELECT * FROM hits WHERE event_id = %s ORDER BY id LIMIT 1", (event_id,))
-        return rows[0] if rows else None
-
-    def conflicts(self) -> list[dict]:
-        return self._rows("SELECT * FROM hits WHERE conflict_of IS NOT NULL ORDER BY id", ())
-
-    def withdrawals(self) -> list[dict]:
-        return self._rows("SELECT * FROM withdrawals ORDER BY id", ())
-
-    def _rows(self, sql: str, params: tuple) -> list[dict]:
-        with self._lock:
-            cursor = self._conn().execute(sql, params)
-            rows = cursor.fetchall()
-            names = [d.name for d in cursor.description or ()]
-        out = [dict(zip(names, row, strict=True)) for row in rows]
-        for row in out:
-            row["payload"] = json.loads(row["payload"])
-        return out
-
-    def statuses(self) -> dict[str, dict]:
-        with self._lock:
-            rows = (
-                self._conn()
-                .execute(
-                    'SELECT vehicle_id, state, "at", received_at, payload FROM vehicle_status '
-                    'ORDER BY vehicle_id COLLATE "C"'
-                )
-                .fetchall()
-            )
-        return {
-            vid: {"state": state, "at": at, "received_at": received, "message": json.loads(p)}
-            for vid, state, at, received, p in rows
-        }
-
-    def audit_records(self) -> list[dict]:
-        with self._lock:
-            rows = (
-                self._conn()
-                .execute('SELECT payload FROM audit ORDER BY event_id COLLATE "C"')
-                .fetchall()
-            )
-        return [json.loads(r[0]) for r in rows]
-
-    def rejects(self) -> list[dict]:
-        with self._lock:
-            rows = (
-                self._conn()
-                .execute(
-                    "SELECT received_at, topic, reason, payload_bytes, payload FROM rejects "
-                    "ORDER BY id"
-                )
-                .fetchall()
-            )
-        keys = ("received_at", "topic", "reason", "payload_bytes", "payload")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
+    def _fetch(self, sql: str, params: Sequence = ()) -> tuple[list[str], list[tuple]]:
+        cursor = self._conn().execute(sql, params)
+        return [d.name for d in cursor.description or ()], cursor.fetchall()

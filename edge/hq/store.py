@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -208,7 +209,111 @@ def _prepare(db: sqlite3.Connection) -> None:
         raise
 
 
-class HitStore:
+class StoreReads:
+    """What HQ reads back from its store, the same for SQLite and PostgreSQL: the
+    queries are written once, each store gives its dialect (:attr:`MARK`,
+    :attr:`BYTE_ORDER`) and runs them (:meth:`_fetch`)."""
+
+    #: The driver's parameter placeholder.
+    MARK = "?"
+    #: Appended to ORDER BY on text keys so that they sort by their bytes, as SQLite
+    #: does by default (event ids then sort by creation time).
+    BYTE_ORDER = ""
+    #: Held around every use of the connection, writes included.
+    _lock: threading.Lock
+
+    def _fetch(self, sql: str, params: Sequence = ()) -> tuple[list[str], list[tuple]]:
+        """The column names and rows of a query; the caller holds :attr:`_lock`."""
+        raise NotImplementedError
+
+    def _read(self, sql: str, params: Sequence = ()) -> tuple[list[str], list[tuple]]:
+        with self._lock:
+            return self._fetch(sql, params)
+
+    def counts(self) -> dict[str, int]:
+        queries = {
+            table: f"SELECT COUNT(*) FROM {table}"
+            for table in ("hits", "vehicle_status", "audit", "rejects", "withdrawals")
+        }
+        queries["conflicts"] = "SELECT COUNT(*) FROM hits WHERE conflict_of IS NOT NULL"
+        queries["withdrawn"] = "SELECT COUNT(*) FROM hits WHERE withdrawn_by IS NOT NULL"
+        # One lock over all of them: counts of one moment.
+        with self._lock:
+            return {name: self._fetch(sql)[1][0][0] for name, sql in queries.items()}
+
+    def hits(
+        self,
+        *,
+        vehicle_id: str | None = None,
+        plate: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict]:
+        """Stored hit messages, conflicts included, oldest event first (event ids sort
+        by creation time; hits sharing an id in the order they arrived)."""
+        where, params = [], []
+        if vehicle_id is not None:
+            where.append(f"vehicle_id = {self.MARK}")
+            params.append(vehicle_id)
+        if plate is not None:
+            where.append(f"plate = {self.MARK}")
+            params.append(plate)
+        sql = "SELECT payload FROM hits"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY event_id{self.BYTE_ORDER}, id"
+        if limit is not None:
+            sql += f" LIMIT {self.MARK}"
+            params.append(limit)
+        return [json.loads(r[0]) for r in self._read(sql, params)[1]]
+
+    def hit_row(self, event_id: str) -> dict | None:
+        """The row of the first hit stored with ``event_id``, columns by name (the
+        payload parsed); see :meth:`conflicts` for any later ones."""
+        rows = self._rows(
+            f"SELECT * FROM hits WHERE event_id = {self.MARK} ORDER BY id LIMIT 1", (event_id,)
+        )
+        return rows[0] if rows else None
+
+    def conflicts(self) -> list[dict]:
+        """The rows of hits flagged as conflicts, in the order they arrived: each
+        reused the ``event_id`` of the hit whose ``id`` is its ``conflict_of``."""
+        return self._rows("SELECT * FROM hits WHERE conflict_of IS NOT NULL ORDER BY id")
+
+    def withdrawals(self) -> list[dict]:
+        """Stored withdrawals, in the order they arrived: their columns by name (the
+        payload parsed); ``hit_missing`` 1 while HQ holds no hit they name."""
+        return self._rows("SELECT * FROM withdrawals ORDER BY id")
+
+    def _rows(self, sql: str, params: Sequence = ()) -> list[dict]:
+        names, rows = self._read(sql, params)
+        out = [dict(zip(names, row, strict=True)) for row in rows]
+        for row in out:
+            row["payload"] = json.loads(row["payload"])
+        return out
+
+    def statuses(self) -> dict[str, dict]:
+        """The last status of each vehicle: vehicle_id -> state, at, received_at, message."""
+        _, rows = self._read(
+            'SELECT vehicle_id, state, "at", received_at, payload FROM vehicle_status '
+            f"ORDER BY vehicle_id{self.BYTE_ORDER}"
+        )
+        return {
+            vid: {"state": state, "at": at, "received_at": received, "message": json.loads(p)}
+            for vid, state, at, received, p in rows
+        }
+
+    def audit_records(self) -> list[dict]:
+        _, rows = self._read(f"SELECT payload FROM audit ORDER BY event_id{self.BYTE_ORDER}")
+        return [json.loads(r[0]) for r in rows]
+
+    def rejects(self) -> list[dict]:
+        """Rejected messages, oldest first."""
+        keys = ("received_at", "topic", "reason", "payload_bytes", "payload")
+        _, rows = self._read(f"SELECT {', '.join(keys)} FROM rejects ORDER BY id")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+class HitStore(StoreReads):
     """HQ's database of hits, the last status of each vehicle, audit records and
     rejected messages.
 
@@ -422,104 +527,6 @@ class HitStore:
 
     # ----------------------------------------------------------------- reads
 
-    def counts(self) -> dict[str, int]:
-        """Rows in each table, ``conflicts``: the hits among them flagged as such, and
-        ``withdrawn``: the hits withdrawn by their vehicle."""
-        with self._lock:
-            counts = {
-                table: self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-                for table in ("hits", "vehicle_status", "audit", "rejects", "withdrawals")
-            }
-            counts["conflicts"] = self._db.execute(
-                "SELECT COUNT(*) FROM hits WHERE conflict_of IS NOT NULL"
-            ).fetchone()[0]
-            counts["withdrawn"] = self._db.execute(
-                "SELECT COUNT(*) FROM hits WHERE withdrawn_by IS NOT NULL"
-            ).fetchone()[0]
-        return counts
-
-    def hits(
-        self,
-        *,
-        vehicle_id: str | None = None,
-        plate: str | None = None,
-        limit: int | None = None,
-    ) -> list[dict]:
-        """Stored hit messages, conflicts included, oldest event first (event ids sort
-        by creation time; hits sharing an id in the order they arrived)."""
-        where, params = [], []
-        if vehicle_id is not None:
-            where.append("vehicle_id = ?")
-            params.append(vehicle_id)
-        if plate is not None:
-            where.append("plate = ?")
-            params.append(plate)
-        sql = "SELECT payload FROM hits"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY event_id, id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        with self._lock:
-            rows = self._db.execute(sql, params).fetchall()
-        return [json.loads(r[0]) for r in rows]
-
-    def hit_row(self, event_id: str) -> dict | None:
-        """The row of the first hit stored with ``event_id``, columns by name (the
-        payload parsed); see :meth:`conflicts` for any later ones."""
-        rows = self._hit_rows("WHERE event_id = ? ORDER BY id LIMIT 1", (event_id,))
-        return rows[0] if rows else None
-
-    def conflicts(self) -> list[dict]:
-        """The rows of hits flagged as conflicts, in the order they arrived: each
-        reused the ``event_id`` of the hit whose ``id`` is its ``conflict_of``."""
-        return self._hit_rows("WHERE conflict_of IS NOT NULL ORDER BY id", ())
-
-    def _hit_rows(self, where: str, params: tuple) -> list[dict]:
-        with self._lock:
-            cursor = self._db.execute(f"SELECT * FROM hits {where}", params)
-            rows = cursor.fetchall()
-            names = [d[0] for d in cursor.description]
-        out = [dict(zip(names, row, strict=True)) for row in rows]
-        for row in out:
-            row["payload"] = json.loads(row["payload"])
-        return out
-
-    def withdrawals(self) -> list[dict]:
-        """Stored withdrawals, in the order they arrived: their columns by name (the
-        payload parsed); ``hit_missing`` 1 while HQ holds no hit they name."""
-        with self._lock:
-            cursor = self._db.execute("SELECT * FROM withdrawals ORDER BY id")
-            rows = cursor.fetchall()
-            names = [d[0] for d in cursor.description]
-        out = [dict(zip(names, row, strict=True)) for row in rows]
-        for row in out:
-            row["payload"] = json.loads(row["payload"])
-        return out
-
-    def statuses(self) -> dict[str, dict]:
-        """The last status of each vehicle: vehicle_id -> state, at, received_at, message."""
-        with self._lock:
-            rows = self._db.execute(
-                'SELECT vehicle_id, state, "at", received_at, payload FROM vehicle_status '
-                "ORDER BY vehicle_id"
-            ).fetchall()
-        return {
-            vid: {"state": state, "at": at, "received_at": received, "message": json.loads(p)}
-            for vid, state, at, received, p in rows
-        }
-
-    def audit_records(self) -> list[dict]:
-        with self._lock:
-            rows = self._db.execute("SELECT payload FROM audit ORDER BY event_id").fetchall()
-        return [json.loads(r[0]) for r in rows]
-
-    def rejects(self) -> list[dict]:
-        """Rejected messages, oldest first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT received_at, topic, reason, payload_bytes, payload FROM rejects ORDER BY id"
-            ).fetchall()
-        keys = ("received_at", "topic", "reason", "payload_bytes", "payload")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
+    def _fetch(self, sql: str, params: Sequence = ()) -> tuple[list[str], list[tuple]]:
+        cursor = self._db.execute(sql, params)
+        return [d[0] for d in cursor.description], cursor.fetchall()
