@@ -142,12 +142,25 @@ class PlateRecognizer:
         any other detection counts, and only one around the weak box: the second look
         finds what was seen too small, not new places."""
         weak = weak[uncovered(detections, weak, PROPOSAL_IOU)][:SECOND_LOOK_LIMIT]
-        if not len(weak):
+        return self._look_again(image, detections, weak, SECOND_LOOK_CONTEXT, SECOND_LOOK_ZOOM)
+
+    def _look_again(
+        self,
+        image: np.ndarray,
+        detections: Detections,
+        around: Detections,
+        context: float,
+        zoom: int,
+    ) -> Detections:
+        """``detections`` followed by the plate boxes the detector draws around the
+        ``around`` boxes when it looks again at regions ``context`` times their size,
+        scaled to ``zoom`` px."""
+        if not len(around):
             return detections
         found = self.detector.detect_regions(
-            image, zoom_regions(weak.xyxy, SECOND_LOOK_CONTEXT), SECOND_LOOK_ZOOM, enlarge=True
+            image, zoom_regions(around.xyxy, context), zoom, enlarge=True
         )
-        return merge_proposals(detections, holding(found, weak.xyxy), PROPOSAL_IOU)
+        return merge_proposals(detections, holding(found, around.xyxy), PROPOSAL_IOU)
 
     def _proposals(
         self, image: np.ndarray, detections: Detections
@@ -162,15 +175,8 @@ class PlateRecognizer:
         it, and not a sign."""
         assert self.proposals is not None
         text = self.proposals.detect(image)
-        text = text[uncovered(detections, text, PROPOSAL_IOU)]
-        if not len(text):
-            return detections, text
-        text = text[:PROPOSAL_LIMIT]
-        found = self.detector.detect_regions(
-            image, zoom_regions(text.xyxy, PROPOSAL_CONTEXT), PROPOSAL_ZOOM, enlarge=True
-        )
-        found = holding(found, text.xyxy)
-        return merge_proposals(detections, found, PROPOSAL_IOU), text
+        text = text[uncovered(detections, text, PROPOSAL_IOU)][:PROPOSAL_LIMIT]
+        return self._look_again(image, detections, text, PROPOSAL_CONTEXT, PROPOSAL_ZOOM), text
 
     def read(self, image: np.ndarray, detections: Detections) -> tuple[RecognizedPlate, ...]:
         """Read every detected box in one OCR batch; keep those the format accepts, and
