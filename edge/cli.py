@@ -355,6 +355,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this long (default: run until SIGINT or SIGTERM)",
     )
     p.set_defaults(handler=_lazy("edge.hq.command", "cmd_hq"))
+    # No action: the subscriber, as above. 'search': investigators' query.
+    hsub = p.add_subparsers(dest="hq_action", metavar="ACTION", required=False)
+    hp = hsub.add_parser(
+        "search",
+        help="find stored hits of a plate, look-alikes included (every search is audited)",
+    )
+    hp.add_argument(
+        "--db",
+        default="hq-hits.sqlite",
+        metavar="FILE|URL",
+        help="SQLite database file (default: hq-hits.sqlite) or postgresql://USER@HOST:PORT/DBNAME",
+    )
+    hp.add_argument("--plate", required=True, metavar="P", help="plate searched for")
+    hp.add_argument("--since", metavar="T", help="hits seen at or after T (ISO-8601, UTC)")
+    hp.add_argument("--until", metavar="T", help="hits seen at or before T (ISO-8601, UTC)")
+    hp.add_argument("--vehicle", metavar="V", help="only this vehicle's hits")
+    hp.add_argument("--list", metavar="L", help="only hits on this watchlist")
+    hp.add_argument("--limit", type=int, default=None, metavar="N", help="default: 100")
+    hp.add_argument("--json", action="store_true", help="one JSON object per result line")
+    hp.add_argument(
+        "--user", required=True, metavar="NAME", help="who is searching (recorded in HQ's audit)"
+    )
+    hp.set_defaults(handler=_lazy("edge.hq.search", "cmd_hq_search"))
 
     p = add("outbox", "hits and audit records waiting for the broker: status, or send now")
     config_arg(p)

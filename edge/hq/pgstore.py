@@ -110,6 +110,18 @@ CREATE TABLE rejects (
     payload       TEXT NOT NULL
 );
 """,
+    # HQ's own audit: who searched (or later purged, held) what, when, with how many results.
+    2: """
+CREATE TABLE hq_audit (
+    id           BIGSERIAL PRIMARY KEY,
+    "at"         TEXT NOT NULL,
+    "user"       TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    query        TEXT NOT NULL,
+    result_count INTEGER NOT NULL
+);
+CREATE INDEX hq_audit_at ON hq_audit ("at");
+""",
 }
 
 #: The layout this HQ writes: the last migration's version.
@@ -368,6 +380,13 @@ class PostgresStore(StoreReads):
                 (record["event_id"], vehicle_id, now_iso(), _dump(record)),
             )
             return cursor.rowcount == 1
+
+    def add_hq_audit(self, user: str, action: str, query: dict, result_count: int) -> None:
+        """See :meth:`edge.hq.store.HitStore.add_hq_audit`."""
+        with self._lock:
+            self._conn().execute(
+                self._audit_insert, self._audit_row(user, action, query, result_count)
+            )
 
     def add_reject(self, topic: str, reason: str, payload: bytes) -> None:
         # PostgreSQL text holds no NUL character: shown as U+FFFD like undecodable bytes.

@@ -32,6 +32,7 @@ from pathlib import Path
 from edge.files import ensure_private, set_aside
 from edge.hq.console import log
 from edge.hq.validate import REASON_CHARS
+from edge.platetext import distance, neighbourhood, normalize
 from edge.timefmt import now_iso
 
 #: Bytes of a rejected payload kept in ``rejects`` (enough to see what it was).
@@ -42,7 +43,10 @@ MAX_REJECT_ROWS = 10_000
 
 #: The database layout's version (``PRAGMA user_version``): 0 is the first release's,
 #: whose ``hits`` had ``event_id`` as its primary key; 1 keys hits by ``id`` and adds
-#: ``conflict_of``; 2 adds ``hits.withdrawn_by`` and the ``withdrawals`` table.
+#: ``conflict_of``; 2 adds ``hits.withdrawn_by`` and the ``withdrawals`` table. The
+#: ``hq_audit`` table (investigators' searches) came later as a table of its own, which
+#: every open adds when missing (:data:`SCHEMA` only creates what is absent) and which
+#: an earlier HQ ignores: the layout stays version 2, readable by both.
 SCHEMA_VERSION = 2
 
 #: Hits, one row per distinct message. ``conflict_of`` is NULL for the first hit
@@ -126,6 +130,14 @@ CREATE TABLE IF NOT EXISTS withdrawals (
 );
 CREATE INDEX IF NOT EXISTS withdrawals_event ON withdrawals (event_id);
 CREATE INDEX IF NOT EXISTS withdrawals_of ON withdrawals (withdraws_event_id, vehicle_id);
+CREATE TABLE IF NOT EXISTS hq_audit (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    "at"         TEXT NOT NULL,
+    "user"       TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    query        TEXT NOT NULL,
+    result_count INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rejects (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     received_at   TEXT NOT NULL,
@@ -136,6 +148,13 @@ CREATE TABLE IF NOT EXISTS rejects (
 );
 """
 )
+
+
+#: How far (:func:`edge.platetext.distance`) a stored plate may be from the one
+#: searched for: one plain edit, or two look-alike swaps (8/B, 0/O, 1/I, 5/S ...).
+SEARCH_DISTANCE = 1.0
+#: Results a search gives at most unless told otherwise.
+SEARCH_LIMIT = 100
 
 
 class DatabaseVersionError(Exception):
@@ -311,6 +330,102 @@ class StoreReads:
         keys = ("received_at", "topic", "reason", "payload_bytes", "payload")
         _, rows = self._read(f"SELECT {', '.join(keys)} FROM rejects ORDER BY id")
         return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def search(
+        self,
+        plate: str,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        vehicle_id: str | None = None,
+        list_name: str | None = None,
+        limit: int | None = SEARCH_LIMIT,
+        max_distance: float = SEARCH_DISTANCE,
+    ) -> list[dict]:
+        """Stored hits whose plate is ``plate`` or near it by the watchlist's rules
+        (look-alikes at half cost), nearest first, then newest first. Indexed: the
+        plates within ``max_distance`` (:func:`edge.platetext.neighbourhood`) are
+        looked up on ``hits.plate``, never a scan of every hit. ``since``/``until``
+        are ISO-8601 UTC as stored (``observed_at``), both inclusive."""
+        wanted = normalize(plate)
+        if not wanted:
+            return []
+        candidates = sorted(neighbourhood(wanted, max_distance))
+        marks = ", ".join([self.MARK] * len(candidates))
+        where, params = [f"plate IN ({marks})"], list(candidates)
+        for clause, value in (
+            (f"observed_at >= {self.MARK}", since),
+            (f"observed_at <= {self.MARK}", until),
+            (f"vehicle_id = {self.MARK}", vehicle_id),
+            (f'"list" = {self.MARK}', list_name),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        _, rows = self._read(
+            'SELECT id, event_id, vehicle_id, camera, plate, observed_at, "list", priority, '
+            f"payload, conflict_of, withdrawn_by FROM hits WHERE {' AND '.join(where)}",
+            params,
+        )
+        results = []
+        for row_id, event_id, vehicle, camera, found, at, lst, prio, payload, conflict, wd in rows:
+            gap = distance(wanted, found)
+            if gap > max_distance:
+                continue
+            watchlist = json.loads(payload).get("watchlist", {})
+            results.append(
+                {
+                    "event_id": event_id,
+                    "plate": found,
+                    "distance": gap,
+                    "vehicle_id": vehicle,
+                    "camera": camera,
+                    "observed_at": at,
+                    "list": lst,
+                    "entry_id": watchlist.get("entry_id"),
+                    "entry_plate": watchlist.get("entry_plate"),
+                    "priority": prio,
+                    "conflict": conflict is not None,
+                    "withdrawn": wd is not None,
+                    "withdrawn_by": wd,
+                    "_id": row_id,
+                }
+            )
+        # Newest first (arrival order between equal times), then nearest first.
+        results.sort(key=lambda r: (r["observed_at"], r["_id"]), reverse=True)
+        results.sort(key=lambda r: r["distance"])
+        for r in results:
+            del r["_id"]
+        return results if limit is None else results[:limit]
+
+    def hq_audit(self) -> list[dict]:
+        """HQ's own audit (investigators' searches), oldest first: id, at, user,
+        action, query (parsed), result_count."""
+        rows = self._read_dicts(
+            'SELECT id, "at", "user", action, query, result_count FROM hq_audit ORDER BY id'
+        )
+        for row in rows:
+            row["query"] = json.loads(row["query"])
+        return rows
+
+    def _read_dicts(self, sql: str, params: Sequence = ()) -> list[dict]:
+        names, rows = self._read(sql, params)
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def _audit_row(self, user: str, action: str, query: dict, result_count: int) -> tuple:
+        return (
+            now_iso(),
+            user,
+            action,
+            json.dumps(query, ensure_ascii=False, sort_keys=True, separators=(",", ":")),
+            result_count,
+        )
+
+    #: Inserts one row of HQ's audit (values from :meth:`_audit_row`).
+    @property
+    def _audit_insert(self) -> str:
+        marks = ", ".join([self.MARK] * 5)
+        return f'INSERT INTO hq_audit ("at", "user", action, query, result_count) VALUES ({marks})'
 
 
 class HitStore(StoreReads):
@@ -509,6 +624,12 @@ class HitStore(StoreReads):
                 ),
             )
             return cursor.rowcount == 1
+
+    def add_hq_audit(self, user: str, action: str, query: dict, result_count: int) -> None:
+        """Record in HQ's own audit who did what (``action``, e.g. ``search``, with
+        its ``query``) and how many results it gave."""
+        with self._lock:
+            self._db.execute(self._audit_insert, self._audit_row(user, action, query, result_count))
 
     def add_reject(self, topic: str, reason: str, payload: bytes) -> None:
         """Record a rejected message: its reason and the first bytes of its payload."""
