@@ -340,16 +340,9 @@ def test_a_second_look_counts_only_a_sure_reading():
     also be too small and dark to read, and the recogniser still reads something there
     (ETE for KT8821): a plate found on a second look counts only when read surely."""
     from edge.recognition.recognize import SECOND_LOOK_FLOOR, SECOND_LOOK_MIN_CONFIDENCE
-    from edge.synth.hkplates import render_hk_scene
+    from tests.recognition.test_detect import unsure_night_scene
 
-    image, truths = render_hk_scene(
-        ["KT8821"],
-        size=(1920, 1080),
-        rng=np.random.default_rng(1),
-        plate_frac=(0.025, 0.025),
-        night=True,
-        blur=1.2,
-    )
+    image, truths = unsure_night_scene()
     plate = np.array(truths[0].box, np.float32)
     config = load_config(None, environ={})
     assert config.recognition.second_look, "on by default for still images"
