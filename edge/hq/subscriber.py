@@ -298,15 +298,7 @@ class HqSubscriber:
         except UnicodeDecodeError:
             topic = repr(getattr(message, "_topic", b"?"))
         payload = bytes(message.payload)
-        try:
-            stored = self.handle(topic, payload)
-        except Exception as exc:
-            # A fault of ours, not of the storage: sending the message again would
-            # fail again and stall everything behind it, so it is kept as a reject.
-            log.exception("HQ: handling a message on %s failed", topic)
-            self._reject(topic, Reject("internal-error", type(exc).__name__), payload)
-            stored = True
-        if stored:
+        if self.handle(topic, payload):
             client.ack(message.mid, message.qos)
             return
         # Not acknowledged: the broker sends it again when the session resumes. Drop
@@ -323,9 +315,23 @@ class HqSubscriber:
     def handle(self, topic: str, payload: bytes) -> bool:
         """Validate and store one message. True when it is dealt with (stored, a
         duplicate, ignored or rejected) and may be acknowledged; False when storing
-        it failed and the broker should send it again."""
-        with self._lock:
-            self._counters.received += 1
+        it failed and the broker should send it again.
+
+        ``received`` goes up only once the message is dealt with, so a caller that
+        sees it reach N also sees the first N messages' rows and counters."""
+        try:
+            return self._handle(topic, payload)
+        except Exception as exc:
+            # A fault of ours, not of the storage: sending the message again would
+            # fail again and stall everything behind it, so it is kept as a reject.
+            log.exception("HQ: handling a message on %s failed", topic)
+            self._reject(topic, Reject("internal-error", type(exc).__name__), payload)
+            return True
+        finally:
+            with self._lock:
+                self._counters.received += 1
+
+    def _handle(self, topic: str, payload: bytes) -> bool:
         try:
             vehicle_id, kind = self._parse_topic(topic)
             if kind == "status" and not payload:
@@ -373,13 +379,13 @@ class HqSubscriber:
         return parts[0], parts[1]
 
     def _reject(self, topic: str, reject: Reject, payload: bytes) -> None:
-        with self._lock:
-            self._rejected[reject.kind] += 1
         log.warning("HQ: rejected a message on %s: %s", _short(topic, 120), reject)
         try:
             self.store.add_reject(topic, str(reject), payload)
         except self._store_errors as exc:
             log.error("HQ: recording a rejected message failed: %s", exc)
+        with self._lock:
+            self._rejected[reject.kind] += 1
 
     def _store_hit(self, message: dict) -> None:
         stored = self.store.add_hit(message)
