@@ -143,6 +143,19 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _hq_retention_options(p: argparse.ArgumentParser) -> None:
+    """HQ's retention periods (edge/hq/retention.py has the defaults and why)."""
+    for option, default in (
+        ("hits", "28d, the most allowed"),
+        ("statuses", "7d"),
+        ("rejects", "7d"),
+        ("audit", "730d: vehicles' audit records"),
+    ):
+        p.add_argument(
+            f"--keep-{option}", default=None, metavar="DURATION", help=f"default: {default}"
+        )
+
+
 def _lazy(module: str, function: str) -> Callable[[argparse.Namespace], int]:
     """Import a command's module only when it runs, so `--help` and `config check`
     stay fast and never load onnxruntime sessions."""
@@ -354,6 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="stop after this long (default: run until SIGINT or SIGTERM)",
     )
+    _hq_retention_options(p)
+    p.add_argument(
+        "--purge-every",
+        default=None,
+        metavar="DURATION",
+        help="apply the retention at start and then this often (default: 1h)",
+    )
     p.set_defaults(handler=_lazy("edge.hq.command", "cmd_hq"))
     # No action: the subscriber, as above. 'search': investigators' query.
     hsub = p.add_subparsers(dest="hq_action", metavar="ACTION", required=False)
@@ -378,6 +398,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--user", required=True, metavar="NAME", help="who is searching (recorded in HQ's audit)"
     )
     hp.set_defaults(handler=_lazy("edge.hq.search", "cmd_hq_search"))
+    # Retention and case holds (edge/hq/purge.py): each audited in hq_audit.
+    hq_db = {"default": "hq-hits.sqlite", "metavar": "FILE|URL", "help": "as for hq search"}
+    hp = hsub.add_parser(
+        "purge", help="apply HQ's retention now (expired hits, statuses, rejects; audited)"
+    )
+    hp.add_argument("--db", **hq_db)
+    hp.add_argument("--user", required=True, metavar="NAME", help="who purges (audited)")
+    _hq_retention_options(hp)
+    hp.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    hp.add_argument("--json", action="store_true", help="the counts as one JSON line")
+    hp.set_defaults(handler=_lazy("edge.hq.purge", "cmd_hq_purge"))
+    for action, text in (("hold", "keep a hit past retention for a case"), ("release", "end it")):
+        hp = hsub.add_parser(action, help=text)
+        hp.add_argument("--db", **hq_db)
+        hp.add_argument("--event-id", required=True, metavar="E", help="the hit's event id")
+        hp.add_argument("--case", required=True, metavar="CASE", help="case reference")
+        hp.add_argument("--user", required=True, metavar="NAME", help="who (audited)")
+        if action == "hold":
+            hp.add_argument("--reason", default="", metavar="TEXT", help="why it is kept")
+        hp.set_defaults(handler=_lazy("edge.hq.purge", f"cmd_hq_{action}"))
+    hp = hsub.add_parser("holds", help="list the open case holds")
+    hp.add_argument("--db", **hq_db)
+    hp.add_argument("--all", action="store_true", help="released ones too")
+    hp.add_argument("--json", action="store_true", help="one JSON object per hold")
+    hp.set_defaults(handler=_lazy("edge.hq.purge", "cmd_hq_holds"))
 
     p = add("outbox", "hits and audit records waiting for the broker: status, or send now")
     config_arg(p)
@@ -533,64 +578,6 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--seed", type=int, default=1, help="default 1")
     bp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bp.set_defaults(handler=_lazy("edge.bench.watchlist", "cmd_bench_watchlist"))
-    bp = bsub.add_parser(
-        "hq",
-        help="HQ under a fleet's load (stored/s, latency, losses), and search speed",
-        description="Start a loopback Mosquitto and the store (or use --broker/--db URL), "
-        "run W real 'lpr-edge hq' workers sharing one subscription, publish schema-valid "
-        "hits from N simulated vehicles (each its own topic and vehicle id, multiplexed "
-        "over --publishers connections) at QoS 1, and report stored hits/s over the steady "
-        "part, publish-to-stored latency (p50, p95, max; stored = the hits.received_at "
-        "column), and hits lost or stored twice. With --search-hits N: generate N stored "
-        "hits in the database instead and time 'hq search' (exact, look-alike, miss).",
-    )
-    bp.add_argument("--vehicles", type=int, default=1000, help="default 1000")
-    bp.add_argument(
-        "--rate", type=float, default=0.0, help="hits/s in all; 0: as fast as possible (default)"
-    )
-    bp.add_argument("--workers", type=int, default=1, help="HQ worker processes (default 1)")
-    bp.add_argument(
-        "--db",
-        default="sqlite",
-        metavar="sqlite|postgres|URL",
-        help="sqlite: a file in a temporary folder (default); postgres: a throw-away "
-        "PostgreSQL cluster (Debian package postgresql); or a postgresql:// URL",
-    )
-    bp.add_argument(
-        "--broker", metavar="HOST:PORT", help="use this broker instead of a loopback Mosquitto"
-    )
-    bp.add_argument("--count", type=int, default=10_000, help="hits to publish (default 10000)")
-    bp.add_argument(
-        "--duration",
-        type=float,
-        metavar="S",
-        help="publish for S seconds instead (--rate x S hits; with rate 0, until S elapses)",
-    )
-    bp.add_argument(
-        "--publishers", type=int, default=2, help="publisher processes/connections (default 2)"
-    )
-    bp.add_argument(
-        "--drain",
-        type=float,
-        default=15.0,
-        help="after publishing, wait until this many seconds pass with nothing new stored "
-        "(default 15)",
-    )
-    bp.add_argument(
-        "--timeout", type=float, default=900.0, help="longest publishing time (default 900 s)"
-    )
-    bp.add_argument(
-        "--search-hits",
-        type=int,
-        metavar="N",
-        help="search mode: generate N stored hits and time searches",
-    )
-    bp.add_argument(
-        "--searches", type=int, default=200, help="searches per kind in search mode (default 200)"
-    )
-    bp.add_argument("--seed", type=int, default=1, help="default 1")
-    bp.add_argument("--json", action="store_true", help="print JSON instead of text")
-    bp.set_defaults(handler=_lazy("edge.bench.hq", "cmd_bench_hq"))
 
     p = add("config", "validate a configuration file")
     csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)

@@ -3,6 +3,8 @@
 :class:`edge.hq.pgstore.PostgresStore` (``--db postgresql://...``) until SIGINT or
 SIGTERM (or ``--duration``), printing each hit, conflict and withdrawal
 (:mod:`edge.hq.console`) and status changes, and its counts as JSON at the end.
+It applies HQ's retention by itself (:class:`edge.hq.retention.PeriodicPurge`: at
+start, then every ``--purge-every``; ``--keep-*`` give the periods).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from edge.hq.console import (
     json_line,
     withdrawal_summary_json,
 )
+from edge.hq.retention import DEFAULT_PURGE_EVERY, PeriodicPurge, parse_duration, policy_from_args
 from edge.hq.store import DatabaseVersionError, HitStore
 from edge.hq.subscriber import DEFAULT_CLIENT_ID, SHARE_GROUP, HqSubscriber
 from edge.timefmt import now_iso
@@ -91,6 +94,11 @@ def cmd_hq(args: argparse.Namespace) -> int:
     if duration is not None and duration <= 0:
         raise UsageError(f"--duration {duration}: expected a positive number of seconds")
     share = _share_group(args)
+    policy = policy_from_args(args)
+    every_text = getattr(args, "purge_every", None)
+    purge_every = DEFAULT_PURGE_EVERY
+    if every_text is not None:
+        purge_every = parse_duration("--purge-every", every_text)
     as_json = bool(getattr(args, "json", False))
     db = str(getattr(args, "db", None) or DEFAULT_DB)
     stop = threading.Event()
@@ -162,7 +170,7 @@ def cmd_hq(args: argparse.Namespace) -> int:
             for sig in previous:
                 signal.signal(sig, on_signal)
         try:
-            with subscriber:
+            with subscriber, PeriodicPurge(store, policy, purge_every):
                 stop.wait(duration)
         finally:
             for sig, handler in previous.items():

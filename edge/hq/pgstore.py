@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -37,7 +39,7 @@ from edge.hq.store import (
     StoredHit,
     StoredWithdrawal,
     StoreOutcome,
-    StoreReads,
+    StoreRetention,
 )
 from edge.hq.validate import REASON_CHARS
 from edge.timefmt import now_iso
@@ -48,6 +50,10 @@ SCHEMES = ("postgresql", "postgres")
 #: Advisory lock keys (first of two int4 keys): the migration, then one per kind of
 #: record keyed by ``hashtext`` of its id.
 _LOCK_MIGRATE, _LOCK_HIT, _LOCK_WITHDRAWAL, _LOCK_STATUS = 72_2201, 72_2202, 72_2203, 72_2204
+#: Held by the worker purging (for the whole purge), and by each purge batch, hold and
+#: release (for its transaction): one purge at a time across workers, and a hold never
+#: lands between a batch's check of the holds and its delete.
+_LOCK_PURGE, _LOCK_HOLDS = 72_2205, 72_2206
 
 #: Version -> SQL bringing the database from the version before to it. Add a
 #: version by appending (never edit a released one).
@@ -122,6 +128,28 @@ CREATE TABLE hq_audit (
 );
 CREATE INDEX hq_audit_at ON hq_audit ("at");
 """,
+    # Retention and case holds (see edge.hq.store.StoreRetention): the holds, the
+    # received_at indexes purges delete by, and conflict_of loses its foreign key: a
+    # conflict is purged by its own age, and may outlive the first hit it names (the
+    # flag stays, the row it named may be gone).
+    3: """
+CREATE TABLE case_holds (
+    id          BIGSERIAL PRIMARY KEY,
+    event_id    TEXT NOT NULL,
+    case_ref    TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    held_by     TEXT NOT NULL,
+    held_at     TEXT NOT NULL,
+    released_by TEXT,
+    released_at TEXT
+);
+CREATE UNIQUE INDEX case_holds_open ON case_holds (event_id, case_ref) WHERE released_at IS NULL;
+CREATE INDEX hits_received ON hits (received_at);
+CREATE INDEX withdrawals_received ON withdrawals (received_at);
+CREATE INDEX audit_received ON audit (received_at);
+CREATE INDEX rejects_received ON rejects (received_at);
+ALTER TABLE hits DROP CONSTRAINT IF EXISTS hits_conflict_of_fkey;
+""",
 }
 
 #: The layout this HQ writes: the last migration's version.
@@ -180,7 +208,7 @@ def _migrate(db: psycopg.Connection) -> int:
     return found
 
 
-class PostgresStore(StoreReads):
+class PostgresStore(StoreRetention):
     """HQ's database on PostgreSQL, with the methods and outcomes of
     :class:`edge.hq.store.HitStore` (see there). A row is committed when the method
     that wrote it returns.
@@ -410,6 +438,33 @@ class PostgresStore(StoreReads):
             ).fetchone()[0]
             if row_id % 100 == 0:
                 db.execute("DELETE FROM rejects WHERE id <= %s", (row_id - self.max_rejects,))
+
+    @contextmanager
+    def _batch(self) -> Iterator[Callable[..., Any]]:
+        with self._lock:
+            db = self._conn()
+            with db.transaction():
+                db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_HOLDS,))
+                yield db.execute
+
+    @contextmanager
+    def _purge_turn(self, wait: bool) -> Iterator[bool]:
+        # A session lock, held across the purge's many transactions; released at the
+        # end, or by the server should this connection be lost.
+        with self._lock:
+            db = self._conn()
+            if wait:
+                db.execute("SELECT pg_advisory_lock(%s)", (_LOCK_PURGE,))
+                turn = True
+            else:
+                turn = db.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_PURGE,)).fetchone()[0]
+        try:
+            yield turn
+        finally:
+            if turn:
+                with self._lock:
+                    if not (self._db.closed or self._db.broken):
+                        self._db.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_PURGE,))
 
     # ----------------------------------------------------------------- reads
 

@@ -24,10 +24,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from edge.files import ensure_private, set_aside
 from edge.hq.console import log
@@ -43,11 +45,14 @@ MAX_REJECT_ROWS = 10_000
 
 #: The database layout's version (``PRAGMA user_version``): 0 is the first release's,
 #: whose ``hits`` had ``event_id`` as its primary key; 1 keys hits by ``id`` and adds
-#: ``conflict_of``; 2 adds ``hits.withdrawn_by`` and the ``withdrawals`` table. The
-#: ``hq_audit`` table (investigators' searches) came later as a table of its own, which
-#: every open adds when missing (:data:`SCHEMA` only creates what is absent) and which
-#: an earlier HQ ignores: the layout stays version 2, readable by both.
-SCHEMA_VERSION = 2
+#: ``conflict_of``; 2 adds ``hits.withdrawn_by`` and the ``withdrawals`` table (the
+#: ``hq_audit`` table of investigators' searches came later in version 2's life, added
+#: at open when missing); 3 adds ``case_holds`` (hits kept for a case past their
+#: retention), the ``received_at`` indexes retention deletes by, and gives ``hits`` the
+#: plate and list indexes PostgreSQL has (``plate, observed_at`` and ``list,
+#: observed_at``). Each version matches :data:`edge.hq.pgstore.MIGRATIONS` of the same
+#: number; the next is 4.
+SCHEMA_VERSION = 3
 
 #: Hits, one row per distinct message. ``conflict_of`` is NULL for the first hit
 #: stored with its ``event_id`` and that hit's ``id`` for any later one with other
@@ -96,14 +101,37 @@ DROP TABLE hits_version_0;
 """
 )
 
+#: Case holds: an investigator keeps the hits of one ``event_id`` (every row stored
+#: with it, a conflict's too: which of them is the evidence is the case's to decide)
+#: past their retention, for a case. A release is recorded on its row, never deleted,
+#: so that who kept what for which case, and until when, stays answerable; a hit is
+#: held while any of its holds is open (several cases may hold one hit). At most one
+#: open hold per hit and case.
+CASE_HOLDS_TABLE = """
+CREATE TABLE IF NOT EXISTS case_holds (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id    TEXT NOT NULL,
+    case_ref    TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    held_by     TEXT NOT NULL,
+    held_at     TEXT NOT NULL,
+    released_by TEXT,
+    released_at TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS case_holds_open ON case_holds (event_id, case_ref)
+    WHERE released_at IS NULL;
+"""
+
 SCHEMA = (
     HITS_TABLE
     + """
 CREATE INDEX IF NOT EXISTS hits_event ON hits (event_id);
 CREATE INDEX IF NOT EXISTS hits_conflicts ON hits (conflict_of) WHERE conflict_of IS NOT NULL;
-CREATE INDEX IF NOT EXISTS hits_plate ON hits (plate);
+CREATE INDEX IF NOT EXISTS hits_plate ON hits (plate, observed_at);
 CREATE INDEX IF NOT EXISTS hits_observed ON hits (observed_at);
+CREATE INDEX IF NOT EXISTS hits_received ON hits (received_at);
 CREATE INDEX IF NOT EXISTS hits_vehicle ON hits (vehicle_id, observed_at);
+CREATE INDEX IF NOT EXISTS hits_list ON hits ("list", observed_at);
 CREATE TABLE IF NOT EXISTS vehicle_status (
     vehicle_id  TEXT PRIMARY KEY,
     state       TEXT NOT NULL,
@@ -117,6 +145,7 @@ CREATE TABLE IF NOT EXISTS audit (
     received_at TEXT NOT NULL,
     payload     TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS audit_received ON audit (received_at);
 CREATE TABLE IF NOT EXISTS withdrawals (
     id                 INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id           TEXT NOT NULL,
@@ -130,6 +159,7 @@ CREATE TABLE IF NOT EXISTS withdrawals (
 );
 CREATE INDEX IF NOT EXISTS withdrawals_event ON withdrawals (event_id);
 CREATE INDEX IF NOT EXISTS withdrawals_of ON withdrawals (withdraws_event_id, vehicle_id);
+CREATE INDEX IF NOT EXISTS withdrawals_received ON withdrawals (received_at);
 CREATE TABLE IF NOT EXISTS hq_audit (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     "at"         TEXT NOT NULL,
@@ -138,6 +168,7 @@ CREATE TABLE IF NOT EXISTS hq_audit (
     query        TEXT NOT NULL,
     result_count INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS hq_audit_at ON hq_audit ("at");
 CREATE TABLE IF NOT EXISTS rejects (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     received_at   TEXT NOT NULL,
@@ -146,7 +177,9 @@ CREATE TABLE IF NOT EXISTS rejects (
     payload_bytes INTEGER NOT NULL,
     payload       TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS rejects_received ON rejects (received_at);
 """
+    + CASE_HOLDS_TABLE
 )
 
 
@@ -216,6 +249,8 @@ def _prepare(db: sqlite3.Connection) -> None:
         migration = MIGRATE_HITS_0_TO_1  # (the table it makes has every later column)
     elif hits_columns and "withdrawn_by" not in hits_columns:
         migration = MIGRATE_HITS_1_TO_2
+    # Version 3's plate index has a second column: the old one (same name) goes first.
+    migration += "DROP INDEX IF EXISTS hits_plate;\n"
     # One transaction: a crash in the middle leaves the previous layout.
     script = (
         f"BEGIN IMMEDIATE;\n{migration}{SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"
@@ -428,7 +463,246 @@ class StoreReads:
         return f'INSERT INTO hq_audit ("at", "user", action, query, result_count) VALUES ({marks})'
 
 
-class HitStore(StoreReads):
+class HoldError(Exception):
+    """A case hold or release that cannot be done (no such hit, already held, no open
+    hold to release); the message says which."""
+
+
+#: Rows deleted per transaction by a purge: small enough that a purge of millions of
+#: rows never holds the database against arriving hits for more than a moment.
+PURGE_BATCH = 1000
+
+#: Tables a purge deletes from, in the order it reports them.
+PURGED_TABLES = ("hits", "withdrawals", "vehicle_status", "rejects", "audit")
+
+#: A hit is held while a case hold on its event id is open.
+_HELD = (
+    "EXISTS (SELECT 1 FROM case_holds c WHERE c.event_id = hits.event_id AND c.released_at IS NULL)"
+)
+#: A withdrawal whose vehicle has no hit of that event id stored (its hit was purged,
+#: or never came).
+_WITHOUT_HIT = (
+    "NOT EXISTS (SELECT 1 FROM hits h WHERE h.event_id = withdrawals.withdraws_event_id "
+    "AND h.vehicle_id = withdrawals.vehicle_id)"
+)
+
+
+class StoreRetention(StoreReads):
+    """Retention and case holds, the same for SQLite and PostgreSQL: written once over
+    two hooks each store gives, :meth:`_batch` (one short write transaction, serialised
+    with holds) and :meth:`_purge_turn` (one purge at a time across HQ workers).
+
+    A hit goes once it is older than the hits' period by ``observed_at`` (when the car
+    recorded it: the programme promises footage is kept at most that long from then)
+    or by ``received_at`` (HQ's own clock: the recording was never later than its
+    arrival, so a car whose clock ran fast cannot keep a hit longer), unless a case
+    holds it. Its withdrawals go with it; a withdrawal whose hit never came goes a
+    hits' period after it arrived (its hit, were it to come, would be as old). Vehicle
+    statuses, rejects and the vehicles' audit records go by ``received_at``. Every
+    delete is a batch of :attr:`purge_batch` rows found through an index, one
+    transaction each. Every purge, hold and release is written to ``hq_audit`` in the
+    same store (a hold or release in the same transaction as the change)."""
+
+    purge_batch: int = PURGE_BATCH
+
+    def _batch(self) -> AbstractContextManager[Callable[..., Any]]:
+        """A write transaction under :attr:`_lock`; yields ``run(sql, params)`` giving
+        a cursor (``rowcount``, ``fetchall``). Rolled back if the block raises."""
+        raise NotImplementedError
+
+    def _purge_turn(self, wait: bool) -> AbstractContextManager[bool]:
+        """Yields whether this store may purge now (False: another worker is purging
+        and ``wait`` is False)."""
+        raise NotImplementedError
+
+    def _marks(self, count: int) -> str:
+        return ", ".join([self.MARK] * count)
+
+    # ----------------------------------------------------------------- holds
+
+    def hold(self, event_id: str, case: str, *, user: str, reason: str = "") -> int:
+        """Keep the hits of ``event_id`` for ``case`` until released; returns how many
+        hit rows that is. HoldError when HQ holds no such hit or this case already
+        holds it."""
+        m = self.MARK
+        with self._batch() as run:
+            found = run(f"SELECT COUNT(*) FROM hits WHERE event_id = {m}", (event_id,))
+            count = found.fetchall()[0][0]
+            if count == 0:
+                raise HoldError(
+                    f"no hit with event id {event_id} is stored (purged, or never came)"
+                )
+            already = run(
+                f"SELECT held_by, held_at FROM case_holds WHERE event_id = {m} "
+                f"AND case_ref = {m} AND released_at IS NULL",
+                (event_id, case),
+            ).fetchall()
+            if already:
+                by, at = already[0]
+                raise HoldError(f"hit {event_id} is already held for case {case} (by {by} at {at})")
+            run(
+                "INSERT INTO case_holds (event_id, case_ref, reason, held_by, held_at) "
+                f"VALUES ({self._marks(5)})",
+                (event_id, case, reason, user, now_iso()),
+            )
+            query = {"event_id": event_id, "case": case, "reason": reason}
+            run(self._audit_insert, self._audit_row(user, "hold", query, count))
+        return count
+
+    def release(self, event_id: str, case: str, *, user: str) -> None:
+        """End ``case``'s hold on the hits of ``event_id`` (recorded, never deleted):
+        they go at the next purge if past retention and no other case holds them.
+        HoldError when that case holds no such hit."""
+        m = self.MARK
+        with self._batch() as run:
+            released = run(
+                f"UPDATE case_holds SET released_by = {m}, released_at = {m} "
+                f"WHERE event_id = {m} AND case_ref = {m} AND released_at IS NULL",
+                (user, now_iso(), event_id, case),
+            )
+            if released.rowcount == 0:
+                raise HoldError(f"case {case} holds no hit with event id {event_id}")
+            query = {"event_id": event_id, "case": case}
+            run(self._audit_insert, self._audit_row(user, "release", query, released.rowcount))
+
+    def holds(self, *, released: bool = False) -> list[dict]:
+        """Case holds, oldest first: the open ones, or every one with ``released``."""
+        where = "" if released else " WHERE released_at IS NULL"
+        return self._read_dicts(
+            "SELECT id, event_id, case_ref, reason, held_by, held_at, released_by, "
+            f"released_at FROM case_holds{where} ORDER BY id"
+        )
+
+    # ----------------------------------------------------------------- purge
+
+    def purge(
+        self,
+        before: dict[str, str],
+        *,
+        user: str,
+        policy: dict,
+        dry_run: bool = False,
+        wait: bool = True,
+    ) -> dict[str, int] | None:
+        """Delete what retention no longer allows: ``before`` maps ``hits``,
+        ``statuses``, ``rejects`` and ``audit`` to the ISO-8601 UTC moment before which
+        they go. Returns the rows deleted per table (:data:`PURGED_TABLES`), or with
+        ``dry_run`` those that would be, deleting nothing; None when another worker is
+        purging and ``wait`` is False. Recorded in ``hq_audit`` (action ``purge``, with
+        ``policy``, the moments and the counts), a dry run too."""
+        with self._purge_turn(wait) as turn:
+            if not turn:
+                return None
+            counts = self._count_expired(before) if dry_run else self._delete_expired(before)
+            query = {"policy": policy, "before": before, "dry_run": dry_run, "deleted": counts}
+            with self._batch() as run:
+                run(self._audit_insert, self._audit_row(user, "purge", query, sum(counts.values())))
+        return counts
+
+    def _count_expired(self, before: dict[str, str]) -> dict[str, int]:
+        m, cut = self.MARK, before["hits"]
+        held = _HELD.replace("hits.", "h.")
+        expired = f"(h.observed_at < {m} OR h.received_at < {m}) AND NOT {held}"
+        kept = f"NOT ({expired})"
+        pair = "h.event_id = w.withdraws_event_id AND h.vehicle_id = w.vehicle_id"
+        queries = {
+            "hits": (f"SELECT COUNT(*) FROM hits h WHERE {expired}", (cut, cut)),
+            "withdrawals": (
+                f"SELECT COUNT(*) FROM withdrawals w WHERE NOT EXISTS "
+                f"(SELECT 1 FROM hits h WHERE {pair} AND {kept}) AND (w.received_at < {m} "
+                f"OR EXISTS (SELECT 1 FROM hits h WHERE {pair}))",
+                (cut, cut, cut),
+            ),
+            "vehicle_status": (
+                f"SELECT COUNT(*) FROM vehicle_status WHERE received_at < {m}",
+                (before["statuses"],),
+            ),
+            "rejects": (
+                f"SELECT COUNT(*) FROM rejects WHERE received_at < {m}",
+                (before["rejects"],),
+            ),
+            "audit": (f"SELECT COUNT(*) FROM audit WHERE received_at < {m}", (before["audit"],)),
+        }
+        with self._lock:
+            return {
+                name: self._fetch(sql, params)[1][0][0] for name, (sql, params) in queries.items()
+            }
+
+    def _delete_expired(self, before: dict[str, str]) -> dict[str, int]:
+        counts = dict.fromkeys(PURGED_TABLES, 0)
+        for clock in ("observed_at", "received_at"):
+            hits, withdrawals = self._purge_hits(clock, before["hits"])
+            counts["hits"] += hits
+            counts["withdrawals"] += withdrawals
+        counts["withdrawals"] += self._purge_rows(
+            "withdrawals", "id", before["hits"], also=f" AND {_WITHOUT_HIT}"
+        )
+        counts["vehicle_status"] = self._purge_rows(
+            "vehicle_status", "vehicle_id", before["statuses"]
+        )
+        counts["rejects"] = self._purge_rows("rejects", "id", before["rejects"])
+        counts["audit"] = self._purge_rows("audit", "event_id", before["audit"])
+        return counts
+
+    def _purge_hits(self, clock: str, cut: str) -> tuple[int, int]:
+        """Delete the unheld hits whose ``clock`` is before ``cut``, and the
+        withdrawals left without a hit; returns both counts. Walks the clock's index
+        in order from where the last batch ended, so held hits are passed once, not
+        read again by every batch."""
+        m = self.MARK
+        hits = withdrawals = 0
+        last: tuple[str, int] = ("", 0)
+        while True:
+            with self._batch() as run:
+                rows = run(
+                    f"SELECT id, event_id, {clock}, vehicle_id FROM hits WHERE {clock} < {m} "
+                    f"AND ({clock} > {m} OR ({clock} = {m} AND id > {m})) "
+                    f"ORDER BY {clock}, id LIMIT {m}",
+                    (cut, last[0], last[0], last[1], self.purge_batch),
+                ).fetchall()
+                if not rows:
+                    return hits, withdrawals
+                ids = [row[0] for row in rows]
+                hits += run(
+                    f"DELETE FROM hits WHERE id IN ({self._marks(len(ids))}) AND NOT {_HELD}", ids
+                ).rowcount
+                # The withdrawals of the hits gone (a withdrawal names its own
+                # vehicle's hit), unless a hit of that vehicle and event id stays.
+                pairs = sorted({(row[1], row[3]) for row in rows})
+                withdrawals += run(
+                    "DELETE FROM withdrawals WHERE (withdraws_event_id, vehicle_id) IN "
+                    f"(VALUES {', '.join([f'({m}, {m})'] * len(pairs))}) AND {_WITHOUT_HIT}",
+                    [value for pair in pairs for value in pair],
+                ).rowcount
+                last = (rows[-1][2], rows[-1][0])
+
+    def _purge_rows(self, table: str, key: str, cut: str, *, also: str = "") -> int:
+        """Delete the rows of ``table`` received before ``cut`` (and matching
+        ``also``), a batch at a time, oldest first; returns how many."""
+        m = self.MARK
+        deleted = 0
+        while True:
+            with self._batch() as run:
+                keys = [
+                    row[0]
+                    for row in run(
+                        f"SELECT {key} FROM {table} WHERE received_at < {m}{also} "
+                        f"ORDER BY received_at LIMIT {m}",
+                        (cut, self.purge_batch),
+                    ).fetchall()
+                ]
+                if not keys:
+                    return deleted
+                gone = run(
+                    f"DELETE FROM {table} WHERE {key} IN ({self._marks(len(keys))}){also}", keys
+                ).rowcount
+            deleted += gone
+            if gone == 0:
+                # Taken by another purge in between: what is left is its to delete.
+                return deleted
+
+
+class HitStore(StoreRetention):
     """HQ's database of hits, the last status of each vehicle, audit records and
     rejected messages.
 
@@ -645,6 +919,18 @@ class HitStore(StoreReads):
                 self._db.execute(
                     "DELETE FROM rejects WHERE id <= ?", (cursor.lastrowid - self.max_rejects,)
                 )
+
+    @contextmanager
+    def _batch(self) -> Iterator[Callable[..., Any]]:
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            yield self._db.execute
+
+    @contextmanager
+    def _purge_turn(self, wait: bool) -> Iterator[bool]:
+        # Every batch is its own BEGIN IMMEDIATE transaction, which already serialises
+        # two purges of one file: each row is deleted, and counted, once.
+        yield True
 
     # ----------------------------------------------------------------- reads
 

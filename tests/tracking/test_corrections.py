@@ -23,7 +23,7 @@ from edge.delivery.hits import make_hit
 from edge.delivery.messages import hit_message, read_record
 from edge.delivery.outbox import Outbox
 from edge.hq.console import format_hit, format_withdrawal
-from edge.hq.store import HitStore, StoreOutcome
+from edge.hq.store import SCHEMA_VERSION, HitStore, StoreOutcome
 from edge.hq.subscriber import HqSubscriber
 from edge.ids import new_event_id
 from edge.recognition.plateformat import load_format
@@ -484,7 +484,7 @@ def test_a_database_from_before_withdrawals_is_migrated(tmp_path):
         assert stored.hit == old
         assert store.add_withdrawal(withdrawal).outcome is StoreOutcome.DUPLICATE
     with HitStore(path) as store, sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert store.hit_row(old["event_id"])["withdrawn_by"] == withdrawal["event_id"]
         assert store.counts()["withdrawals"] == 1
 
