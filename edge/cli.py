@@ -578,6 +578,64 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--seed", type=int, default=1, help="default 1")
     bp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bp.set_defaults(handler=_lazy("edge.bench.watchlist", "cmd_bench_watchlist"))
+    bp = bsub.add_parser(
+        "hq",
+        help="HQ under a fleet's load (stored/s, latency, losses), and search speed",
+        description="Start a loopback Mosquitto and the store (or use --broker/--db URL), "
+        "run W real 'lpr-edge hq' workers sharing one subscription, publish schema-valid "
+        "hits from N simulated vehicles (each its own topic and vehicle id, multiplexed "
+        "over --publishers connections) at QoS 1, and report stored hits/s over the steady "
+        "part, publish-to-stored latency (p50, p95, max; stored = the hits.received_at "
+        "column), and hits lost or stored twice. With --search-hits N: generate N stored "
+        "hits in the database instead and time 'hq search' (exact, look-alike, miss).",
+    )
+    bp.add_argument("--vehicles", type=int, default=1000, help="default 1000")
+    bp.add_argument(
+        "--rate", type=float, default=0.0, help="hits/s in all; 0: as fast as possible (default)"
+    )
+    bp.add_argument("--workers", type=int, default=1, help="HQ worker processes (default 1)")
+    bp.add_argument(
+        "--db",
+        default="sqlite",
+        metavar="sqlite|postgres|URL",
+        help="sqlite: a file in a temporary folder (default); postgres: a throw-away "
+        "PostgreSQL cluster (Debian package postgresql); or a postgresql:// URL",
+    )
+    bp.add_argument(
+        "--broker", metavar="HOST:PORT", help="use this broker instead of a loopback Mosquitto"
+    )
+    bp.add_argument("--count", type=int, default=10_000, help="hits to publish (default 10000)")
+    bp.add_argument(
+        "--duration",
+        type=float,
+        metavar="S",
+        help="publish for S seconds instead (--rate x S hits; with rate 0, until S elapses)",
+    )
+    bp.add_argument(
+        "--publishers", type=int, default=2, help="publisher processes/connections (default 2)"
+    )
+    bp.add_argument(
+        "--drain",
+        type=float,
+        default=15.0,
+        help="after publishing, wait until this many seconds pass with nothing new stored "
+        "(default 15)",
+    )
+    bp.add_argument(
+        "--timeout", type=float, default=900.0, help="longest publishing time (default 900 s)"
+    )
+    bp.add_argument(
+        "--search-hits",
+        type=int,
+        metavar="N",
+        help="search mode: generate N stored hits and time searches",
+    )
+    bp.add_argument(
+        "--searches", type=int, default=200, help="searches per kind in search mode (default 200)"
+    )
+    bp.add_argument("--seed", type=int, default=1, help="default 1")
+    bp.add_argument("--json", action="store_true", help="print JSON instead of text")
+    bp.set_defaults(handler=_lazy("edge.bench.hq", "cmd_bench_hq"))
 
     p = add("config", "validate a configuration file")
     csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
