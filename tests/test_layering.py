@@ -33,10 +33,12 @@ PROJECT = EDGE.parent
 LAYERS: dict[str, int] = {
     # low shared modules at the top of edge/ (see ROOT_MODULES)
     "edge": 0,
-    # sources, generated data, the watchlist: each needs only the shared modules
+    # sources, generated data, the watchlist, the consoles' web layer: each needs only
+    # the shared modules
     "edge.capture": 1,
     "edge.synth": 1,
     "edge.watchlist": 1,
+    "edge.web": 1,
     # detectors, crop, OCR, plate formats, the still-image recogniser, models
     "edge.recognition": 2,
     # tracks, the vote, the per-frame pipeline, calibration | hits, messages, outbox, MQTT

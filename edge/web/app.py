@@ -1,0 +1,156 @@
+"""A console app: the owner's routes behind token login, with security headers,
+escaping templates and the packaged static files.
+
+Nothing is fetched from outside: scripts, styles and sounds ship in the packages (the
+car has no internet, and a CDN would see every console that loads). The Content
+Security Policy allows scripts, styles, images and connections from the console
+itself only, and no inline script: data reaches a page as JSON and is put on it as
+text, never as markup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from urllib.parse import parse_qs
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edge.web.auth import AuthMiddleware, Session, TokenAuth
+
+#: Images may also be data: URLs (a crop the page already holds); nothing else from
+#: outside the console, and no plugin, frame or form target elsewhere.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
+SECURITY_HEADERS = (
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    # Not "no-referrer": Chromium then sends "Origin: null" on the login form, which
+    # the origin check must refuse. Other sites still get nothing.
+    (b"referrer-policy", b"same-origin"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+)
+#: Pages and API answers hold personal data: no cache keeps them.
+NO_STORE = (b"cache-control", b"no-store")
+#: A wrong token costs this long, so guessing is slow even on a short token.
+LOGIN_FAILURE_DELAY_S = 0.5
+#: The login form is small: a longer body is refused unread.
+LOGIN_BODY_MAX = 4096
+
+
+class SecurityHeaders:
+    """Adds :data:`SECURITY_HEADERS` to every answer, and ``no-store`` to all but the
+    static files."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        static = scope.get("path", "").startswith("/static/")
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0] != b"cache-control"]
+                headers += SECURITY_HEADERS
+                if not static:
+                    headers.append(NO_STORE)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def template_environment(*packages: str) -> jinja2.Environment:
+    """Jinja2 over the ``templates`` folders of ``packages`` then of edge.web, escaping
+    every value (not only in .html files: a console has no template that must not)."""
+    loaders = [jinja2.PackageLoader(p, "templates") for p in (*packages, "edge.web")]
+    return jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def session_of(request: Request) -> Session | None:
+    return request.scope.get("state", {}).get("session")
+
+
+class ConsoleApp:
+    """The pieces of a console: its token login, templates and static folders. Build
+    the ASGI app with :meth:`build` once the routes are known."""
+
+    def __init__(self, title: str, auth: TokenAuth, *, packages: Sequence[str] = ()):
+        self.title = title
+        self.auth = auth
+        self.packages = tuple(packages)
+        self.templates = template_environment(*self.packages)
+
+    def render(self, request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
+        session = session_of(request)
+        html = self.templates.get_template(name).render(
+            title=self.title, csrf=session.csrf if session else "", **context
+        )
+        return HTMLResponse(html, status_code=status)
+
+    def build(self, routes: Sequence[BaseRoute]) -> Starlette:
+        static = StaticFiles(packages=[(p, "static") for p in (*self.packages, "edge.web")])
+        all_routes = [
+            Route("/login", self._login_page, methods=["GET"]),
+            Route("/login", self._login, methods=["POST"]),
+            Route("/logout", self._logout, methods=["POST"]),
+            Mount("/static", app=static, name="static"),
+            *routes,
+        ]
+        return Starlette(
+            routes=all_routes,
+            middleware=[Middleware(SecurityHeaders), Middleware(AuthMiddleware, auth=self.auth)],
+        )
+
+    async def _login_page(self, request: Request) -> Response:
+        if session_of(request) is not None:
+            return RedirectResponse("/", status_code=303)
+        return self.render(request, "login.html", error="")
+
+    async def _login(self, request: Request) -> Response:
+        origin = request.headers.get("origin")
+        if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
+            return self.render(request, "login.html", 403, error="Login from another site refused.")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > LOGIN_BODY_MAX:
+                return self.render(request, "login.html", 413, error="Request too large.")
+        token = parse_qs(body.decode("utf-8", "replace")).get("token", [""])[0].strip()
+        if not self.auth.check_token(token):
+            await asyncio.sleep(LOGIN_FAILURE_DELAY_S)
+            return self.render(request, "login.html", 401, error="Wrong token.")
+        old = session_of(request)
+        if old is not None:
+            self.auth.close_session(old.id)
+        response = RedirectResponse("/", status_code=303)
+        self.auth.set_cookie(response, self.auth.open_session())
+        return response
+
+    async def _logout(self, request: Request) -> Response:
+        session = session_of(request)
+        if session is not None:
+            self.auth.close_session(session.id)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie("lpr_session", path="/")
+        return response

@@ -1,0 +1,169 @@
+"""Token login, sessions and CSRF checks for a console.
+
+A console has one shared secret, its token (from the configuration or a private
+file). Two ways in:
+
+* a person logs in once with the token on ``/login``; the session is a random id in
+  an ``HttpOnly; SameSite=Strict`` cookie (scripts cannot read it, other sites cannot
+  send it), kept in memory only, so a restart asks for the token again;
+* a program sends ``Authorization: Bearer <token>`` with each request.
+
+Every state-changing request (anything but GET/HEAD) made with a session must carry
+the session's CSRF token in ``X-CSRF-Token`` (the page reads it from a ``<meta>`` tag):
+a form posted from elsewhere has the cookie at most, never the header. Tokens are
+compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+SESSION_COOKIE = "lpr_session"
+CSRF_HEADER = "x-csrf-token"
+#: A session lasts a shift at most.
+SESSION_TTL_S = 12 * 3600.0
+#: Sessions kept at once; the oldest goes first (a page reloaded in a loop must not
+#: fill memory).
+MAX_SESSIONS = 256
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def same_secret(given: str | None, expected: str) -> bool:
+    """Whether ``given`` is the token, in time independent of where they differ."""
+    if not given or not expected:
+        return False
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    id: str
+    csrf: str
+    expires: float
+
+
+class TokenAuth:
+    """The token, the open sessions, and the checks of :class:`AuthMiddleware`."""
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        ttl_s: float = SESSION_TTL_S,
+        secure_cookie: bool = False,
+        public_prefixes: tuple[str, ...] = ("/static/", "/login"),
+    ):
+        if not token:
+            raise ValueError("a console needs a token")
+        self._token = token
+        self.ttl_s = ttl_s
+        self.secure_cookie = secure_cookie
+        self.public_prefixes = public_prefixes
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def check_token(self, given: str | None) -> bool:
+        return same_secret(given, self._token)
+
+    def open_session(self) -> Session:
+        now = time.time()
+        session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), now + self.ttl_s)
+        with self._lock:
+            self._expire(now)
+            while len(self._sessions) >= MAX_SESSIONS:
+                self._sessions.pop(next(iter(self._sessions)))
+            self._sessions[session.id] = session
+        return session
+
+    def close_session(self, session_id: str | None) -> None:
+        with self._lock:
+            self._sessions.pop(session_id or "", None)
+
+    def session_of(self, request: Request) -> Session | None:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if not cookie:
+            return None
+        with self._lock:
+            self._expire(time.time())
+            # Looked up by value, compared in constant time: the dict lookup alone
+            # could leak, through timing, how much of an id was right.
+            session = self._sessions.get(cookie)
+        if session is None or not same_secret(cookie, session.id):
+            return None
+        return session
+
+    def _expire(self, now: float) -> None:
+        for sid in [s for s, v in self._sessions.items() if v.expires <= now]:
+            del self._sessions[sid]
+
+    def bearer(self, request: Request) -> bool:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and self.check_token(value.strip())
+
+    def set_cookie(self, response: Response, session: Session) -> None:
+        response.set_cookie(
+            SESSION_COOKIE,
+            session.id,
+            max_age=int(self.ttl_s),
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=self.secure_cookie,
+        )
+
+    def is_public(self, path: str) -> bool:
+        return any(path == p or path.startswith(p) for p in self.public_prefixes)
+
+
+def refusal(request: Request, status: int, why: str) -> Response:
+    """A page gets the login form; anything else (fetch, event stream, a program) an
+    HTTP error it can tell apart."""
+    wants_page = request.method == "GET" and "text/html" in request.headers.get("accept", "")
+    if status == 401 and wants_page:
+        return RedirectResponse("/login", status_code=303)
+    return JSONResponse({"error": why}, status_code=status)
+
+
+class AuthMiddleware:
+    """Lets through public paths, bearer-token requests and requests of an open
+    session (with the CSRF header on state-changing ones); refuses the rest. The
+    session is left in ``scope["state"]["session"]`` for the handlers."""
+
+    def __init__(self, app: ASGIApp, auth: TokenAuth):
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        scope.setdefault("state", {})
+        if self.auth.is_public(request.url.path):
+            scope["state"]["session"] = self.auth.session_of(request)
+            await self.app(scope, receive, send)
+            return
+        if self.auth.bearer(request):
+            scope["state"]["session"] = None
+            await self.app(scope, receive, send)
+            return
+        session = self.auth.session_of(request)
+        if session is None:
+            response = refusal(request, 401, "login required")
+        elif request.method not in SAFE_METHODS and not same_secret(
+            request.headers.get(CSRF_HEADER), session.csrf
+        ):
+            response = refusal(request, 403, "missing or wrong CSRF token")
+        else:
+            scope["state"]["session"] = session
+            await self.app(scope, receive, send)
+            return
+        await response(scope, receive, send)

@@ -1,0 +1,92 @@
+"use strict";
+// Shared helpers of the consoles. Everything a vehicle or a sender wrote is put on the
+// page as text (textContent), never as markup, and the characters that could hide or
+// reorder text (controls, bidirectional overrides, invisible ones) are shown as
+// escapes, marked, as HQ's terminal shows them.
+var lpr = (function () {
+  var UNSHOWABLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]/gu;
+
+  function escapeChar(ch) {
+    var code = ch.codePointAt(0);
+    var hex = code.toString(16);
+    return code < 0x100 ? "\\x" + ("0" + hex).slice(-2) : "\\u" + ("000" + hex).slice(-4);
+  }
+
+  // Text as nodes: plain runs as text nodes, each unshowable character as a marked span.
+  function textNodes(value) {
+    var text = value === null || value === undefined ? "" : String(value);
+    var out = document.createDocumentFragment();
+    var last = 0;
+    text.replace(UNSHOWABLE, function (ch, offset) {
+      if (offset > last) { out.appendChild(document.createTextNode(text.slice(last, offset))); }
+      var mark = document.createElement("span");
+      mark.className = "ctl";
+      mark.textContent = escapeChar(ch);
+      out.appendChild(mark);
+      last = offset + ch.length;
+      return ch;
+    });
+    if (last < text.length) { out.appendChild(document.createTextNode(text.slice(last))); }
+    return out;
+  }
+
+  // An element with a class and text content (already escaped by construction).
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) { node.className = className; }
+    if (text !== undefined && text !== null) { node.appendChild(textNodes(text)); }
+    return node;
+  }
+
+  function setText(node, value) {
+    while (node.firstChild) { node.removeChild(node.firstChild); }
+    node.appendChild(textNodes(value));
+  }
+
+  function csrfToken() {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.getAttribute("content") : "";
+  }
+
+  function getJson(url) {
+    return fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) {
+        if (r.status === 401) { window.location.assign("/login"); }
+        if (!r.ok) { throw new Error(url + ": HTTP " + r.status); }
+        return r.json();
+      });
+  }
+
+  function postJson(url, body) {
+    return fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken() },
+      body: JSON.stringify(body)
+    }).then(function (r) {
+      return r.json().catch(function () { return {}; }).then(function (data) {
+        if (!r.ok) { throw new Error(data.error || ("HTTP " + r.status)); }
+        return data;
+      });
+    });
+  }
+
+  // An event stream that says whether it is open; on each (re)open the page reloads
+  // what it shows (events sent while it was away are not replayed).
+  function events(url, handlers, onState) {
+    var source = new EventSource(url);
+    source.addEventListener("hello", function (e) {
+      if (onState) { onState(true); }
+      if (handlers.hello) { handlers.hello(JSON.parse(e.data)); }
+    });
+    Object.keys(handlers).forEach(function (name) {
+      if (name === "hello") { return; }
+      source.addEventListener(name, function (e) { handlers[name](JSON.parse(e.data)); });
+    });
+    source.onerror = function () { if (onState) { onState(false); } };
+    return source;
+  }
+
+  return { el: el, setText: setText, textNodes: textNodes, getJson: getJson,
+           postJson: postJson, events: events, csrfToken: csrfToken };
+})();
