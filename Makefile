@@ -12,7 +12,7 @@ DEMO_DIR ?= demo-out
 
 help:
 	@echo "make demo   - set up, fetch models, run the pipeline on generated stills and a clip"
-	@echo "make test   - set up, fetch models, make sure Mosquitto and ffmpeg are present, run pytest"
+	@echo "make test   - set up, fetch models, make sure Mosquitto, ffmpeg and Chromium are present, run pytest"
 	@echo "make lint   - ruff"
 	@echo "make models - fetch and verify the model files"
 	@echo "make install   - (root) install the systemd service: /opt/lpr-edge, /etc/lpr-edge, /var/lib/lpr-edge"
@@ -39,12 +39,14 @@ $(MODELS): $(STAMP) models/manifest.toml
 	$(BIN)/lpr-edge models fetch
 	@touch $@
 
-# Tests run a real Mosquitto broker and real ffmpeg video streams (never mocks).
+# Tests run a real Mosquitto broker, real ffmpeg video streams and the consoles in a
+# real headless Chromium (Debian's, driven by Playwright; never a downloaded browser).
 # Install the missing Debian packages when root; otherwise say exactly what is missing.
 system-deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	command -v ffmpeg >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
 	  || missing="$$missing postgresql"; \
 	fonts=/usr/share/fonts/truetype; \
@@ -54,7 +56,7 @@ system-deps:
 	[ -f $$fonts/wqy/wqy-zenhei.ttc ] || missing="$$missing fonts-wqy-zenhei"; \
 	[ -z "$$missing" ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing the Debian package(s)$$missing (the tests start real brokers, databases and streams and draw plates in real fonts)"; \
+	    echo "installing the Debian package(s)$$missing (the tests start real brokers, databases, streams and browsers and draw plates in real fonts)"; \
 	    export DEBIAN_FRONTEND=noninteractive; \
 	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else \
