@@ -116,7 +116,8 @@ class PeriodicPurge:
     """The running HQ's own purge: at start, then every ``every`` seconds, in a thread
     of its own, recorded as user :data:`HQ_USER`. Where several workers share a
     database only one purges at a time; the others skip that round. A failed purge
-    is logged and tried again next round: hits keep arriving meanwhile."""
+    is logged and tried again next round: hits keep arriving meanwhile. Leaving stops
+    a purge at its next batch (the next start goes on from there)."""
 
     def __init__(self, store, policy: RetentionPolicy, every: float = DEFAULT_PURGE_EVERY):
         self.store = store
@@ -137,7 +138,11 @@ class PeriodicPurge:
 
     def purge_once(self) -> dict[str, int] | None:
         counts = self.store.purge(
-            self.policy.before(), user=HQ_USER, policy=self.policy.to_json(), wait=False
+            self.policy.before(),
+            user=HQ_USER,
+            policy=self.policy.to_json(),
+            wait=False,
+            stopping=self._stop.is_set,
         )
         if counts is None:
             log.info("HQ: retention purge skipped (another worker is purging)")

@@ -583,18 +583,26 @@ class StoreRetention(StoreReads):
         policy: dict,
         dry_run: bool = False,
         wait: bool = True,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> dict[str, int] | None:
         """Delete what retention no longer allows: ``before`` maps ``hits``,
         ``statuses``, ``rejects`` and ``audit`` to the ISO-8601 UTC moment before which
         they go. Returns the rows deleted per table (:data:`PURGED_TABLES`), or with
         ``dry_run`` those that would be, deleting nothing; None when another worker is
-        purging and ``wait`` is False. Recorded in ``hq_audit`` (action ``purge``, with
-        ``policy``, the moments and the counts), a dry run too."""
+        purging and ``wait`` is False. ``stopping`` is asked between batches: once it
+        says True the purge ends there (``stopped`` in the audit; the next one goes on
+        where it left). Recorded in ``hq_audit`` (action ``purge``, with ``policy``,
+        the moments and the counts), a dry run too."""
         with self._purge_turn(wait) as turn:
             if not turn:
                 return None
-            counts = self._count_expired(before) if dry_run else self._delete_expired(before)
+            if dry_run:
+                counts = self._count_expired(before)
+            else:
+                counts = self._delete_expired(before, stopping)
             query = {"policy": policy, "before": before, "dry_run": dry_run, "deleted": counts}
+            if stopping():
+                query["stopped"] = True
             with self._batch() as run:
                 run(self._audit_insert, self._audit_row(user, "purge", query, sum(counts.values())))
         return counts
@@ -628,23 +636,26 @@ class StoreRetention(StoreReads):
                 name: self._fetch(sql, params)[1][0][0] for name, (sql, params) in queries.items()
             }
 
-    def _delete_expired(self, before: dict[str, str]) -> dict[str, int]:
+    def _delete_expired(
+        self, before: dict[str, str], stopping: Callable[[], bool]
+    ) -> dict[str, int]:
         counts = dict.fromkeys(PURGED_TABLES, 0)
         for clock in ("observed_at", "received_at"):
-            hits, withdrawals = self._purge_hits(clock, before["hits"])
+            hits, withdrawals = self._purge_hits(clock, before["hits"], stopping)
             counts["hits"] += hits
             counts["withdrawals"] += withdrawals
         counts["withdrawals"] += self._purge_rows(
-            "withdrawals", "id", before["hits"], also=f" AND {_WITHOUT_HIT}"
+            "withdrawals", "id", before["hits"], stopping, also=f" AND {_WITHOUT_HIT}"
         )
-        counts["vehicle_status"] = self._purge_rows(
-            "vehicle_status", "vehicle_id", before["statuses"]
-        )
-        counts["rejects"] = self._purge_rows("rejects", "id", before["rejects"])
-        counts["audit"] = self._purge_rows("audit", "event_id", before["audit"])
+        for table, key, kind in (
+            ("vehicle_status", "vehicle_id", "statuses"),
+            ("rejects", "id", "rejects"),
+            ("audit", "event_id", "audit"),
+        ):
+            counts[table] = self._purge_rows(table, key, before[kind], stopping)
         return counts
 
-    def _purge_hits(self, clock: str, cut: str) -> tuple[int, int]:
+    def _purge_hits(self, clock: str, cut: str, stopping: Callable[[], bool]) -> tuple[int, int]:
         """Delete the unheld hits whose ``clock`` is before ``cut``, and the
         withdrawals left without a hit; returns both counts. Walks the clock's index
         in order from where the last batch ended, so held hits are passed once, not
@@ -652,13 +663,15 @@ class StoreRetention(StoreReads):
         m = self.MARK
         hits = withdrawals = 0
         last: tuple[str, int] = ("", 0)
-        while True:
+        while not stopping():
             with self._batch() as run:
+                # One index range, read in the index's own order (no OR: SQLite would
+                # gather and sort the whole range for every batch).
                 rows = run(
-                    f"SELECT id, event_id, {clock}, vehicle_id FROM hits WHERE {clock} < {m} "
-                    f"AND ({clock} > {m} OR ({clock} = {m} AND id > {m})) "
+                    f"SELECT id, event_id, {clock}, vehicle_id FROM hits WHERE {clock} >= {m} "
+                    f"AND {clock} < {m} AND NOT ({clock} = {m} AND id <= {m}) "
                     f"ORDER BY {clock}, id LIMIT {m}",
-                    (cut, last[0], last[0], last[1], self.purge_batch),
+                    (last[0], cut, last[0], last[1], self.purge_batch),
                 ).fetchall()
                 if not rows:
                     return hits, withdrawals
@@ -668,20 +681,26 @@ class StoreRetention(StoreReads):
                 ).rowcount
                 # The withdrawals of the hits gone (a withdrawal names its own
                 # vehicle's hit), unless a hit of that vehicle and event id stays.
+                # (The event ids alone first: that is what the index can look up.)
+                events = sorted({row[1] for row in rows})
                 pairs = sorted({(row[1], row[3]) for row in rows})
                 withdrawals += run(
-                    "DELETE FROM withdrawals WHERE (withdraws_event_id, vehicle_id) IN "
+                    f"DELETE FROM withdrawals WHERE withdraws_event_id IN "
+                    f"({self._marks(len(events))}) AND (withdraws_event_id, vehicle_id) IN "
                     f"(VALUES {', '.join([f'({m}, {m})'] * len(pairs))}) AND {_WITHOUT_HIT}",
-                    [value for pair in pairs for value in pair],
+                    [*events, *(value for pair in pairs for value in pair)],
                 ).rowcount
                 last = (rows[-1][2], rows[-1][0])
+        return hits, withdrawals
 
-    def _purge_rows(self, table: str, key: str, cut: str, *, also: str = "") -> int:
+    def _purge_rows(
+        self, table: str, key: str, cut: str, stopping: Callable[[], bool], *, also: str = ""
+    ) -> int:
         """Delete the rows of ``table`` received before ``cut`` (and matching
         ``also``), a batch at a time, oldest first; returns how many."""
         m = self.MARK
         deleted = 0
-        while True:
+        while not stopping():
             with self._batch() as run:
                 keys = [
                     row[0]
@@ -699,7 +718,8 @@ class StoreRetention(StoreReads):
             deleted += gone
             if gone == 0:
                 # Taken by another purge in between: what is left is its to delete.
-                return deleted
+                break
+        return deleted
 
 
 class HitStore(StoreRetention):

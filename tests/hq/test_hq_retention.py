@@ -434,3 +434,17 @@ def test_a_worker_skips_its_purge_while_another_purges(postgres):
         other.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_PURGE,))
         assert store.purge(RetentionPolicy().before(), user="hq", policy={}, wait=False)
         assert store.hits() == []
+
+
+def test_a_stopped_purge_ends_between_batches_and_the_next_goes_on(store):
+    store.purge_batch = 2
+    for day in range(1, 7):
+        store.add_hit(seen(f"2026-01-{day:02d}T08:00:00.000Z"))
+    answers = iter([False])  # one batch, then asked to stop
+    counts = store.purge(
+        RetentionPolicy().before(), user="hq", policy={}, stopping=lambda: next(answers, True)
+    )
+    assert counts["hits"] == 2 and len(store.hits()) == 4
+    assert store.hq_audit()[-1]["query"]["stopped"] is True
+    assert store.purge(RetentionPolicy().before(), user="hq", policy={})["hits"] == 4
+    assert "stopped" not in store.hq_audit()[-1]["query"]
