@@ -170,7 +170,10 @@ def cmd_hq(args: argparse.Namespace) -> int:
             for sig in previous:
                 signal.signal(sig, on_signal)
         try:
-            with subscriber, PeriodicPurge(store, policy, purge_every):
+            # The purge starts before the subscriber connects, so its round at start
+            # works on what earlier runs stored (a hit that arrives already past
+            # retention goes at a later round: that is the policy, not a race).
+            with PeriodicPurge(store, policy, purge_every), subscriber:
                 stop.wait(duration)
         finally:
             for sig, handler in previous.items():
