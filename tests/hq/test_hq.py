@@ -40,6 +40,12 @@ TIMEOUT = 30.0  # generous: the test machine may be loaded
 PREFIX = "lpr/v1"
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4 + b"\xff\xd9"
 ROOT = PROJECT_ROOT
+#: When the test hits were read: yesterday, so that they stay well inside HQ's 28-day
+#: retention (the real `lpr-edge hq` these tests run purges older hits at its start).
+OBSERVED = (datetime.now(UTC) - timedelta(days=1)).replace(
+    hour=8, minute=0, second=1, microsecond=125000
+)
+OBSERVED_ISO = OBSERVED.strftime("%Y-%m-%dT%H:%M:%S.") + "125Z"
 
 
 def make_hit(
@@ -53,7 +59,7 @@ def make_hit(
     entry_plate: str | None = None,
     jpeg: bytes | None = JPEG,
 ) -> Hit:
-    first = datetime(2026, 11, 23, 8, 0, 1, 125000, tzinfo=UTC)
+    first = OBSERVED
     read = PlateRead(
         event_id=event_id or new_event_id(),
         camera=camera,
@@ -163,7 +169,7 @@ def test_shipped_schemas_compile_and_accept_real_messages():
 
 def test_format_hit_human_line():
     assert format_hit(hit_msg()) == (
-        "2026-11-23T08:00:01.125Z car-7 front-left AB1234 stolen-vehicle P1 exact (entry 17)"
+        f"{OBSERVED_ISO} car-7 front-left AB1234 stolen-vehicle P1 exact (entry 17)"
     )
     fuzzy = hit_msg(plate="AB1284", entry_plate="AB1234", kind="fuzzy", covert=True)
     assert format_hit(fuzzy).endswith("P1 fuzzy (entry 17: AB1234) covert")
