@@ -14,21 +14,14 @@ from edge.errors import UsageError
 from edge.hq.command import DEFAULT_DB, open_store
 from edge.hq.console import escape_control, json_line
 from edge.hq.retention import policy_from_args
+from edge.hq.search import user_option
 from edge.hq.store import PURGED_TABLES, HoldError
-from edge.textrules import IDENTIFIER, IDENTIFIER_RULE
 
 #: A case reference: letters, digits and ``. / _ -`` (police references such as
 #: ``KC/RN/2026/001234``), at most 64.
 CASE_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9./_-]{0,63}")
 #: Characters of a hold's reason kept.
 MAX_REASON = 500
-
-
-def _user(args: argparse.Namespace) -> str:
-    user = args.user or ""
-    if not IDENTIFIER.fullmatch(user):
-        raise UsageError(f"--user {escape_control(user)!r}: expected {IDENTIFIER_RULE}")
-    return user
 
 
 def _case(args: argparse.Namespace) -> str:
@@ -51,7 +44,7 @@ def _event_id(args: argparse.Namespace) -> str:
 def cmd_hq_purge(args: argparse.Namespace) -> int:
     """Apply the retention policy now (or, with ``--dry-run``, count what it would
     delete) and print the rows per table; recorded in ``hq_audit``."""
-    user = _user(args)
+    user = user_option(args)
     policy = policy_from_args(args)
     store = open_store(str(args.db or DEFAULT_DB))
     try:
@@ -76,7 +69,7 @@ def cmd_hq_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_hq_hold(args: argparse.Namespace) -> int:
-    user, case, event_id = _user(args), _case(args), _event_id(args)
+    user, case, event_id = user_option(args), _case(args), _event_id(args)
     reason = " ".join((args.reason or "").split())[:MAX_REASON]
     store = open_store(str(args.db or DEFAULT_DB))
     try:
@@ -90,7 +83,7 @@ def cmd_hq_hold(args: argparse.Namespace) -> int:
 
 
 def cmd_hq_release(args: argparse.Namespace) -> int:
-    user, case, event_id = _user(args), _case(args), _event_id(args)
+    user, case, event_id = user_option(args), _case(args), _event_id(args)
     store = open_store(str(args.db or DEFAULT_DB))
     try:
         store.release(event_id, case, user=user)

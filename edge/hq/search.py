@@ -47,11 +47,18 @@ def _moment(option: str, text: str | None) -> str | None:
         ) from None
 
 
-def search_query(args: argparse.Namespace) -> dict:
-    """The search's parameters, checked: UsageError naming the option otherwise."""
+def user_option(args: argparse.Namespace) -> str:
+    """The ``--user`` of an audited HQ command (search, purge, hold), checked: it is
+    written to HQ's audit as who did it."""
     user = args.user or ""
     if not IDENTIFIER.fullmatch(user):
         raise UsageError(f"--user {escape_control(user)!r}: expected {IDENTIFIER_RULE}")
+    return user
+
+
+def search_query(args: argparse.Namespace) -> dict:
+    """The search's parameters, checked: UsageError naming the option otherwise."""
+    user_option(args)
     plate = normalize(args.plate or "")
     if not plate:
         raise UsageError(f"--plate {escape_control(args.plate or '')!r}: no letters or digits")
