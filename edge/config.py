@@ -16,6 +16,7 @@ import base64
 import binascii
 import dataclasses
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
@@ -24,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from edge.textrules import IDENTIFIER, IDENTIFIER_RULE, redact
+from edge.textrules import IDENTIFIER, IDENTIFIER_RULE, redact, unshowable_in
 
 ENV_PREFIX = "LPR_EDGE_"
-SECRET_KEYS = frozenset({"password"})
+SECRET_KEYS = frozenset({"password", "token"})
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -260,6 +261,43 @@ class GpsConfig:
     max_fix_age_seconds: float = field(default=5.0, metadata=_range(0.1, 3600))
 
 
+#: Reject reasons offered to the officer unless configured: the usual causes of a
+#: false hit in patrol LPR systems.
+DEFAULT_REJECT_REASONS = (
+    "misread",
+    "wrong-state-or-country",
+    "plate-on-another-vehicle",
+    "not-the-listed-vehicle",
+    "entry-out-of-date",
+    "other",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    """The in-car console: a web page for the car's mobile data terminal."""
+
+    enabled: bool = False
+    #: The IP address to listen on: loopback unless the terminal is another box on the
+    #: car's own network (then that interface's address, never 0.0.0.0 on a modem).
+    listen: str = "127.0.0.1"
+    #: 0: any free port (logged), for tests.
+    port: int = field(default=8780, metadata=_range(0, 65535))
+    #: The login token, preferably from LPR_EDGE_CONSOLE_TOKEN; at least 16 characters.
+    token: str = ""
+    #: ...or a file holding it (0600). With neither, one is made at first start in the
+    #: state directory as console.token.
+    token_file: str = ""
+    #: Codes the officer picks from to reject a hit (sent to HQ as they are).
+    reject_reasons: tuple[str, ...] = DEFAULT_REJECT_REASONS
+    #: The officer or badge on duty, put in each decision ("" for none).
+    officer: str = ""
+    #: Show the blurred context image of a hit when it has one ([privacy] context_image).
+    show_context: bool = True
+    #: Hits listed on the page, newest first.
+    recent_hits: int = field(default=50, metadata=_range(1, 1000))
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     vehicle: VehicleConfig = VehicleConfig()
@@ -271,6 +309,7 @@ class Config:
     privacy: PrivacyConfig = PrivacyConfig()
     storage: StorageConfig = StorageConfig()
     gps: GpsConfig = GpsConfig()
+    console: ConsoleConfig = ConsoleConfig()
     #: The file this was loaded from (None for built-in defaults); relative paths
     #: in the file are resolved against its folder.
     source_path: Path | None = field(default=None, compare=False)
@@ -540,10 +579,48 @@ def _cross_checks(config: Config, label: str) -> list[str]:
     tls = config.mqtt.tls
     if bool(tls.cert_file) != bool(tls.key_file):
         problems.append(f"{label}: 'mqtt.tls.cert_file' and 'mqtt.tls.key_file' go together")
+    problems += _console_problems(config.console, label)
     for i, key in enumerate(config.watchlist.public_keys):
         problem = _public_key_problem(key.strip())
         if problem:
             problems.append(f"{label}: 'watchlist.public_keys[{i}]' {problem}")
+    return problems
+
+
+#: The shortest console token: guessing one must be hopeless.
+CONSOLE_TOKEN_MIN_LENGTH = 16
+
+
+def _console_problems(console: ConsoleConfig, label: str) -> list[str]:
+    problems = []
+    try:
+        ipaddress.ip_address(console.listen)
+    except ValueError:
+        problems.append(
+            f"{label}: 'console.listen' expected an IP address (127.0.0.1, or the address "
+            f"of the car network's interface), got {console.listen!r}"
+        )
+    if console.token and len(console.token) < CONSOLE_TOKEN_MIN_LENGTH:
+        problems.append(
+            f"{label}: 'console.token' expected at least {CONSOLE_TOKEN_MIN_LENGTH} characters"
+        )
+    if console.token and console.token_file:
+        problems.append(f"{label}: 'console.token' and 'console.token_file' exclude each other")
+    if not console.reject_reasons:
+        problems.append(f"{label}: 'console.reject_reasons' expected at least one reason")
+    for i, reason in enumerate(console.reject_reasons):
+        if not IDENTIFIER.fullmatch(reason):
+            problems.append(
+                f"{label}: 'console.reject_reasons[{i}]' expected {IDENTIFIER_RULE}, got {reason!r}"
+            )
+        elif console.reject_reasons.index(reason) != i:
+            problems.append(f"{label}: 'console.reject_reasons[{i}]' {reason!r} is listed twice")
+    officer = console.officer
+    if len(officer) > 64 or unshowable_in(officer) is not None:
+        problems.append(
+            f"{label}: 'console.officer' expected at most 64 characters without control or "
+            "invisible characters"
+        )
     return problems
 
 

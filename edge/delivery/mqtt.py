@@ -45,6 +45,11 @@ class Topics:
         return f"{self.prefix}/{self.vehicle_id}/audit"
 
     @property
+    def decision(self) -> str:
+        """The officer's accept/reject of a hit (``lpr.decision/1``)."""
+        return f"{self.prefix}/{self.vehicle_id}/decision"
+
+    @property
     def fleet_watchlist(self) -> str:
         """The list pushed to every vehicle."""
         return f"{self.prefix}/watchlist"

@@ -349,6 +349,30 @@ class Outbox:
             )
         return OutboxMessage(*row) if row else None
 
+    def on_topic(self, topic: str, limit: int | None = None) -> list[OutboxMessage]:
+        """Messages kept on ``topic``, delivered or not, newest first (at most
+        ``limit``): the in-car console's hits and decisions. Those held in memory come
+        first (they are the newest)."""
+        with self._lock:
+            held = [h.message for h in reversed(self._unsaved.values()) if h.message.topic == topic]
+            rows: list[OutboxMessage] = []
+            if self._db is not None:
+                sql = (
+                    "SELECT seq, event_id, kind, topic, payload, created_at, attempts "
+                    "FROM outbox WHERE topic = ? ORDER BY seq DESC"
+                )
+                params: tuple = (topic,)
+                if limit is not None:
+                    sql += " LIMIT ?"
+                    params = (topic, limit)
+                try:
+                    rows = [OutboxMessage(*r) for r in self._db.execute(sql, params)]
+                except sqlite3.Error as exc:
+                    if not is_disk_error(exc):
+                        raise
+        out = held + rows
+        return out if limit is None else out[:limit]
+
     def is_delivered(self, event_id: str) -> bool:
         with self._lock:
             if held := self._unsaved.get(event_id):

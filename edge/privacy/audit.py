@@ -24,7 +24,8 @@ One JSON object per line::
 * ``at``: when it was recorded, UTC ISO-8601 with milliseconds and ``Z``.
 * ``action``: what happened, dotted lower case: ``service.start``, ``service.stop``,
   ``watchlist.applied``, ``watchlist.rejected``, ``watchlist.query``, ``purge``,
-  ``config.changed``, ``audit.repaired`` (written by this module), ...
+  ``config.changed``, ``audit.repaired`` (written by this module), ``hit.decision``
+  (the officer's accept or reject on the in-car console), ...
 * ``details``: an object, specific to the action.
 * ``prev``: the ``hash`` of the previous record; 64 zeros (:data:`GENESIS`) for the
   first.
@@ -111,6 +112,10 @@ CONFIG_CHANGED = "config.changed"
 AUDIT_REPAIRED = "audit.repaired"
 #: A damaged state database was set aside and its readable rows recovered.
 STATE_RECOVERED = "state.recovered"
+#: The officer accepted or rejected a hit on the in-car console (details: the hit's
+#: and the decision's event ids, decision, reason, officer, supersedes; the plate of
+#: the hit, which is a hit's and may be kept).
+HIT_DECISION = "hit.decision"
 
 #: ``sink(record, payload)``: called with each record as a dict and its canonical JSON
 #: bytes (the line without its newline: the MQTT payload), in ``seq`` order.
