@@ -1,7 +1,7 @@
 """`lpr-edge hq`: runs :class:`edge.hq.subscriber.HqSubscriber` on a
 :class:`edge.hq.store.HitStore` (SQLite, ``--db FILE``) or a
 :class:`edge.hq.pgstore.PostgresStore` (``--db postgresql://...``) until SIGINT or
-SIGTERM (or ``--duration``), printing each hit, conflict and withdrawal
+SIGTERM (or ``--duration``), printing each hit, conflict, withdrawal and decision
 (:mod:`edge.hq.console`) and status changes, and its counts as JSON at the end.
 It applies HQ's retention by itself (:class:`edge.hq.retention.PeriodicPurge`: at
 start, then every ``--purge-every``; ``--keep-*`` give the periods).
@@ -25,8 +25,10 @@ from edge.config import MqttConfig
 from edge.delivery.mqtt import broker_config
 from edge.errors import UsageError
 from edge.hq.console import (
+    decision_summary_json,
     escape_control,
     format_conflict,
+    format_decision,
     format_hit,
     format_withdrawal,
     hit_summary_json,
@@ -136,6 +138,12 @@ def cmd_hq(args: argparse.Namespace) -> int:
         else:
             write(format_withdrawal(message, hit), sys.stdout)
 
+    def on_decision(message: dict, hit: dict | None) -> None:
+        if as_json:
+            write(json_line(decision_summary_json(message, hit)), sys.stdout)
+        else:
+            write(format_decision(message, hit), sys.stdout)
+
     def on_status(message: dict, previous: str | None) -> None:
         if not as_json:
             at = message.get("at") or now_iso()
@@ -153,6 +161,7 @@ def cmd_hq(args: argparse.Namespace) -> int:
                 on_status=on_status,
                 on_conflict=on_conflict,
                 on_withdrawal=on_withdrawal,
+                on_decision=on_decision,
                 share=share,
             )
         except (OSError, ssl.SSLError, ValueError) as exc:

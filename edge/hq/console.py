@@ -107,3 +107,22 @@ def format_conflict(message: dict, first: dict) -> str:
         f"CONFLICT {format_hit(message)} "
         f"[event_id {message['event_id']} first used by {first['vehicle_id']}]"
     )
+
+
+def format_decision(message: dict, hit: dict | None) -> str:
+    """One human line: ``DECISION reject <hit's event id> (plate AB1238 from vehicle
+    car-7: wrong-state, officer PC 4711)``; for a hit HQ does not hold, says so."""
+    what = f"plate {hit['plate']}" if hit is not None else "a hit HQ does not hold"
+    why = f": {message['reason']}" if message.get("reason") else ""
+    officer = f", officer {message['officer']}" if message.get("officer") else ""
+    correction = f", corrects {message['supersedes']}" if message.get("supersedes") else ""
+    return escape_control(
+        f"DECISION {message['decision']} {message['hit_event_id']} ({what} from vehicle "
+        f"{message['vehicle_id']}{why}{officer}{correction})"
+    )
+
+
+def decision_summary_json(message: dict, hit: dict | None) -> dict:
+    """A decision for printing as JSON: the message, and the plate of the hit decided
+    on (null when HQ does not hold that hit)."""
+    return {**message, "plate": hit["plate"] if hit is not None else None}

@@ -33,13 +33,17 @@ import psycopg
 
 from edge.hq.console import log
 from edge.hq.store import (
+    DECISION_INSERT,
+    DECISIONS_FOUND,
     MAX_REJECT_ROWS,
     REJECT_EXCERPT_BYTES,
     DatabaseVersionError,
+    StoredDecision,
     StoredHit,
     StoredWithdrawal,
     StoreOutcome,
     StoreRetention,
+    decision_columns,
 )
 from edge.hq.validate import REASON_CHARS
 from edge.timefmt import now_iso
@@ -54,6 +58,7 @@ _LOCK_MIGRATE, _LOCK_HIT, _LOCK_WITHDRAWAL, _LOCK_STATUS = 72_2201, 72_2202, 72_
 #: release (for its transaction): one purge at a time across workers, and a hold never
 #: lands between a batch's check of the holds and its delete.
 _LOCK_PURGE, _LOCK_HOLDS = 72_2205, 72_2206
+_LOCK_DECISION = 72_2207
 
 #: Version -> SQL bringing the database from the version before to it. Add a
 #: version by appending (never edit a released one).
@@ -149,6 +154,27 @@ CREATE INDEX withdrawals_received ON withdrawals (received_at);
 CREATE INDEX audit_received ON audit (received_at);
 CREATE INDEX rejects_received ON rejects (received_at);
 ALTER TABLE hits DROP CONSTRAINT IF EXISTS hits_conflict_of_fkey;
+""",
+    # Officers' decisions on hits (lpr.decision/1): see edge.hq.store.DECISIONS_TABLE.
+    4: """
+CREATE TABLE decisions (
+    id           BIGSERIAL PRIMARY KEY,
+    event_id     TEXT NOT NULL,
+    vehicle_id   TEXT NOT NULL,
+    hit_event_id TEXT NOT NULL,
+    decision     TEXT NOT NULL,
+    reason       TEXT,
+    officer      TEXT,
+    decided_at   TEXT NOT NULL,
+    supersedes   TEXT,
+    received_at  TEXT NOT NULL,
+    hit_missing  INTEGER NOT NULL,
+    conflict_of  BIGINT,
+    payload      TEXT NOT NULL
+);
+CREATE INDEX decisions_event ON decisions (event_id);
+CREATE INDEX decisions_of ON decisions (hit_event_id, vehicle_id);
+CREATE INDEX decisions_received ON decisions (received_at);
 """,
 }
 
@@ -329,6 +355,7 @@ class PostgresStore(StoreRetention):
                         "AND vehicle_id = %s",
                         (event_id, vehicle_id),
                     )
+                db.execute(DECISIONS_FOUND.replace("?", "%s"), (event_id, vehicle_id))
         if conflict_of is None:
             return StoredHit(StoreOutcome.NEW)
         return StoredHit(StoreOutcome.CONFLICT, json.loads(same_id[0][2]))
@@ -399,6 +426,42 @@ class PostgresStore(StoreRetention):
                     (vehicle_id, message["state"], message.get("at"), now_iso(), _dump(message)),
                 )
         return row[0] if row else None
+
+    def add_decision(self, message: dict) -> StoredDecision:
+        """See :meth:`edge.hq.store.HitStore.add_decision`."""
+        vehicle_id, hit_event_id = message["vehicle_id"], message["hit_event_id"]
+        with self._lock:
+            db = self._conn()
+            with db.transaction():
+                # The hit's lock first (as add_hit takes it): a hit and its decision
+                # arriving at two workers at once cannot both miss each other.
+                db.execute(
+                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_HIT, hit_event_id)
+                )
+                db.execute(
+                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                    (_LOCK_DECISION, message["event_id"]),
+                )
+                same_id = db.execute(
+                    "SELECT id, vehicle_id, payload FROM decisions WHERE event_id = %s ORDER BY id",
+                    (message["event_id"],),
+                ).fetchall()
+                if any(v == vehicle_id and json.loads(p) == message for _i, v, p in same_id):
+                    return StoredDecision(StoreOutcome.DUPLICATE)
+                hit = db.execute(
+                    "SELECT payload FROM hits WHERE event_id = %s AND vehicle_id = %s "
+                    "ORDER BY id LIMIT 1",
+                    (hit_event_id, vehicle_id),
+                ).fetchone()
+                conflict_of = same_id[0][0] if same_id else None
+                db.execute(
+                    DECISION_INSERT.replace("?", "%s"),
+                    (*decision_columns(message, now_iso(), hit is None), conflict_of),
+                )
+        hit_message = json.loads(hit[0]) if hit else None
+        if conflict_of is None:
+            return StoredDecision(StoreOutcome.NEW, hit_message)
+        return StoredDecision(StoreOutcome.CONFLICT, hit_message, json.loads(same_id[0][2]))
 
     def add_audit(self, vehicle_id: str, record: dict) -> bool:
         with self._lock:

@@ -50,9 +50,10 @@ MAX_REJECT_ROWS = 10_000
 #: at open when missing); 3 adds ``case_holds`` (hits kept for a case past their
 #: retention), the ``received_at`` indexes retention deletes by, and gives ``hits`` the
 #: plate and list indexes PostgreSQL has (``plate, observed_at`` and ``list,
-#: observed_at``). Each version matches :data:`edge.hq.pgstore.MIGRATIONS` of the same
-#: number; the next is 4.
-SCHEMA_VERSION = 3
+#: observed_at``); 4 adds ``decisions`` (officers' verdicts on hits, ``lpr.decision/1``).
+#: Each version matches :data:`edge.hq.pgstore.MIGRATIONS` of the same number; the next
+#: is 5.
+SCHEMA_VERSION = 4
 
 #: Hits, one row per distinct message. ``conflict_of`` is NULL for the first hit
 #: stored with its ``event_id`` and that hit's ``id`` for any later one with other
@@ -122,6 +123,32 @@ CREATE UNIQUE INDEX IF NOT EXISTS case_holds_open ON case_holds (event_id, case_
     WHERE released_at IS NULL;
 """
 
+#: Officers' decisions on hits (``lpr.decision/1``), one row per distinct message, as
+#: hits: ``conflict_of`` is NULL for the first decision stored with its ``event_id`` and
+#: that row's ``id`` for a later one with other content. A decision names its own
+#: vehicle's hit (``hit_event_id``, ``vehicle_id``); ``hit_missing`` is 1 while HQ holds
+#: no such hit (it may come later: the decision is not lost for arriving first).
+DECISIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS decisions (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id     TEXT NOT NULL,
+    vehicle_id   TEXT NOT NULL,
+    hit_event_id TEXT NOT NULL,
+    decision     TEXT NOT NULL,
+    reason       TEXT,
+    officer      TEXT,
+    decided_at   TEXT NOT NULL,
+    supersedes   TEXT,
+    received_at  TEXT NOT NULL,
+    hit_missing  INTEGER NOT NULL,
+    conflict_of  INTEGER,
+    payload      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_event ON decisions (event_id);
+CREATE INDEX IF NOT EXISTS decisions_of ON decisions (hit_event_id, vehicle_id);
+CREATE INDEX IF NOT EXISTS decisions_received ON decisions (received_at);
+"""
+
 SCHEMA = (
     HITS_TABLE
     + """
@@ -180,6 +207,7 @@ CREATE TABLE IF NOT EXISTS rejects (
 CREATE INDEX IF NOT EXISTS rejects_received ON rejects (received_at);
 """
     + CASE_HOLDS_TABLE
+    + DECISIONS_TABLE
 )
 
 
@@ -224,6 +252,51 @@ class StoredWithdrawal:
     hit: dict | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class StoredDecision:
+    """What :meth:`HitStore.add_decision` did: ``NEW``, ``DUPLICATE`` (nothing
+    stored) or ``CONFLICT`` (its ``event_id`` was first used by another message:
+    stored all the same, flagged with ``conflict_of``)."""
+
+    outcome: StoreOutcome
+    #: The hit decided on (its message), or None when HQ holds no such hit of the
+    #: decision's vehicle (the decision is then flagged ``hit_missing``).
+    hit: dict | None = None
+    #: For a conflict: the message first stored with the same ``event_id``.
+    first: dict | None = None
+
+
+def decision_columns(message: dict, received_at: str, hit_missing: bool) -> tuple:
+    """The values of a ``decisions`` row after ``id``, less ``conflict_of``."""
+    return (
+        message["event_id"],
+        message["vehicle_id"],
+        message["hit_event_id"],
+        message["decision"],
+        message.get("reason"),
+        message.get("officer"),
+        message["decided_at"],
+        message.get("supersedes"),
+        received_at,
+        int(hit_missing),
+        json.dumps(message, ensure_ascii=False, separators=(",", ":")),
+    )
+
+
+#: Inserts a decision (``?`` placeholders; PostgreSQL swaps them for ``%s``).
+#: Clears ``hit_missing`` on a vehicle's decisions once their hit is stored.
+DECISIONS_FOUND = (
+    "UPDATE decisions SET hit_missing = 0 WHERE hit_event_id = ? AND vehicle_id = ? "
+    "AND hit_missing = 1"
+)
+
+DECISION_INSERT = (
+    "INSERT INTO decisions (event_id, vehicle_id, hit_event_id, decision, reason, officer, "
+    "decided_at, supersedes, received_at, hit_missing, payload, conflict_of) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def _is_damaged(exc: sqlite3.DatabaseError) -> bool:
     """Whether SQLite says the file itself is unusable (not a full or failing disk,
     a lock or a permission, which setting it aside would not mend)."""
@@ -249,8 +322,11 @@ def _prepare(db: sqlite3.Connection) -> None:
         migration = MIGRATE_HITS_0_TO_1  # (the table it makes has every later column)
     elif hits_columns and "withdrawn_by" not in hits_columns:
         migration = MIGRATE_HITS_1_TO_2
-    # Version 3's plate index has a second column: the old one (same name) goes first.
-    migration += "DROP INDEX IF EXISTS hits_plate;\n"
+    if version < 3:
+        # Version 3's plate index has a second column: the old one (same name) goes
+        # first. (Not from 3 on: rebuilding it would read every hit for nothing.)
+        migration += "DROP INDEX IF EXISTS hits_plate;\n"
+    # 3 to 4 is the decisions table alone (DECISIONS_TABLE, in SCHEMA below).
     # One transaction: a crash in the middle leaves the previous layout.
     script = (
         f"BEGIN IMMEDIATE;\n{migration}{SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"
@@ -287,10 +363,13 @@ class StoreReads:
     def counts(self) -> dict[str, int]:
         queries = {
             table: f"SELECT COUNT(*) FROM {table}"
-            for table in ("hits", "vehicle_status", "audit", "rejects", "withdrawals")
+            for table in ("hits", "vehicle_status", "audit", "rejects", "withdrawals", "decisions")
         }
         queries["conflicts"] = "SELECT COUNT(*) FROM hits WHERE conflict_of IS NOT NULL"
         queries["withdrawn"] = "SELECT COUNT(*) FROM hits WHERE withdrawn_by IS NOT NULL"
+        queries["decision_conflicts"] = (
+            "SELECT COUNT(*) FROM decisions WHERE conflict_of IS NOT NULL"
+        )
         # One lock over all of them: counts of one moment.
         with self._lock:
             return {name: self._fetch(sql)[1][0][0] for name, sql in queries.items()}
@@ -337,6 +416,27 @@ class StoreReads:
         """Stored withdrawals, in the order they arrived: their columns by name (the
         payload parsed); ``hit_missing`` 1 while HQ holds no hit they name."""
         return self._rows("SELECT * FROM withdrawals ORDER BY id")
+
+    def decisions(
+        self, hit_event_ids: Sequence[str] | None = None, *, vehicle_id: str | None = None
+    ) -> list[dict]:
+        """Stored decisions, in the order they arrived: their columns by name (the
+        payload parsed); only those on ``hit_event_ids`` (of ``vehicle_id``) when
+        given. ``hit_missing`` is 1 while HQ holds no hit they name, ``conflict_of``
+        set for one that reused another decision's ``event_id``."""
+        sql, params = "SELECT * FROM decisions", []
+        where = []
+        if hit_event_ids is not None:
+            if not hit_event_ids:
+                return []
+            where.append(f"hit_event_id IN ({', '.join([self.MARK] * len(hit_event_ids))})")
+            params.extend(hit_event_ids)
+        if vehicle_id is not None:
+            where.append(f"vehicle_id = {self.MARK}")
+            params.append(vehicle_id)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return self._rows(sql + " ORDER BY id", params)
 
     def _rows(self, sql: str, params: Sequence = ()) -> list[dict]:
         names, rows = self._read(sql, params)
@@ -473,7 +573,7 @@ class HoldError(Exception):
 PURGE_BATCH = 1000
 
 #: Tables a purge deletes from, in the order it reports them.
-PURGED_TABLES = ("hits", "withdrawals", "vehicle_status", "rejects", "audit")
+PURGED_TABLES = ("hits", "withdrawals", "decisions", "vehicle_status", "rejects", "audit")
 
 #: A hit is held while a case hold on its event id is open.
 _HELD = (
@@ -484,6 +584,11 @@ _HELD = (
 _WITHOUT_HIT = (
     "NOT EXISTS (SELECT 1 FROM hits h WHERE h.event_id = withdrawals.withdraws_event_id "
     "AND h.vehicle_id = withdrawals.vehicle_id)"
+)
+#: The same of a decision: its hit was purged, or never came.
+_DECISION_WITHOUT_HIT = (
+    "NOT EXISTS (SELECT 1 FROM hits h WHERE h.event_id = decisions.hit_event_id "
+    "AND h.vehicle_id = decisions.vehicle_id)"
 )
 
 
@@ -496,8 +601,9 @@ class StoreRetention(StoreReads):
     recorded it: the programme promises footage is kept at most that long from then)
     or by ``received_at`` (HQ's own clock: the recording was never later than its
     arrival, so a car whose clock ran fast cannot keep a hit longer), unless a case
-    holds it. Its withdrawals go with it; a withdrawal whose hit never came goes a
-    hits' period after it arrived (its hit, were it to come, would be as old). Vehicle
+    holds it. Its withdrawals and officers' decisions go with it; a withdrawal or
+    decision whose hit never came goes a hits' period after it arrived (its hit, were
+    it to come, would be as old). Vehicle
     statuses, rejects and the vehicles' audit records go by ``received_at``. Every
     delete is a batch of :attr:`purge_batch` rows found through an index, one
     transaction each. Every purge, hold and release is written to ``hq_audit`` in the
@@ -613,12 +719,19 @@ class StoreRetention(StoreReads):
         expired = f"(h.observed_at < {m} OR h.received_at < {m}) AND NOT {held}"
         kept = f"NOT ({expired})"
         pair = "h.event_id = w.withdraws_event_id AND h.vehicle_id = w.vehicle_id"
+        decided = "h.event_id = d.hit_event_id AND h.vehicle_id = d.vehicle_id"
         queries = {
             "hits": (f"SELECT COUNT(*) FROM hits h WHERE {expired}", (cut, cut)),
             "withdrawals": (
                 f"SELECT COUNT(*) FROM withdrawals w WHERE NOT EXISTS "
                 f"(SELECT 1 FROM hits h WHERE {pair} AND {kept}) AND (w.received_at < {m} "
                 f"OR EXISTS (SELECT 1 FROM hits h WHERE {pair}))",
+                (cut, cut, cut),
+            ),
+            "decisions": (
+                f"SELECT COUNT(*) FROM decisions d WHERE NOT EXISTS "
+                f"(SELECT 1 FROM hits h WHERE {decided} AND {kept}) AND (d.received_at < {m} "
+                f"OR EXISTS (SELECT 1 FROM hits h WHERE {decided}))",
                 (cut, cut, cut),
             ),
             "vehicle_status": (
@@ -641,11 +754,13 @@ class StoreRetention(StoreReads):
     ) -> dict[str, int]:
         counts = dict.fromkeys(PURGED_TABLES, 0)
         for clock in ("observed_at", "received_at"):
-            hits, withdrawals = self._purge_hits(clock, before["hits"], stopping)
-            counts["hits"] += hits
-            counts["withdrawals"] += withdrawals
+            for table, count in self._purge_hits(clock, before["hits"], stopping).items():
+                counts[table] += count
         counts["withdrawals"] += self._purge_rows(
             "withdrawals", "id", before["hits"], stopping, also=f" AND {_WITHOUT_HIT}"
+        )
+        counts["decisions"] += self._purge_rows(
+            "decisions", "id", before["hits"], stopping, also=f" AND {_DECISION_WITHOUT_HIT}"
         )
         for table, key, kind in (
             ("vehicle_status", "vehicle_id", "statuses"),
@@ -655,13 +770,14 @@ class StoreRetention(StoreReads):
             counts[table] = self._purge_rows(table, key, before[kind], stopping)
         return counts
 
-    def _purge_hits(self, clock: str, cut: str, stopping: Callable[[], bool]) -> tuple[int, int]:
+    def _purge_hits(self, clock: str, cut: str, stopping: Callable[[], bool]) -> dict[str, int]:
         """Delete the unheld hits whose ``clock`` is before ``cut``, and the
-        withdrawals left without a hit; returns both counts. Walks the clock's index
+        withdrawals and decisions left without a hit; returns the counts of the
+        three. Walks the clock's index
         in order from where the last batch ended, so held hits are passed once, not
         read again by every batch."""
         m = self.MARK
-        hits = withdrawals = 0
+        counts = {"hits": 0, "withdrawals": 0, "decisions": 0}
         last: tuple[str, int] = ("", 0)
         while not stopping():
             with self._batch() as run:
@@ -674,9 +790,9 @@ class StoreRetention(StoreReads):
                     (last[0], cut, last[0], last[1], self.purge_batch),
                 ).fetchall()
                 if not rows:
-                    return hits, withdrawals
+                    return counts
                 ids = [row[0] for row in rows]
-                hits += run(
+                counts["hits"] += run(
                     f"DELETE FROM hits WHERE id IN ({self._marks(len(ids))}) AND NOT {_HELD}", ids
                 ).rowcount
                 # The withdrawals of the hits gone (a withdrawal names its own
@@ -684,14 +800,23 @@ class StoreRetention(StoreReads):
                 # (The event ids alone first: that is what the index can look up.)
                 events = sorted({row[1] for row in rows})
                 pairs = sorted({(row[1], row[3]) for row in rows})
-                withdrawals += run(
+                values = [*events, *(value for pair in pairs for value in pair)]
+                pairs_sql = f"(VALUES {', '.join([f'({m}, {m})'] * len(pairs))})"
+                counts["withdrawals"] += run(
                     f"DELETE FROM withdrawals WHERE withdraws_event_id IN "
                     f"({self._marks(len(events))}) AND (withdraws_event_id, vehicle_id) IN "
-                    f"(VALUES {', '.join([f'({m}, {m})'] * len(pairs))}) AND {_WITHOUT_HIT}",
-                    [*events, *(value for pair in pairs for value in pair)],
+                    f"{pairs_sql} AND {_WITHOUT_HIT}",
+                    values,
+                ).rowcount
+                # Decisions likewise: they are about the hit, and go with it.
+                counts["decisions"] += run(
+                    f"DELETE FROM decisions WHERE hit_event_id IN "
+                    f"({self._marks(len(events))}) AND (hit_event_id, vehicle_id) IN "
+                    f"{pairs_sql} AND {_DECISION_WITHOUT_HIT}",
+                    values,
                 ).rowcount
                 last = (rows[-1][2], rows[-1][0])
-        return hits, withdrawals
+        return counts
 
     def _purge_rows(
         self, table: str, key: str, cut: str, stopping: Callable[[], bool], *, also: str = ""
@@ -818,6 +943,8 @@ class HitStore(StoreRetention):
                     "AND vehicle_id = ?",
                     (event_id, vehicle_id),
                 )
+            # Its decisions may have come first (the hit lost, then sent again).
+            self._db.execute(DECISIONS_FOUND, (event_id, vehicle_id))
         if conflict_of is None:
             return StoredHit(StoreOutcome.NEW)
         return StoredHit(StoreOutcome.CONFLICT, json.loads(same_id[0][2]))
@@ -879,6 +1006,36 @@ class HitStore(StoreRetention):
             )
         outcome = StoreOutcome.CONFLICT if same_id else StoreOutcome.NEW
         return StoredWithdrawal(outcome, json.loads(hit[0]) if hit else None)
+
+    def add_decision(self, message: dict) -> StoredDecision:
+        """Store a validated decision, unless it is a redelivery (the same message from
+        the same vehicle as one stored with its ``event_id``); any other message with
+        a stored ``event_id`` is stored as a conflict of the first. One naming no hit
+        of its vehicle HQ holds is stored flagged ``hit_missing`` (cleared when the hit
+        comes, :meth:`add_hit`)."""
+        vehicle_id, hit_event_id = message["vehicle_id"], message["hit_event_id"]
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            same_id = self._db.execute(
+                "SELECT id, vehicle_id, payload FROM decisions WHERE event_id = ? ORDER BY id",
+                (message["event_id"],),
+            ).fetchall()
+            if any(v == vehicle_id and json.loads(p) == message for _i, v, p in same_id):
+                return StoredDecision(StoreOutcome.DUPLICATE)
+            hit = self._db.execute(
+                "SELECT payload FROM hits WHERE event_id = ? AND vehicle_id = ? "
+                "ORDER BY id LIMIT 1",
+                (hit_event_id, vehicle_id),
+            ).fetchone()
+            conflict_of = same_id[0][0] if same_id else None
+            self._db.execute(
+                DECISION_INSERT,
+                (*decision_columns(message, now_iso(), hit is None), conflict_of),
+            )
+        hit_message = json.loads(hit[0]) if hit else None
+        if conflict_of is None:
+            return StoredDecision(StoreOutcome.NEW, hit_message)
+        return StoredDecision(StoreOutcome.CONFLICT, hit_message, json.loads(same_id[0][2]))
 
     def set_status(self, message: dict) -> str | None:
         """Keep a validated status message as its vehicle's last; returns the state it

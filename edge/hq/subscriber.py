@@ -1,5 +1,5 @@
-"""HQ's subscriber: receives hits, vehicle status and audit records from every vehicle,
-validates them (:mod:`edge.hq.validate`) and keeps them (:mod:`edge.hq.store`).
+"""HQ's subscriber: receives hits, officers' decisions, vehicle status and audit records
+from every vehicle, validates them (:mod:`edge.hq.validate`) and keeps them (:mod:`edge.hq.store`).
 
 Delivery is at least once from end to end:
 
@@ -51,6 +51,7 @@ from edge.hq.validate import (
     _short,
     parse_object,
     validate_audit,
+    validate_decision,
     validate_hit,
     validate_status,
     validate_withdrawal,
@@ -64,7 +65,7 @@ DEFAULT_CLIENT_ID = "lpr-edge-hq"
 DEFAULT_PREFIX = "lpr/v1"
 
 #: Message kinds subscribed to, each as ``{prefix}/+/{kind}``.
-KINDS = ("hit", "status", "audit")
+KINDS = ("hit", "status", "audit", "decision")
 
 #: A shared subscription's group name (``--share``): letters, digits, ``-`` and ``_``.
 SHARE_GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -92,6 +93,9 @@ class _Counters:
     withdrawals: int = 0
     #: Withdrawals stored that named no hit HQ held.
     withdrawals_unknown: int = 0
+    #: Officers' decisions stored (conflicts included), and those naming no hit HQ held.
+    decisions: int = 0
+    decisions_unknown: int = 0
     ignored: int = 0
     store_errors: int = 0
     connects: int = 0
@@ -107,6 +111,9 @@ ConflictCallback = Callable[[dict, dict], None]
 #: ``on_withdrawal(message, hit)``: a withdrawal was stored; ``hit`` is the message of
 #: the hit it withdraws, or None when HQ holds no such hit.
 WithdrawalCallback = Callable[[dict, dict | None], None]
+#: ``on_decision(message, hit)``: an officer's decision was stored; ``hit`` is the
+#: message of the hit decided on, or None when HQ holds no such hit.
+DecisionCallback = Callable[[dict, dict | None], None]
 
 
 class HqSubscriber:
@@ -117,7 +124,8 @@ class HqSubscriber:
     ``on_hit`` is called on paho's thread for each new hit (never a duplicate),
     after it is stored; ``on_conflict`` instead for a hit stored as a conflict;
     ``on_status`` when a vehicle's state changes; ``on_withdrawal`` for each new
-    withdrawal. An exception in any of them is logged and changes nothing else.
+    withdrawal; ``on_decision`` for each new officer's decision. An exception in any
+    of them is logged and changes nothing else.
     """
 
     def __init__(
@@ -132,6 +140,7 @@ class HqSubscriber:
         on_conflict: ConflictCallback | None = None,
         on_withdrawal: WithdrawalCallback | None = None,
         share: str | None = None,
+        on_decision: DecisionCallback | None = None,
     ):
         if not config.host:
             raise ValueError("no broker host")
@@ -155,6 +164,7 @@ class HqSubscriber:
         self.on_status = on_status
         self.on_conflict = on_conflict
         self.on_withdrawal = on_withdrawal
+        self.on_decision = on_decision
         self._lock = threading.Lock()
         self._counters = _Counters()
         self._rejected: Counter[str] = Counter()
@@ -224,11 +234,15 @@ class HqSubscriber:
                 "connected": self.connected,
                 "connects": c.connects,
                 "received": c.received,
-                "stored": c.hits + c.conflicts + c.statuses + c.audit + c.withdrawals,
+                "stored": (
+                    c.hits + c.conflicts + c.statuses + c.audit + c.withdrawals + c.decisions
+                ),
                 "hits": c.hits,
                 "conflicts": c.conflicts,
                 "withdrawals": c.withdrawals,
                 "withdrawals_unknown": c.withdrawals_unknown,
+                "decisions": c.decisions,
+                "decisions_unknown": c.decisions_unknown,
                 "statuses": c.statuses,
                 "audit": c.audit,
                 "duplicates": c.duplicates,
@@ -350,6 +364,8 @@ class HqSubscriber:
                 validate_hit(message, vehicle_id)
             elif kind == "status":
                 validate_status(message, vehicle_id)
+            elif kind == "decision":
+                validate_decision(message, vehicle_id)
             else:
                 validate_audit(message, vehicle_id)
         except Reject as reject:
@@ -362,6 +378,8 @@ class HqSubscriber:
                 self._store_withdrawal(message)
             elif kind == "status":
                 self._store_status(message)
+            elif kind == "decision":
+                self._store_decision(message)
             else:
                 self._store_audit(vehicle_id, message)
         except self._store_errors as exc:
@@ -464,6 +482,45 @@ class HqSubscriber:
                 self.on_withdrawal(message, stored.hit)
             except Exception:
                 log.exception("HQ: the withdrawal callback failed for %s", message["event_id"])
+
+    def _store_decision(self, message: dict) -> None:
+        stored = self.store.add_decision(message)
+        if stored.outcome is StoreOutcome.DUPLICATE:
+            with self._lock:
+                self._counters.duplicates += 1
+            log.debug("HQ: duplicate decision %s", message["event_id"])
+            return
+        with self._lock:
+            self._counters.decisions += 1
+            if stored.hit is None:
+                self._counters.decisions_unknown += 1
+        if stored.outcome is StoreOutcome.CONFLICT:
+            log.warning(
+                "HQ: decision %s from %s reuses the event_id of another decision with other "
+                "content; stored and flagged as a conflict",
+                message["event_id"],
+                message["vehicle_id"],
+            )
+        if stored.hit is None:
+            log.warning(
+                "HQ: decision %s from %s names hit %s, which HQ does not hold: stored and "
+                "flagged (hit_missing)",
+                message["event_id"],
+                message["vehicle_id"],
+                message["hit_event_id"],
+            )
+        else:
+            log.info(
+                "HQ: hit %s %sed by %s",
+                message["hit_event_id"],
+                message["decision"],
+                message["vehicle_id"],
+            )
+        if self.on_decision:
+            try:
+                self.on_decision(message, stored.hit)
+            except Exception:
+                log.exception("HQ: the decision callback failed for %s", message["event_id"])
 
     def _store_status(self, message: dict) -> None:
         previous = self.store.set_status(message)

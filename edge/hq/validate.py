@@ -1,5 +1,5 @@
 """What HQ accepts from a vehicle. A payload must be a UTF-8 JSON object; hits,
-withdrawals and status are checked against the shipped JSON Schemas
+withdrawals, decisions and status are checked against the shipped JSON Schemas
 (``edge/data/*.schema.json``, Draft 2020-12), audit records only for a string
 ``event_id`` (their schema is not fixed yet). A ``vehicle_id`` in the payload that
 differs from the topic's is a reject. JSON's non-numbers (``NaN``, ``Infinity``, a
@@ -137,6 +137,12 @@ def _check_jpeg(key: str, image: str) -> None:
 
 def validate_withdrawal(message: dict, vehicle_id: str) -> None:
     _schema_check("withdrawal", message)
+    _same_vehicle(message, vehicle_id)
+
+
+def validate_decision(message: dict, vehicle_id: str) -> None:
+    """An officer's decision (``lpr.decision/1``): a vehicle decides on its own hits."""
+    _schema_check("decision", message)
     _same_vehicle(message, vehicle_id)
 
 

@@ -206,6 +206,8 @@ def test_store_dedups_and_keeps_columns(store):
         "withdrawals": 0,
         "conflicts": 0,
         "withdrawn": 0,
+        "decisions": 0,
+        "decision_conflicts": 0,
     }
     # WAL with full sync, as promised to the operator.
     with sqlite3.connect(store.path) as db:

@@ -105,6 +105,8 @@ def test_idempotent_insert_conflicts_and_status(any_store):
         "withdrawals": 0,
         "conflicts": 2,
         "withdrawn": 0,
+        "decisions": 0,
+        "decision_conflicts": 0,
     }
 
 

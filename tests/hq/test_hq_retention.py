@@ -156,7 +156,14 @@ def test_statuses_rejects_audit_and_orphan_withdrawals_by_their_own_period(store
     assert len(store.withdrawals()) == 1
     # ... and lets it go a hits' period after it arrived.
     counts = store.purge(everything_before(hits=FUTURE), user="u", policy={})
-    assert counts == {"hits": 1, "withdrawals": 1, "vehicle_status": 0, "rejects": 0, "audit": 0}
+    assert counts == {
+        "hits": 1,
+        "withdrawals": 1,
+        "decisions": 0,
+        "vehicle_status": 0,
+        "rejects": 0,
+        "audit": 0,
+    }
 
 
 def test_purge_in_small_batches_skips_held_hits_and_counts_each_row_once(store):
@@ -348,7 +355,7 @@ def test_a_version_2_sqlite_database_is_migrated_keeping_its_rows(tmp_path):
         assert store.hits() == [old, kept] and len(store.hq_audit()) == 1
         store.hold(old["event_id"], "C-1", user="u")
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         columns = {
             name: [row[2] for row in db.execute(f"PRAGMA index_info({name})")]
             for name in ("hits_plate", "hits_list", "hits_received")
@@ -384,7 +391,7 @@ def test_a_version_2_postgres_database_is_migrated_keeping_its_rows(postgres):
             [*row, first_id],
         )
     with PostgresStore(url) as store:
-        assert store.found_version == 2 and store.schema_version() == 3
+        assert store.found_version == 2 and store.schema_version() == 4
         assert store.hits() == [first, conflict]
         # The first hit goes by its age though its conflict stays (no foreign key now).
         assert store.purge(RetentionPolicy().before(), user="u", policy={})["hits"] == 1
