@@ -235,6 +235,9 @@ class _Servers(contextlib.ExitStack):
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="lpr-bench-hq-"))
         self.callback(shutil.rmtree, self.tmp, True)
+        #: Processes whose CPU time the report gives, by part (those started here).
+        self.broker_pid: int | None = None
+        self.pg_datadir: Path | None = None
 
     def broker(self, spec: str | None) -> tuple[str, int]:
         if spec:
@@ -244,6 +247,7 @@ class _Servers(contextlib.ExitStack):
         except RuntimeError as exc:
             raise UsageError(str(exc)) from None
         self.callback(broker.stop)
+        self.broker_pid = broker.process.pid if broker.process else None
         return "127.0.0.1", broker.port
 
     def database(self, db: str, *, durable: bool = True) -> str:
@@ -259,6 +263,7 @@ class _Servers(contextlib.ExitStack):
                 server.start()
             except RuntimeError as exc:
                 raise UsageError(f"cannot start PostgreSQL: {exc}") from None
+            self.pg_datadir = server.datadir
             return server.url("bench")
         return db
 
@@ -294,6 +299,53 @@ def _start_workers(tmp: Path, host: str, port: int, db: str, n: int, stack) -> l
                 raise RuntimeError(f"an HQ worker did not start: {err.read_text()[-2000:]}")
             time.sleep(0.05)
     return workers
+
+
+def _cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    """CPU seconds (user + system) each live process of ``pids`` has used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == parent:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def _parts(servers: _Servers, workers: list) -> dict[str, list[int]]:
+    """The processes of each part of HQ the bench started: workers, broker, database."""
+    parts = {"workers": [proc.pid for proc, _ in workers]}
+    if servers.broker_pid:
+        parts["broker"] = [servers.broker_pid]
+    if servers.pg_datadir is not None:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            postmaster = int((servers.pg_datadir / "postmaster.pid").read_text().split()[0])
+            parts["database"] = [postmaster, *_children(postmaster)]
+    return parts
+
+
+def _cpu_snapshot(servers: _Servers, workers: list) -> dict[str, dict[int, float]]:
+    return {part: _cpu_by_pid(pids) for part, pids in _parts(servers, workers).items()}
+
+
+def _cpu_used(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds each part used between two snapshots (a process that started in
+    between counts whole)."""
+    return {
+        part: round(sum(t - before.get(part, {}).get(pid, 0.0) for pid, t in now.items()), 2)
+        for part, now in after.items()
+    }
 
 
 def _stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> None:
@@ -381,6 +433,7 @@ def run_load(args: argparse.Namespace) -> dict:
         for _ in procs:
             ready.get(timeout=120)
         since = iso_utc(datetime.now(UTC) - timedelta(seconds=1))
+        cpu_before = _cpu_snapshot(servers, workers)
         go.set()
         t0 = time.time()
         sent: list[tuple[str, float]] = []
@@ -411,13 +464,20 @@ def run_load(args: argparse.Namespace) -> dict:
             if stored >= len(acked_ids) or time.monotonic() - last_change > args.drain:
                 break
             time.sleep(0.2)
+        cpu = _cpu_used(cpu_before, _cpu_snapshot(servers, workers))
         rows = _stored_rows(db, since)
         for proc, _ in workers:
             _stop_process(proc)
         worker_stats = [_worker_stats(err) for _, err in workers]
-    return _load_report(
+    report = _load_report(
         args, publishers, sent, acked_ids, unacked, rows, published_s, worker_stats, errors
     )
+    report["cpu_s"] = cpu
+    stored = report["stored"]
+    report["cpu_ms_per_hit"] = {
+        k: round(v * 1000 / stored, 3) if stored else None for k, v in cpu.items()
+    }
+    return report
 
 
 def _end_publisher(proc) -> None:
@@ -495,6 +555,8 @@ def format_load(r: dict) -> str:
             f"lost {r['lost']}, duplicates {r['duplicates']} (redeliveries recognised "
             f"{r['redeliveries_seen']}); per worker {r['worker_hits']}; rejected "
             f"{r['rejected']}, store errors {r['store_errors']}",
+            "CPU ms per hit stored: "
+            + ", ".join(f"{k} {v}" for k, v in r.get("cpu_ms_per_hit", {}).items()),
         ]
         + [f"error: {e}" for e in r["errors"]]
     )

@@ -14,7 +14,7 @@ LOAD_KEYS = {
     "db", "workers", "vehicles", "publishers", "rate", "published", "acknowledged",
     "unacknowledged", "publish_rate", "stored", "stored_per_s", "latency_ms", "lost",
     "lost_examples", "duplicates", "redeliveries_seen", "worker_hits", "rejected",
-    "store_errors", "errors",
+    "store_errors", "errors", "cpu_s", "cpu_ms_per_hit",
 }  # fmt: skip
 
 
@@ -31,6 +31,8 @@ def test_every_hit_stored_once(db, workers, capsys):
     assert len(report["worker_hits"]) == workers and sum(report["worker_hits"]) == 200
     assert set(report["latency_ms"]) == {"p50", "p95", "max"}
     assert report["latency_ms"]["p50"] is not None and report["stored_per_s"] is not None
+    parts = {"workers", "broker", "database"} if db == "postgres" else {"workers", "broker"}
+    assert set(report["cpu_s"]) == parts and all(v > 0 for v in report["cpu_s"].values())
 
 
 @pytest.mark.parametrize("db", ["postgres", "sqlite"])
