@@ -18,6 +18,7 @@ one dashcam segment into the next is one read.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -36,6 +37,7 @@ from edge.recognition.recognize import open_recognizer
 from edge.timefmt import parse_utc
 from edge.tracking.pipeline import FramePipeline, latency_summary, load_calibration
 from edge.types import Frame, PlateRead
+from edge.vehicle.console import start_console
 from edge.vehicle.delivery import Delivery
 from edge.vehicle.gps.track import GpsFileError, PositionTrack
 
@@ -193,13 +195,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     undelivered = 0
     out_errors: list[str] = []
     try:
-        with open_recognizer(config) as recognizer, Delivery(config, gps=track) as delivery:
+        with (
+            open_recognizer(config) as recognizer,
+            Delivery(config, gps=track) as delivery,
+            contextlib.ExitStack() as console_stop,
+        ):
             # Opened once the models are known good, so a failed start leaves an
             # earlier output file as it was.
             out = _open_out(args.out)
             delivery.audit_start(
                 "replay.start", files=[Path(f).name for f in args.files], camera=camera
             )
+            # The officer's page for the replay's hits, while the replay runs.
+            console = start_console(config, delivery)
+            if console is not None:  # stopped before the delivery closes
+                console_stop.callback(console.stop)
             pipeline = FramePipeline(
                 recognizer,
                 config.tracking,

@@ -35,6 +35,7 @@ from edge.recognition.recognize import PlateRecognizer, open_recognizer
 from edge.textrules import redact
 from edge.tracking.pipeline import FramePipeline, latency_summary, load_calibration
 from edge.types import Frame, PlateRead
+from edge.vehicle.console import start_console
 from edge.vehicle.delivery import Delivery
 from edge.vehicle.gps.receiver import GpsReceiver
 from edge.vehicle.sdnotify import SystemdNotifier, Watchdog, status_line
@@ -335,7 +336,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             signal.signal(sig, on_signal)
         out.audit_start(cameras=[c.name for c in enabled])
         reason = "error"
+        console = None
         try:
+            console = start_console(config, out)
             log.info("running %d camera(s): %s", len(enabled), ", ".join(c.name for c in enabled))
             stats = service.run(duration=args.duration)
             reason = "signal" if service.stop_event.is_set() else "ended"
@@ -344,6 +347,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             if not out.wait_delivered(SHUTDOWN_DELIVERY_S):
                 log.warning("outbox: hits left for the next start (broker not reachable)")
         finally:
+            if console is not None:
+                console.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             out.audit(
