@@ -7,6 +7,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 MODELS := models/.fetched
 DEMO_DIR ?= demo-out
+# The demo ends by serving the in-car console over its hits this long (0: only print
+# how to serve it).
+DEMO_CONSOLE_SECONDS ?= 30
 
 .PHONY: help demo test lint format models venv system-deps clean install uninstall
 
@@ -67,7 +70,7 @@ demo: $(MODELS)
 	$(BIN)/python -m edge.bench.demo $(DEMO_DIR)
 	$(BIN)/lpr-edge recognize --format hk $(DEMO_DIR)
 	$(BIN)/lpr-edge replay --config $(DEMO_DIR)/edge.toml --camera front-left --out $(DEMO_DIR)/reads.jsonl $(DEMO_DIR)/dashcam.mp4
-	$(BIN)/python -m edge.bench.demo --report $(DEMO_DIR)
+	$(BIN)/python -m edge.bench.demo --report $(DEMO_DIR) $(DEMO_CONSOLE_SECONDS)
 
 test: $(MODELS) system-deps
 	LPR_EDGE_TEST_REQUIRE_MODELS=1 $(BIN)/python -m pytest -q

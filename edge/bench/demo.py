@@ -3,7 +3,9 @@
 Writes a few still scenes (generated HK plates in real typefaces: one and two rows,
 front plates white, rear plates yellow), a short dashcam-like clip of passing cars
 with the same kind of plates, and their ground truth to a folder; the Makefile then
-runs the real pipeline over them (`recognize` on the stills, `replay` on the clip).
+runs the real pipeline over them (`recognize` on the stills, `replay` on the clip),
+and the report ends by serving the in-car console over the replay's hits for a
+while (``--report FOLDER [SECONDS]``; ``--console FOLDER`` serves it until Ctrl-C).
 Generated, so the demo needs no camera, broker or outside data.
 """
 
@@ -17,10 +19,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.config import load_config
 from edge.delivery.outbox import Outbox
 from edge.synth.clips import render_clip
 from edge.synth.clipspec import ClipSpec, ClipTruth
 from edge.synth.hkplates import HkPlate, render_hk_scene
+from edge.vehicle.console import serve_state_console
 from edge.vehicle.state import OUTBOX_FILE
 
 #: The demo's still scenes: one-row and two-row plates, white front and yellow rear,
@@ -69,7 +73,10 @@ def write_watchlist(folder: Path, truth: ClipTruth) -> Path:
     config.write_text(
         "# Written by `make demo`: no broker, so hits stay in the outbox and are printed.\n"
         '[vehicle]\nid = "demo-car"\n\n[watchlist]\npath = "watchlist.csv"\n\n'
-        '[storage]\nstate_dir = "state"\n'
+        '[storage]\nstate_dir = "state"\n\n[privacy]\ncontext_image = "blurred"\n\n'
+        "# The report step serves the console over the replay's hits (the token is made\n"
+        "# in state/console.token); enabled = true would serve it during a replay too.\n"
+        '[console]\nlisten = "127.0.0.1"\nport = 8780\nofficer = "demo officer"\n'
     )
     # A fresh outbox each time: the demo's report counts this run's hits.
     shutil.rmtree(folder / "state", ignore_errors=True)
@@ -113,9 +120,33 @@ def report_reads(folder: Path) -> int:
     return 0
 
 
+#: How long the report step serves the in-car console unless told (make demo must end
+#: by itself; `--console FOLDER` serves it again until Ctrl-C).
+CONSOLE_SECONDS = 30.0
+
+
+def serve_console(folder: Path, seconds: float | None) -> int:
+    """The in-car console over the demo's hits, on loopback."""
+    config = load_config(folder / "edge.toml")
+    if seconds is not None and seconds <= 0:
+        print(
+            f"In-car console with these hits: {sys.executable} -m edge.bench.demo "
+            f"--console {folder}"
+        )
+        return 0
+    code = serve_state_console(config, seconds=seconds)
+    print(f"Serve it again with: {sys.executable} -m edge.bench.demo --console {folder}")
+    return code
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--report"]:
-        return report_reads(Path(argv[1] if len(argv) > 1 else "demo-out"))
+        folder = Path(argv[1] if len(argv) > 1 else "demo-out")
+        seconds = float(argv[2]) if len(argv) > 2 else CONSOLE_SECONDS
+        report_reads(folder)
+        return serve_console(folder, seconds)
+    if argv[:1] == ["--console"]:
+        return serve_console(Path(argv[1] if len(argv) > 1 else "demo-out"), None)
     folder = Path(argv[0] if argv else "demo-out")
     for item in write_samples(folder):
         print(f"generated {item['image']}: plates {', '.join(item['plates'])}")
