@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -287,10 +288,12 @@ class InCarConsole:
             view["decision"] = decisions.get(view["event_id"])
         return views
 
-    async def _hits(self, request: Request) -> Response:
+    # The handlers that read the outbox are plain functions: Starlette runs them on its
+    # thread pool, so a slow disk never stalls the event loop (and the pushed hits).
+    def _hits(self, request: Request) -> Response:
         return JSONResponse({"hits": self.recent_hits()})
 
-    async def _status(self, request: Request) -> Response:
+    def _status(self, request: Request) -> Response:
         try:
             status = self.status_provider()
         except Exception as exc:
@@ -299,7 +302,7 @@ class InCarConsole:
         age = max(0.0, time.time() - float(status.get("written_unix", time.time())))
         return JSONResponse({"status": status, "lines": summary_lines(status, age)})
 
-    async def _image(self, request: Request) -> Response:
+    def _image(self, request: Request) -> Response:
         image = request.path_params["image"]
         key = {"plate.jpg": "plate_image", "context.jpg": "context_image"}.get(image)
         hit = self.desk.hit(request.path_params["event_id"])
@@ -326,7 +329,8 @@ class InCarConsole:
         if not isinstance(data, dict):
             return JSONResponse({"error": "expected a JSON object"}, status_code=400)
         try:
-            message = self.desk.decide(
+            message = await run_in_threadpool(
+                self.desk.decide,
                 request.path_params["event_id"],
                 data.get("decision"),
                 data.get("reason"),
