@@ -456,7 +456,7 @@ def test_acl_uses_patterns_for_vehicles_and_least_privilege_users_for_hq():
 
 
 @needs_mosquitto
-def test_vehicle_publishes_its_hit_status_and_audit_and_hq_receives_them(hq):
+def test_vehicle_publishes_its_hit_status_audit_and_decisions_and_hq_receives_them(hq):
     hq_sub = hq.connected("hq", "lpr-edge-hq")
     assert all(reason_ok(rc) for rc in hq_sub.subscribe(f"{PREFIX}/#"))
     car1 = hq.connected("car-1", "lpr-edge-car-1")
@@ -470,6 +470,11 @@ def test_vehicle_publishes_its_hit_status_and_audit_and_hq_receives_them(hq):
     assert hq_sub.next_message().topic == topics.status
     assert reason_ok(car1.publish(topics.audit, b'{"event": "start"}'))
     assert hq_sub.next_message().topic == topics.audit
+    assert reason_ok(car1.publish(topics.decision, b'{"decision": "accept"}'))
+    assert hq_sub.next_message().topic == topics.decision
+    # Not on another vehicle's behalf.
+    reason = car1.publish(car("car-2").decision, b'{"decision": "reject"}')
+    assert reason.is_failure and reason.value == NOT_AUTHORIZED, reason
 
 
 @needs_mosquitto
