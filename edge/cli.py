@@ -374,6 +374,34 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="apply the retention at start and then this often (default: 1h)",
     )
+    # HQ's console (edge/hq/web): login by --web-users or a trusted proxy's header.
+    p.add_argument(
+        "--web",
+        default=None,
+        metavar="ADDR[:PORT]",
+        help="serve HQ's console on this address (e.g. 127.0.0.1:8080); needs "
+        "--web-users or --web-trust-header",
+    )
+    p.add_argument(
+        "--web-users",
+        default=None,
+        metavar="FILE",
+        help='console users: TOML lines name = "scrypt$..." (from `lpr-edge hq web-user add`)',
+    )
+    p.add_argument(
+        "--web-trust-header",
+        default=None,
+        metavar="HEADER",
+        help="take the user from this header set by an authenticating reverse proxy (e.g. "
+        "X-Remote-User); only safe behind a proxy that strips it, with --web on loopback",
+    )
+    p.add_argument(
+        "--map-tiles",
+        default=None,
+        metavar="URL_TEMPLATE",
+        help="tile server for the console's map, e.g. https://tiles.example/{z}/{x}/{y}.png "
+        "(default: markers on a plain coordinate grid, offline)",
+    )
     p.set_defaults(handler=_lazy("edge.hq.command", "cmd_hq"))
     # No action: the subscriber, as above. 'search': investigators' query.
     hsub = p.add_subparsers(dest="hq_action", metavar="ACTION", required=False)
@@ -418,6 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "hold":
             hp.add_argument("--reason", default="", metavar="TEXT", help="why it is kept")
         hp.set_defaults(handler=_lazy("edge.hq.purge", f"cmd_hq_{action}"))
+    hp = hsub.add_parser("web-user", help="make a console user's line for --web-users")
+    hp.add_argument("verb", choices=["add"], help="add: ask for a password, print the line")
+    hp.add_argument("name", metavar="NAME", help="the user's name (recorded in HQ's audit)")
+    hp.set_defaults(handler=_lazy("edge.hq.web.users", "cmd_hq_web_user"))
     hp = hsub.add_parser("holds", help="list the open case holds")
     hp.add_argument("--db", **hq_db)
     hp.add_argument("--all", action="store_true", help="released ones too")

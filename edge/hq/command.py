@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import ssl
@@ -90,8 +91,34 @@ def _share_group(args: argparse.Namespace) -> str | None:
     return share
 
 
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
+
+
+def _web_options(args: argparse.Namespace) -> dict | None:
+    """The console's options (``--web`` and its company), checked; None without ``--web``."""
+    address = getattr(args, "web", None)
+    users_file = getattr(args, "web_users", None)
+    header = getattr(args, "web_trust_header", None)
+    tiles = getattr(args, "map_tiles", None)
+    if address is None:
+        if users_file or header or tiles:
+            raise UsageError("--web-users, --web-trust-header and --map-tiles need --web")
+        return None
+    from edge.hq.web.app import parse_web_address
+    from edge.hq.web.users import Users
+
+    host, port = parse_web_address(address)
+    if users_file is None and header is None:
+        raise UsageError("--web needs --web-users FILE or --web-trust-header HEADER (a login)")
+    if header is not None and not _HEADER_NAME.fullmatch(header):
+        raise UsageError(f"--web-trust-header {escape_control(header)!r}: not a header name")
+    users = Users.load(users_file) if users_file is not None else None
+    return {"host": host, "port": port, "users": users, "trust_header": header, "map_tiles": tiles}
+
+
 def cmd_hq(args: argparse.Namespace) -> int:
     config = _mqtt_config(args)
+    web = _web_options(args)
     duration = getattr(args, "duration", None)
     if duration is not None and duration <= 0:
         raise UsageError(f"--duration {duration}: expected a positive number of seconds")
@@ -119,10 +146,16 @@ def cmd_hq(args: argparse.Namespace) -> int:
                 os.close(devnull)
             stop.set()
 
+    console = None  # HQ's web console, when --web
+
     def on_hit(message: dict) -> None:
+        if console is not None:
+            console.hit_stored(message)
         write(json_line(hit_summary_json(message)) if as_json else format_hit(message), sys.stdout)
 
     def on_conflict(message: dict, first: dict) -> None:
+        if console is not None:
+            console.hit_stored(message, conflict=True)
         if as_json:
             summary = hit_summary_json(message)
             summary["conflict_with"] = {
@@ -133,18 +166,24 @@ def cmd_hq(args: argparse.Namespace) -> int:
             write(format_conflict(message, first), sys.stdout)
 
     def on_withdrawal(message: dict, hit: dict | None) -> None:
+        if console is not None:
+            console.withdrawal_stored(message, hit)
         if as_json:
             write(json_line(withdrawal_summary_json(message, hit)), sys.stdout)
         else:
             write(format_withdrawal(message, hit), sys.stdout)
 
     def on_decision(message: dict, hit: dict | None) -> None:
+        if console is not None:
+            console.decision_stored(message, hit)
         if as_json:
             write(json_line(decision_summary_json(message, hit)), sys.stdout)
         else:
             write(format_decision(message, hit), sys.stdout)
 
     def on_status(message: dict, previous: str | None) -> None:
+        if console is not None:
+            console.status_changed(message, previous)
         if not as_json:
             at = message.get("at") or now_iso()
             write(f"{at} {message['vehicle_id']} {message['state']}", sys.stderr)
@@ -182,7 +221,18 @@ def cmd_hq(args: argparse.Namespace) -> int:
             # The purge starts before the subscriber connects, so its round at start
             # works on what earlier runs stored (a hit that arrives already past
             # retention goes at a later round: that is the policy, not a race).
-            with PeriodicPurge(store, policy, purge_every), subscriber:
+            with contextlib.ExitStack() as running:
+                if web is not None:
+                    from edge.hq.web.app import HqConsole
+                    from edge.web.server import WebServerError
+
+                    try:
+                        console = running.enter_context(HqConsole(store, **web))
+                    except WebServerError as exc:
+                        raise UsageError(f"--web {args.web}: {exc}") from None
+                    print(f"HQ console on {console.url}", file=sys.stderr, flush=True)
+                running.enter_context(PeriodicPurge(store, policy, purge_every))
+                running.enter_context(subscriber)
                 stop.wait(duration)
         finally:
             for sig, handler in previous.items():

@@ -417,6 +417,42 @@ class StoreReads:
         payload parsed); ``hit_missing`` 1 while HQ holds no hit they name."""
         return self._rows("SELECT * FROM withdrawals ORDER BY id")
 
+    def recent_hits(
+        self, *, limit: int = 100, list_name: str | None = None, priority: int | None = None
+    ) -> list[dict]:
+        """The rows of the hits that arrived last (conflicts included), newest first,
+        on ``list_name`` and of ``priority`` when given; the payload parsed."""
+        where, params = [], []
+        if list_name is not None:
+            where.append(f'"list" = {self.MARK}')
+            params.append(list_name)
+        if priority is not None:
+            where.append(f"priority = {self.MARK}")
+            params.append(priority)
+        sql = "SELECT * FROM hits"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return self._rows(f"{sql} ORDER BY id DESC LIMIT {self.MARK}", [*params, limit])
+
+    def hit_rows(self, event_id: str) -> list[dict]:
+        """Every row stored with ``event_id`` (the first, then any conflicts)."""
+        return self._rows(
+            f"SELECT * FROM hits WHERE event_id = {self.MARK} ORDER BY id", (event_id,)
+        )
+
+    def withdrawals_of(self, event_id: str) -> list[dict]:
+        """The withdrawals naming hit ``event_id`` (of whichever vehicle), as they arrived."""
+        return self._rows(
+            f"SELECT * FROM withdrawals WHERE withdraws_event_id = {self.MARK} ORDER BY id",
+            (event_id,),
+        )
+
+    def lists(self) -> list[str]:
+        """The watchlist names hits were stored under."""
+        _, rows = self._read('SELECT DISTINCT "list" FROM hits')
+        # Code point order, which is UTF-8's byte order: the same on both stores.
+        return sorted(r[0] for r in rows)
+
     def decisions(
         self, hit_event_ids: Sequence[str] | None = None, *, vehicle_id: str | None = None
     ) -> list[dict]:
