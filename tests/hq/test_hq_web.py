@@ -81,11 +81,20 @@ class RunningHq:
                 [sys.executable, "-m", "edge", *argv], cwd=ROOT, stdout=out, stderr=err
             )
         ok = wait_for_text(self.err, "HQ: subscribed", self.proc)
-        assert ok and "HQ console on" in self.err.read_text(), self.err.read_text()
+        if not (ok and "HQ console on" in self.err.read_text()):
+            self.proc.kill()
+            self.proc.wait(TIMEOUT)
+            pytest.fail(f"lpr-edge hq --web did not start:\n{self.err.read_text()}")
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(TIMEOUT) == 0, self.err.read_text()
+        try:
+            code = self.proc.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(TIMEOUT)
+            raise
+        assert code == 0, self.err.read_text()
 
 
 @pytest.fixture
