@@ -14,9 +14,9 @@ import sys
 
 from edge.hq.command import DEFAULT_DB, open_store
 from edge.hq.console import escape_control, json_line
-from edge.hq.query import audited_search, search_query
+from edge.hq.query import audited_search, search_query, user_option
 
-__all__ = ["audited_search", "cmd_hq_search", "search_query"]
+__all__ = ["audited_search", "cmd_hq_search", "search_query", "user_option"]
 
 #: Columns of the console table: (heading, result key).
 COLUMNS = (
