@@ -1,9 +1,10 @@
 """HQ's console in a real Chromium (tests/browser.py): the real `lpr-edge hq --web`
 on a real Mosquitto, storing into SQLite or a real PostgreSQL. Login is enforced;
 a published hit appears on the page (the time it takes is written to the test
-artefacts' measurements.json); officers' decisions built by the car's own code reach
-the database and show beside their hit; hostile text stays text; searches and views
-of a hit are audited; vehicles' positions are drawn, on a tile server's map too."""
+artefacts' measurements.json); officers' decisions built by the car's own code, and
+clicked on the real in-car console, reach the database and show beside their hit;
+hostile text stays text; searches and views of a hit are audited; vehicles'
+positions are drawn, on a tile server's map too."""
 
 from __future__ import annotations
 
@@ -31,9 +32,11 @@ from edge.hq.store import HitStore
 from edge.hq.web.app import HqConsole, parse_web_address, tile_origin
 from edge.hq.web.users import Users, check_password, hash_password
 from edge.ids import new_event_id
+from edge.waits import poll_until
 from tests.browser import open_browser, record_measurement, screenshot
 from tests.hq.test_hq import PREFIX, ROOT, TIMEOUT, Publisher, hit_msg, status_msg, wait_for_text
 from tests.mosquitto import free_port
+from tests.vehicle.test_console import TIMEOUT_MS, Car, log_in
 
 PASSWORD = "correct horse battery"
 # A 1x1 PNG, what the test tile server answers for every tile.
@@ -407,3 +410,74 @@ def test_web_user_add_prints_a_line_the_console_accepts(tmp_path):
     (tmp_path / "u.toml").write_text(line + "\n")
     assert Users.load(tmp_path / "u.toml").check("erin", "a long password")
     assert json.dumps(line).count("scrypt$") == 1
+
+
+# --- from the officer's click in the car to HQ's page ---------------------------------
+# The real in-car console (the car's delivery, outbox and console, as
+# tests/vehicle/test_console.py runs them) and the real `lpr-edge hq --web` on one
+# Mosquitto, both pages in one Chromium.
+
+
+@pytest.fixture
+def car(tmp_path):
+    car = Car(
+        tmp_path,
+        [
+            "AB1234,stolen-vehicle,1,stolen,false,e1",
+            "XY987,wanted-person,2,driver wanted,false,e2",
+        ],
+    )
+    yield car
+    car.close()
+
+
+def test_decisions_clicked_in_the_car_reach_hqs_database_and_page(
+    car, db, users_file, tmp_path, browser
+):
+    """A hit the car raises shows on both pages; accept, and reject with a reason,
+    clicked on the in-car page reach HQ's database and show beside the hit there."""
+    hq = RunningHq(tmp_path, car.broker.port, db, "--web-users", str(users_file))
+    try:
+        in_car = browser.page
+        log_in(in_car, car.url)
+        # Another host name for HQ: cookies are kept per host, not per port, and both
+        # consoles name theirs lpr_session.
+        at_hq = browser.context.new_page()
+        login(at_hq, hq.url.replace("127.0.0.1", "localhost"))
+        at_hq.wait_for_selector("#stream-state.online", timeout=TIMEOUT_MS)
+        accepted, rejected = car.read("AB1234"), car.read("XY987")
+        for hit in (accepted, rejected):
+            in_car.wait_for_selector(f"li[data-event-id='{hit.event_id}']", timeout=TIMEOUT_MS)
+            at_hq.wait_for_selector(f"tr[data-event-id='{hit.event_id}']", timeout=TIMEOUT_MS)
+
+        in_car.locator(f"li[data-event-id='{accepted.event_id}'] .accept").click()
+        card = in_car.locator(f"li[data-event-id='{rejected.event_id}']")
+        card.locator(".reject-reason").select_option("plate-on-another-vehicle")
+        card.locator(".note").fill("white van")
+        card.locator(".reject").click()
+
+        row = f"tr[data-event-id='{accepted.event_id}'] [data-decision=accept]"
+        at_hq.wait_for_selector(row, timeout=TIMEOUT_MS)
+        row = f"tr[data-event-id='{rejected.event_id}'] [data-decision=reject]"
+        at_hq.wait_for_selector(row, timeout=TIMEOUT_MS)
+        shown = at_hq.inner_text(row)
+        assert "plate-on-another-vehicle" in shown and "PC 4711" in shown and "white van" in shown
+        screenshot(in_car, "hq-e2e-in-car-decisions")
+        screenshot(at_hq, "hq-e2e-hq-decisions")
+
+        def stored() -> dict:
+            with open_store(db) as store:
+                return {row["hit_event_id"]: row for row in store.decisions()}
+
+        assert poll_until(lambda: len(stored()) == 2, 30)
+        rows = stored()
+        assert rows[accepted.event_id]["decision"] == "accept"
+        assert rows[accepted.event_id]["officer"] == "PC 4711"
+        assert (rows[rejected.event_id]["reason"], rows[rejected.event_id]["hit_missing"]) == (
+            "plate-on-another-vehicle",
+            0,
+        )
+        assert {r["vehicle_id"] for r in rows.values()} == {car.config.vehicle.id}
+        assert browser.errors == []
+    finally:
+        hq.stop()
