@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from edge.hq.console import decision_summary_json, format_decision
 from edge.hq.pgstore import MIGRATIONS, PostgresStore
 from edge.hq.store import HitStore, StoreOutcome
 from edge.hq.subscriber import HqSubscriber
@@ -185,3 +186,16 @@ def test_subscriber_validates_stores_and_counts_decisions(broker, tmp_path):
             (early["event_id"], False),
         ]
         assert [r["payload"] for r in store.decisions()] == [good, early]
+
+
+def test_decisions_printed_on_hqs_console_escaped():
+    hit = hit_msg(vehicle="car-7", plate="AB1234")
+    reject = decision_of(hit, "reject", reason="wrong-state", supersedes=new_event_id())
+    line = format_decision(reject, hit)
+    assert line.startswith(f"DECISION reject {hit['event_id']} (plate AB1234 from vehicle car-7")
+    assert "wrong-state" in line and "officer PC 4711" in line and "corrects" in line
+    assert "a hit HQ does not hold" in format_decision(decision_of(hit), None)
+    # Text the schema refuses, were it ever stored, still cannot drive the terminal.
+    hostile = decision_of(hit, officer="PC\x1b[2J\n4711")
+    assert "\x1b" not in format_decision(hostile, hit) and "\\x1b" in format_decision(hostile, hit)
+    assert decision_summary_json(reject, None)["plate"] is None

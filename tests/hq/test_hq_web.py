@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.server
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -391,6 +392,15 @@ def test_web_option_errors(tmp_path, users_file):
     ):
         args = build_parser().parse_args(["hq", "--host", "127.0.0.1", "--db", db, *argv])
         with pytest.raises(UsageError, match=why):
+            cmd_hq(args)
+    # An address taken: refused naming --web, before any message is taken.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        argv = ["--web", address, "--web-users", str(users_file)]
+        args = build_parser().parse_args(["hq", "--host", "127.0.0.1", "--db", db, *argv])
+        with pytest.raises(UsageError, match="--web 127.0.0.1:.*cannot listen"):
             cmd_hq(args)
 
 
