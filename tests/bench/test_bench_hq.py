@@ -31,8 +31,9 @@ def test_every_hit_stored_once(db, workers, capsys):
     assert len(report["worker_hits"]) == workers and sum(report["worker_hits"]) == 200
     assert set(report["latency_ms"]) == {"p50", "p95", "max"}
     assert report["latency_ms"]["p50"] is not None and report["stored_per_s"] is not None
+    # (CPU clocks tick every 10 ms: a tiny run may show 0 for the broker.)
     parts = {"workers", "broker", "database"} if db == "postgres" else {"workers", "broker"}
-    assert set(report["cpu_s"]) == parts and all(v > 0 for v in report["cpu_s"].values())
+    assert set(report["cpu_s"]) == parts and all(v >= 0 for v in report["cpu_s"].values())
 
 
 @pytest.mark.parametrize("db", ["postgres", "sqlite"])
