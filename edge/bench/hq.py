@@ -711,9 +711,7 @@ def run_search(args: argparse.Namespace) -> dict:
     with _Servers() as servers:
         # Durability does not change what a search reads; the load is faster without.
         db = servers.database(args.db, durable=False)
-        store = _open_store(db)
-        with store:
-            pass
+        _open_store(db).close()  # (creates the tables the rows go into)
         if _is_postgres(db):
             load_s, index_s = _generate_pg(db, n, chunk, progress)
         else:
