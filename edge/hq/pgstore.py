@@ -34,7 +34,6 @@ import psycopg
 from edge.hq.console import log
 from edge.hq.store import (
     DECISION_INSERT,
-    DECISIONS_FOUND,
     MAX_REJECT_ROWS,
     REJECT_EXCERPT_BYTES,
     DatabaseVersionError,
@@ -43,6 +42,8 @@ from edge.hq.store import (
     StoredWithdrawal,
     StoreOutcome,
     StoreRetention,
+    WriteOp,
+    WriteResult,
     decision_columns,
 )
 from edge.hq.validate import REASON_CHARS
@@ -59,6 +60,18 @@ _LOCK_MIGRATE, _LOCK_HIT, _LOCK_WITHDRAWAL, _LOCK_STATUS = 72_2201, 72_2202, 72_
 #: lands between a batch's check of the holds and its delete.
 _LOCK_PURGE, _LOCK_HOLDS = 72_2205, 72_2206
 _LOCK_DECISION = 72_2207
+#: An audit record's id: two batches inserting the same two audit ids in opposite
+#: orders would otherwise wait on each other's unique-index entry (a deadlock).
+_LOCK_AUDIT = 72_2208
+
+#: Takes a batch's advisory locks, each once, in one order every worker shares
+#: (lock class, then hash): two batches needing some of the same locks cannot each
+#: hold one the other waits for. (OFFSET 0 keeps the sorted subquery as it is, so
+#: the locks are taken in its order.)
+_LOCK_SORTED = (
+    "SELECT count(pg_advisory_xact_lock(k, h)) FROM (SELECT DISTINCT k, hashtext(t) AS h "
+    "FROM unnest(%s::int[], %s::text[]) AS u (k, t) ORDER BY k, h OFFSET 0) AS s"
+)
 
 #: Version -> SQL bringing the database from the version before to it. Add a
 #: version by appending (never edit a released one).
@@ -176,6 +189,54 @@ CREATE INDEX decisions_event ON decisions (event_id);
 CREATE INDEX decisions_of ON decisions (hit_event_id, vehicle_id);
 CREATE INDEX decisions_received ON decisions (received_at);
 """,
+    # A hit's write in one round trip (see PostgresStore._add_hit): hq_insert_hit stores
+    # a hit row and marks what came before it (its withdrawal, its decisions);
+    # hq_store_hit does that when no row has the event_id yet, and otherwise stores
+    # nothing and returns the rows that have it, for the caller to tell a redelivery
+    # from a conflict (compared in Python, as SQLite's store does, so that both
+    # stores judge "the same message" alike).
+    5: """
+CREATE FUNCTION hq_insert_hit(
+    p_event_id TEXT, p_vehicle_id TEXT, p_camera TEXT, p_plate TEXT, p_observed_at TEXT,
+    p_received_at TEXT, p_list TEXT, p_priority INTEGER, p_match TEXT, p_covert BOOLEAN,
+    p_payload TEXT, p_conflict_of BIGINT
+) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_withdrawn_by TEXT;
+BEGIN
+    SELECT w.event_id INTO v_withdrawn_by FROM withdrawals w
+        WHERE w.withdraws_event_id = p_event_id AND w.vehicle_id = p_vehicle_id
+        ORDER BY w.id LIMIT 1;
+    INSERT INTO hits (event_id, vehicle_id, camera, plate, observed_at, received_at, "list",
+                      priority, "match", covert, payload, conflict_of, withdrawn_by)
+        VALUES (p_event_id, p_vehicle_id, p_camera, p_plate, p_observed_at, p_received_at,
+                p_list, p_priority, p_match, p_covert, p_payload, p_conflict_of,
+                v_withdrawn_by);
+    IF v_withdrawn_by IS NOT NULL THEN
+        UPDATE withdrawals SET hit_missing = 0
+            WHERE withdraws_event_id = p_event_id AND vehicle_id = p_vehicle_id;
+    END IF;
+    UPDATE decisions SET hit_missing = 0
+        WHERE hit_event_id = p_event_id AND vehicle_id = p_vehicle_id AND hit_missing = 1;
+END
+$$;
+CREATE FUNCTION hq_store_hit(
+    p_event_id TEXT, p_vehicle_id TEXT, p_camera TEXT, p_plate TEXT, p_observed_at TEXT,
+    p_received_at TEXT, p_list TEXT, p_priority INTEGER, p_match TEXT, p_covert BOOLEAN,
+    p_payload TEXT
+) RETURNS TABLE (o_id BIGINT, o_vehicle_id TEXT, o_payload TEXT) LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY SELECT h.id, h.vehicle_id, h.payload FROM hits h
+        WHERE h.event_id = p_event_id ORDER BY h.id;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    PERFORM hq_insert_hit(p_event_id, p_vehicle_id, p_camera, p_plate, p_observed_at,
+                          p_received_at, p_list, p_priority, p_match, p_covert, p_payload,
+                          NULL);
+END
+$$;
+""",
 }
 
 #: The layout this HQ writes: the last migration's version.
@@ -209,6 +270,21 @@ def url_password(url: str) -> bool:
 
 def _dump(message: dict) -> str:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+
+
+def _lock_keys(op: WriteOp) -> list[tuple[int, str]]:
+    """The advisory locks (class, id) a write needs: the hit's for anything about
+    a hit (a hit, its withdrawal, a decision on it), and its own record's."""
+    kind, message = op[0], op[1]
+    if kind == "hit":
+        return [(_LOCK_HIT, message["event_id"])]
+    if kind == "withdrawal":
+        return [(_LOCK_HIT, message["withdraws_event_id"]), (_LOCK_WITHDRAWAL, message["event_id"])]
+    if kind == "decision":
+        return [(_LOCK_HIT, message["hit_event_id"]), (_LOCK_DECISION, message["event_id"])]
+    if kind == "status":
+        return [(_LOCK_STATUS, message["vehicle_id"])]
+    return [(_LOCK_AUDIT, message["event_id"])]
 
 
 def _migrate(db: psycopg.Connection) -> int:
@@ -308,169 +384,165 @@ class PostgresStore(StoreRetention):
 
     # ----------------------------------------------------------------- writes
 
-    def add_hit(self, message: dict) -> StoredHit:
-        event_id, vehicle_id = message["event_id"], message["vehicle_id"]
+    def add_batch(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        """See :meth:`edge.hq.store.HitStore.add_batch`: one transaction, one commit.
+        Every advisory lock the batch needs is taken first, in the shared order
+        (:data:`_LOCK_SORTED`), and held to the commit."""
         with self._lock:
             db = self._conn()
             with db.transaction():
-                db.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_HIT, event_id))
-                same_id = db.execute(
-                    "SELECT id, vehicle_id, payload FROM hits WHERE event_id = %s ORDER BY id",
-                    (event_id,),
-                ).fetchall()
-                for _row_id, stored_vehicle, payload in same_id:
-                    if stored_vehicle == vehicle_id and json.loads(payload) == message:
-                        return StoredHit(StoreOutcome.DUPLICATE)
-                conflict_of = same_id[0][0] if same_id else None
-                withdrawal = db.execute(
-                    "SELECT event_id FROM withdrawals WHERE withdraws_event_id = %s "
-                    "AND vehicle_id = %s ORDER BY id LIMIT 1",
-                    (event_id, vehicle_id),
-                ).fetchone()
-                withdrawn_by = withdrawal[0] if withdrawal else None
-                wl = message["watchlist"]
-                db.execute(
-                    "INSERT INTO hits (event_id, vehicle_id, camera, plate, observed_at, "
-                    'received_at, "list", priority, "match", covert, payload, conflict_of, '
-                    "withdrawn_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        event_id,
-                        vehicle_id,
-                        message["camera"],
-                        message["plate"],
-                        message["observed_at"],
-                        now_iso(),
-                        wl["list"],
-                        wl["priority"],
-                        wl["match"],
-                        bool(wl["covert"]),
-                        _dump(message),
-                        conflict_of,
-                        withdrawn_by,
-                    ),
-                )
-                if withdrawn_by is not None:
-                    db.execute(
-                        "UPDATE withdrawals SET hit_missing = 0 WHERE withdraws_event_id = %s "
-                        "AND vehicle_id = %s",
-                        (event_id, vehicle_id),
-                    )
-                db.execute(DECISIONS_FOUND.replace("?", "%s"), (event_id, vehicle_id))
-        if conflict_of is None:
-            return StoredHit(StoreOutcome.NEW)
-        return StoredHit(StoreOutcome.CONFLICT, json.loads(same_id[0][2]))
+                keys = [key for op in ops for key in _lock_keys(op)]
+                if keys:
+                    db.execute(_LOCK_SORTED, ([k for k, _ in keys], [t for _, t in keys]))
+                return [self._write(db, op) for op in ops]
+
+    def _write(self, db: psycopg.Connection, op: WriteOp) -> WriteResult:
+        kind = op[0]
+        if kind == "hit":
+            return self._add_hit(db, op[1])
+        if kind == "withdrawal":
+            return self._add_withdrawal(db, op[1])
+        if kind == "decision":
+            return self._add_decision(db, op[1])
+        if kind == "status":
+            return self._set_status(db, op[1])
+        if kind == "audit":
+            return self._add_audit(db, op[1], op[2])
+        raise ValueError(f"unknown write {kind!r}")
+
+    def add_hit(self, message: dict) -> StoredHit:
+        return self.add_batch([("hit", message)])[0]
 
     def add_withdrawal(self, message: dict) -> StoredWithdrawal:
-        event_id, vehicle_id = message["event_id"], message["vehicle_id"]
-        withdrawn = message["withdraws_event_id"]
-        with self._lock:
-            db = self._conn()
-            with db.transaction():
-                # The hit's lock first (as add_hit takes it): a hit and its withdrawal
-                # arriving at two workers at once are serialised.
-                db.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_HIT, withdrawn))
-                db.execute(
-                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-                    (_LOCK_WITHDRAWAL, event_id),
-                )
-                same_id = db.execute(
-                    "SELECT vehicle_id, payload FROM withdrawals WHERE event_id = %s",
-                    (event_id,),
-                ).fetchall()
-                if any(v == vehicle_id and json.loads(p) == message for v, p in same_id):
-                    return StoredWithdrawal(StoreOutcome.DUPLICATE)
-                hit = db.execute(
-                    "SELECT payload FROM hits WHERE event_id = %s AND vehicle_id = %s "
-                    "ORDER BY id LIMIT 1",
-                    (withdrawn, vehicle_id),
-                ).fetchone()
-                db.execute(
-                    "INSERT INTO withdrawals (event_id, vehicle_id, withdraws_event_id, "
-                    'reason, "at", received_at, hit_missing, payload) '
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        event_id,
-                        vehicle_id,
-                        withdrawn,
-                        message["reason"],
-                        message["at"],
-                        now_iso(),
-                        int(hit is None),
-                        _dump(message),
-                    ),
-                )
-                db.execute(
-                    "UPDATE hits SET withdrawn_by = %s WHERE event_id = %s AND vehicle_id = %s "
-                    "AND withdrawn_by IS NULL",
-                    (event_id, withdrawn, vehicle_id),
-                )
-        outcome = StoreOutcome.CONFLICT if same_id else StoreOutcome.NEW
-        return StoredWithdrawal(outcome, json.loads(hit[0]) if hit else None)
+        return self.add_batch([("withdrawal", message)])[0]
 
     def set_status(self, message: dict) -> str | None:
-        vehicle_id = message["vehicle_id"]
-        with self._lock:
-            db = self._conn()
-            with db.transaction():
-                db.execute(
-                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_STATUS, vehicle_id)
-                )
-                row = db.execute(
-                    "SELECT state FROM vehicle_status WHERE vehicle_id = %s", (vehicle_id,)
-                ).fetchone()
-                db.execute(
-                    'INSERT INTO vehicle_status (vehicle_id, state, "at", received_at, payload) '
-                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (vehicle_id) DO UPDATE SET "
-                    'state = excluded.state, "at" = excluded."at", '
-                    "received_at = excluded.received_at, payload = excluded.payload",
-                    (vehicle_id, message["state"], message.get("at"), now_iso(), _dump(message)),
-                )
-        return row[0] if row else None
+        return self.add_batch([("status", message)])[0]
 
     def add_decision(self, message: dict) -> StoredDecision:
         """See :meth:`edge.hq.store.HitStore.add_decision`."""
+        return self.add_batch([("decision", message)])[0]
+
+    def add_audit(self, vehicle_id: str, record: dict) -> bool:
+        return self.add_batch([("audit", record, vehicle_id)])[0]
+
+    @staticmethod
+    def _hit_values(message: dict) -> tuple:
+        wl = message["watchlist"]
+        return (
+            message["event_id"],
+            message["vehicle_id"],
+            message["camera"],
+            message["plate"],
+            message["observed_at"],
+            now_iso(),
+            wl["list"],
+            wl["priority"],
+            wl["match"],
+            bool(wl["covert"]),
+            _dump(message),
+        )
+
+    def _add_hit(self, db: psycopg.Connection, message: dict) -> StoredHit:
+        # Under the hit's lock (add_batch). The usual case, an event id not seen
+        # before, is one round trip: hq_store_hit stores it and returns nothing.
+        vehicle_id = message["vehicle_id"]
+        values = self._hit_values(message)
+        same_id = db.execute(
+            "SELECT o_id, o_vehicle_id, o_payload FROM "
+            "hq_store_hit(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            values,
+        ).fetchall()
+        if not same_id:
+            return StoredHit(StoreOutcome.NEW)
+        for _row_id, stored_vehicle, payload in same_id:
+            if stored_vehicle == vehicle_id and json.loads(payload) == message:
+                return StoredHit(StoreOutcome.DUPLICATE)
+        db.execute(
+            "SELECT hq_insert_hit(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (*values, same_id[0][0]),
+        )
+        return StoredHit(StoreOutcome.CONFLICT, json.loads(same_id[0][2]))
+
+    def _add_withdrawal(self, db: psycopg.Connection, message: dict) -> StoredWithdrawal:
+        event_id, vehicle_id = message["event_id"], message["vehicle_id"]
+        withdrawn = message["withdraws_event_id"]
+        same_id = db.execute(
+            "SELECT vehicle_id, payload FROM withdrawals WHERE event_id = %s",
+            (event_id,),
+        ).fetchall()
+        if any(v == vehicle_id and json.loads(p) == message for v, p in same_id):
+            return StoredWithdrawal(StoreOutcome.DUPLICATE)
+        hit = db.execute(
+            "SELECT payload FROM hits WHERE event_id = %s AND vehicle_id = %s ORDER BY id LIMIT 1",
+            (withdrawn, vehicle_id),
+        ).fetchone()
+        db.execute(
+            "INSERT INTO withdrawals (event_id, vehicle_id, withdraws_event_id, "
+            'reason, "at", received_at, hit_missing, payload) '
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                event_id,
+                vehicle_id,
+                withdrawn,
+                message["reason"],
+                message["at"],
+                now_iso(),
+                int(hit is None),
+                _dump(message),
+            ),
+        )
+        db.execute(
+            "UPDATE hits SET withdrawn_by = %s WHERE event_id = %s AND vehicle_id = %s "
+            "AND withdrawn_by IS NULL",
+            (event_id, withdrawn, vehicle_id),
+        )
+        outcome = StoreOutcome.CONFLICT if same_id else StoreOutcome.NEW
+        return StoredWithdrawal(outcome, json.loads(hit[0]) if hit else None)
+
+    def _set_status(self, db: psycopg.Connection, message: dict) -> str | None:
+        vehicle_id = message["vehicle_id"]
+        row = db.execute(
+            "SELECT state FROM vehicle_status WHERE vehicle_id = %s", (vehicle_id,)
+        ).fetchone()
+        db.execute(
+            'INSERT INTO vehicle_status (vehicle_id, state, "at", received_at, payload) '
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (vehicle_id) DO UPDATE SET "
+            'state = excluded.state, "at" = excluded."at", '
+            "received_at = excluded.received_at, payload = excluded.payload",
+            (vehicle_id, message["state"], message.get("at"), now_iso(), _dump(message)),
+        )
+        return row[0] if row else None
+
+    def _add_decision(self, db: psycopg.Connection, message: dict) -> StoredDecision:
         vehicle_id, hit_event_id = message["vehicle_id"], message["hit_event_id"]
-        with self._lock:
-            db = self._conn()
-            with db.transaction():
-                # The hit's lock first (as add_hit takes it): a hit and its decision
-                # arriving at two workers at once cannot both miss each other.
-                db.execute(
-                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_HIT, hit_event_id)
-                )
-                db.execute(
-                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-                    (_LOCK_DECISION, message["event_id"]),
-                )
-                same_id = db.execute(
-                    "SELECT id, vehicle_id, payload FROM decisions WHERE event_id = %s ORDER BY id",
-                    (message["event_id"],),
-                ).fetchall()
-                if any(v == vehicle_id and json.loads(p) == message for _i, v, p in same_id):
-                    return StoredDecision(StoreOutcome.DUPLICATE)
-                hit = db.execute(
-                    "SELECT payload FROM hits WHERE event_id = %s AND vehicle_id = %s "
-                    "ORDER BY id LIMIT 1",
-                    (hit_event_id, vehicle_id),
-                ).fetchone()
-                conflict_of = same_id[0][0] if same_id else None
-                db.execute(
-                    DECISION_INSERT.replace("?", "%s"),
-                    (*decision_columns(message, now_iso(), hit is None), conflict_of),
-                )
+        same_id = db.execute(
+            "SELECT id, vehicle_id, payload FROM decisions WHERE event_id = %s ORDER BY id",
+            (message["event_id"],),
+        ).fetchall()
+        if any(v == vehicle_id and json.loads(p) == message for _i, v, p in same_id):
+            return StoredDecision(StoreOutcome.DUPLICATE)
+        hit = db.execute(
+            "SELECT payload FROM hits WHERE event_id = %s AND vehicle_id = %s ORDER BY id LIMIT 1",
+            (hit_event_id, vehicle_id),
+        ).fetchone()
+        conflict_of = same_id[0][0] if same_id else None
+        db.execute(
+            DECISION_INSERT.replace("?", "%s"),
+            (*decision_columns(message, now_iso(), hit is None), conflict_of),
+        )
         hit_message = json.loads(hit[0]) if hit else None
         if conflict_of is None:
             return StoredDecision(StoreOutcome.NEW, hit_message)
         return StoredDecision(StoreOutcome.CONFLICT, hit_message, json.loads(same_id[0][2]))
 
-    def add_audit(self, vehicle_id: str, record: dict) -> bool:
-        with self._lock:
-            cursor = self._conn().execute(
-                "INSERT INTO audit (event_id, vehicle_id, received_at, payload) "
-                "VALUES (%s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING",
-                (record["event_id"], vehicle_id, now_iso(), _dump(record)),
-            )
-            return cursor.rowcount == 1
+    def _add_audit(self, db: psycopg.Connection, record: dict, vehicle_id: str) -> bool:
+        cursor = db.execute(
+            "INSERT INTO audit (event_id, vehicle_id, received_at, payload) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING",
+            (record["event_id"], vehicle_id, now_iso(), _dump(record)),
+        )
+        return cursor.rowcount == 1
 
     def add_hq_audit(self, user: str, action: str, query: dict, result_count: int) -> None:
         """See :meth:`edge.hq.store.HitStore.add_hq_audit`."""

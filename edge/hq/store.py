@@ -297,6 +297,14 @@ DECISION_INSERT = (
 )
 
 
+#: One write of :meth:`HitStore.add_batch`: ``(kind, message)``, kind ``hit``,
+#: ``withdrawal``, ``decision`` or ``status``; or ``("audit", record, vehicle_id)``.
+WriteOp = tuple
+
+#: What each kind of write gives back (the result of the ``add_*`` method of its name).
+WriteResult = StoredHit | StoredWithdrawal | StoredDecision | str | bool | None
+
+
 def _is_damaged(exc: sqlite3.DatabaseError) -> bool:
     """Whether SQLite says the file itself is unusable (not a full or failing disk,
     a lock or a permission, which setting it aside would not mend)."""
@@ -943,44 +951,68 @@ class HitStore(StoreRetention):
 
     # ----------------------------------------------------------------- writes
 
+    def add_batch(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        """Store several validated messages in one transaction (one commit, one sync
+        of the disk for all of them); returns each one's result as its own ``add_*``
+        method would, in order. Each sees the ones before it (a duplicate within the
+        batch is a duplicate). Nothing is stored if it raises."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            return [self._write(op) for op in ops]
+
+    def _write(self, op: WriteOp) -> WriteResult:
+        kind = op[0]
+        if kind == "hit":
+            return self._add_hit_tx(op[1])
+        if kind == "withdrawal":
+            return self._add_withdrawal_tx(op[1])
+        if kind == "decision":
+            return self._add_decision_tx(op[1])
+        if kind == "status":
+            return self._set_status_tx(op[1])
+        if kind == "audit":
+            return self._add_audit_tx(op[1], op[2])
+        raise ValueError(f"unknown write {kind!r}")
+
     def add_hit(self, message: dict) -> StoredHit:
         """Store a validated hit message, unless it is a redelivery: the same message
         from the same vehicle as one stored with its ``event_id``. Any other message
         with a stored ``event_id`` is stored as a conflict of the first one."""
+        return self.add_batch([("hit", message)])[0]
+
+    def _add_hit_tx(self, message: dict) -> StoredHit:
+        # In the caller's transaction: the hits compared with are the ones still there.
         event_id, vehicle_id = message["event_id"], message["vehicle_id"]
-        with self._lock, self._db:
-            # One transaction: the hits compared with are the ones still there.
-            self._db.execute("BEGIN IMMEDIATE")
-            same_id = self._db.execute(
-                "SELECT id, vehicle_id, payload FROM hits WHERE event_id = ? ORDER BY id",
-                (event_id,),
-            ).fetchall()
-            for _row_id, stored_vehicle, payload in same_id:
-                # Compared parsed: key order and number spelling are not content.
-                if stored_vehicle == vehicle_id and json.loads(payload) == message:
-                    return StoredHit(StoreOutcome.DUPLICATE)
-            conflict_of = same_id[0][0] if same_id else None
-            # Its withdrawal may have come first (a redelivery overtaking it).
-            withdrawal = self._db.execute(
-                "SELECT event_id FROM withdrawals WHERE withdraws_event_id = ? "
-                "AND vehicle_id = ? ORDER BY id LIMIT 1",
-                (event_id, vehicle_id),
-            ).fetchone()
-            withdrawn_by = withdrawal[0] if withdrawal else None
+        same_id = self._db.execute(
+            "SELECT id, vehicle_id, payload FROM hits WHERE event_id = ? ORDER BY id",
+            (event_id,),
+        ).fetchall()
+        for _row_id, stored_vehicle, payload in same_id:
+            # Compared parsed: key order and number spelling are not content.
+            if stored_vehicle == vehicle_id and json.loads(payload) == message:
+                return StoredHit(StoreOutcome.DUPLICATE)
+        conflict_of = same_id[0][0] if same_id else None
+        # Its withdrawal may have come first (a redelivery overtaking it).
+        withdrawal = self._db.execute(
+            "SELECT event_id FROM withdrawals WHERE withdraws_event_id = ? "
+            "AND vehicle_id = ? ORDER BY id LIMIT 1",
+            (event_id, vehicle_id),
+        ).fetchone()
+        withdrawn_by = withdrawal[0] if withdrawal else None
+        self._db.execute(
+            "INSERT INTO hits (event_id, vehicle_id, camera, plate, observed_at, "
+            'received_at, "list", priority, "match", covert, payload, conflict_of, '
+            "withdrawn_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*self._hit_columns(message), conflict_of, withdrawn_by),
+        )
+        if withdrawn_by is not None:
             self._db.execute(
-                "INSERT INTO hits (event_id, vehicle_id, camera, plate, observed_at, "
-                'received_at, "list", priority, "match", covert, payload, conflict_of, '
-                "withdrawn_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*self._hit_columns(message), conflict_of, withdrawn_by),
+                "UPDATE withdrawals SET hit_missing = 0 WHERE withdraws_event_id = ? "
+                "AND vehicle_id = ?",
+                (event_id, vehicle_id),
             )
-            if withdrawn_by is not None:
-                self._db.execute(
-                    "UPDATE withdrawals SET hit_missing = 0 WHERE withdraws_event_id = ? "
-                    "AND vehicle_id = ?",
-                    (event_id, vehicle_id),
-                )
-            # Its decisions may have come first (the hit lost, then sent again).
-            self._db.execute(DECISIONS_FOUND, (event_id, vehicle_id))
+        # Its decisions may have come first (the hit lost, then sent again).
+        self._db.execute(DECISIONS_FOUND, (event_id, vehicle_id))
         if conflict_of is None:
             return StoredHit(StoreOutcome.NEW)
         return StoredHit(StoreOutcome.CONFLICT, json.loads(same_id[0][2]))
@@ -1007,39 +1039,39 @@ class HitStore(StoreRetention):
         with that ``event_id`` by the same vehicle: a vehicle withdraws only its own).
         One naming no stored hit is stored flagged ``hit_missing``; the hit, should it
         come later, is marked then (:meth:`add_hit`)."""
+        return self.add_batch([("withdrawal", message)])[0]
+
+    def _add_withdrawal_tx(self, message: dict) -> StoredWithdrawal:
         event_id, vehicle_id = message["event_id"], message["vehicle_id"]
         withdrawn = message["withdraws_event_id"]
-        with self._lock, self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            same_id = self._db.execute(
-                "SELECT vehicle_id, payload FROM withdrawals WHERE event_id = ?", (event_id,)
-            ).fetchall()
-            if any(v == vehicle_id and json.loads(p) == message for v, p in same_id):
-                return StoredWithdrawal(StoreOutcome.DUPLICATE)
-            hit = self._db.execute(
-                "SELECT payload FROM hits WHERE event_id = ? AND vehicle_id = ? "
-                "ORDER BY id LIMIT 1",
-                (withdrawn, vehicle_id),
-            ).fetchone()
-            self._db.execute(
-                "INSERT INTO withdrawals (event_id, vehicle_id, withdraws_event_id, reason, "
-                '"at", received_at, hit_missing, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
-                (
-                    event_id,
-                    vehicle_id,
-                    withdrawn,
-                    message["reason"],
-                    message["at"],
-                    now_iso(),
-                    int(hit is None),
-                    json.dumps(message, ensure_ascii=False, separators=(",", ":")),
-                ),
-            )
-            self._db.execute(
-                "UPDATE hits SET withdrawn_by = ? WHERE event_id = ? AND vehicle_id = ? "
-                "AND withdrawn_by IS NULL",
-                (event_id, withdrawn, vehicle_id),
-            )
+        same_id = self._db.execute(
+            "SELECT vehicle_id, payload FROM withdrawals WHERE event_id = ?", (event_id,)
+        ).fetchall()
+        if any(v == vehicle_id and json.loads(p) == message for v, p in same_id):
+            return StoredWithdrawal(StoreOutcome.DUPLICATE)
+        hit = self._db.execute(
+            "SELECT payload FROM hits WHERE event_id = ? AND vehicle_id = ? ORDER BY id LIMIT 1",
+            (withdrawn, vehicle_id),
+        ).fetchone()
+        self._db.execute(
+            "INSERT INTO withdrawals (event_id, vehicle_id, withdraws_event_id, reason, "
+            '"at", received_at, hit_missing, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+            (
+                event_id,
+                vehicle_id,
+                withdrawn,
+                message["reason"],
+                message["at"],
+                now_iso(),
+                int(hit is None),
+                json.dumps(message, ensure_ascii=False, separators=(",", ":")),
+            ),
+        )
+        self._db.execute(
+            "UPDATE hits SET withdrawn_by = ? WHERE event_id = ? AND vehicle_id = ? "
+            "AND withdrawn_by IS NULL",
+            (event_id, withdrawn, vehicle_id),
+        )
         outcome = StoreOutcome.CONFLICT if same_id else StoreOutcome.NEW
         return StoredWithdrawal(outcome, json.loads(hit[0]) if hit else None)
 
@@ -1049,25 +1081,25 @@ class HitStore(StoreRetention):
         a stored ``event_id`` is stored as a conflict of the first. One naming no hit
         of its vehicle HQ holds is stored flagged ``hit_missing`` (cleared when the hit
         comes, :meth:`add_hit`)."""
+        return self.add_batch([("decision", message)])[0]
+
+    def _add_decision_tx(self, message: dict) -> StoredDecision:
         vehicle_id, hit_event_id = message["vehicle_id"], message["hit_event_id"]
-        with self._lock, self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            same_id = self._db.execute(
-                "SELECT id, vehicle_id, payload FROM decisions WHERE event_id = ? ORDER BY id",
-                (message["event_id"],),
-            ).fetchall()
-            if any(v == vehicle_id and json.loads(p) == message for _i, v, p in same_id):
-                return StoredDecision(StoreOutcome.DUPLICATE)
-            hit = self._db.execute(
-                "SELECT payload FROM hits WHERE event_id = ? AND vehicle_id = ? "
-                "ORDER BY id LIMIT 1",
-                (hit_event_id, vehicle_id),
-            ).fetchone()
-            conflict_of = same_id[0][0] if same_id else None
-            self._db.execute(
-                DECISION_INSERT,
-                (*decision_columns(message, now_iso(), hit is None), conflict_of),
-            )
+        same_id = self._db.execute(
+            "SELECT id, vehicle_id, payload FROM decisions WHERE event_id = ? ORDER BY id",
+            (message["event_id"],),
+        ).fetchall()
+        if any(v == vehicle_id and json.loads(p) == message for _i, v, p in same_id):
+            return StoredDecision(StoreOutcome.DUPLICATE)
+        hit = self._db.execute(
+            "SELECT payload FROM hits WHERE event_id = ? AND vehicle_id = ? ORDER BY id LIMIT 1",
+            (hit_event_id, vehicle_id),
+        ).fetchone()
+        conflict_of = same_id[0][0] if same_id else None
+        self._db.execute(
+            DECISION_INSERT,
+            (*decision_columns(message, now_iso(), hit is None), conflict_of),
+        )
         hit_message = json.loads(hit[0]) if hit else None
         if conflict_of is None:
             return StoredDecision(StoreOutcome.NEW, hit_message)
@@ -1076,41 +1108,44 @@ class HitStore(StoreRetention):
     def set_status(self, message: dict) -> str | None:
         """Keep a validated status message as its vehicle's last; returns the state it
         had before (None for a vehicle not seen until now)."""
-        with self._lock, self._db:
-            # One transaction: the previous state read is the one replaced.
-            self._db.execute("BEGIN IMMEDIATE")
-            row = self._db.execute(
-                "SELECT state FROM vehicle_status WHERE vehicle_id = ?", (message["vehicle_id"],)
-            ).fetchone()
-            self._db.execute(
-                'INSERT INTO vehicle_status (vehicle_id, state, "at", received_at, payload) '
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (vehicle_id) DO UPDATE SET "
-                'state = excluded.state, "at" = excluded."at", '
-                "received_at = excluded.received_at, payload = excluded.payload",
-                (
-                    message["vehicle_id"],
-                    message["state"],
-                    message.get("at"),
-                    now_iso(),
-                    json.dumps(message, ensure_ascii=False, separators=(",", ":")),
-                ),
-            )
+        return self.add_batch([("status", message)])[0]
+
+    def _set_status_tx(self, message: dict) -> str | None:
+        # In the caller's transaction: the previous state read is the one replaced.
+        row = self._db.execute(
+            "SELECT state FROM vehicle_status WHERE vehicle_id = ?", (message["vehicle_id"],)
+        ).fetchone()
+        self._db.execute(
+            'INSERT INTO vehicle_status (vehicle_id, state, "at", received_at, payload) '
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (vehicle_id) DO UPDATE SET "
+            'state = excluded.state, "at" = excluded."at", '
+            "received_at = excluded.received_at, payload = excluded.payload",
+            (
+                message["vehicle_id"],
+                message["state"],
+                message.get("at"),
+                now_iso(),
+                json.dumps(message, ensure_ascii=False, separators=(",", ":")),
+            ),
+        )
         return row[0] if row else None
 
     def add_audit(self, vehicle_id: str, record: dict) -> bool:
         """Store an audit record; False when its ``event_id`` is already stored."""
-        with self._lock:
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO audit (event_id, vehicle_id, received_at, payload) "
-                "VALUES (?, ?, ?, ?)",
-                (
-                    record["event_id"],
-                    vehicle_id,
-                    now_iso(),
-                    json.dumps(record, ensure_ascii=False, separators=(",", ":")),
-                ),
-            )
-            return cursor.rowcount == 1
+        return self.add_batch([("audit", record, vehicle_id)])[0]
+
+    def _add_audit_tx(self, record: dict, vehicle_id: str) -> bool:
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO audit (event_id, vehicle_id, received_at, payload) "
+            "VALUES (?, ?, ?, ?)",
+            (
+                record["event_id"],
+                vehicle_id,
+                now_iso(),
+                json.dumps(record, ensure_ascii=False, separators=(",", ":")),
+            ),
+        )
+        return cursor.rowcount == 1
 
     def add_hq_audit(self, user: str, action: str, query: dict, result_count: int) -> None:
         """Record in HQ's own audit who did what (``action``, e.g. ``search``, with

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from edge.hq.console import decision_summary_json, format_decision
-from edge.hq.pgstore import MIGRATIONS, PostgresStore
+from edge.hq.pgstore import MIGRATIONS, SCHEMA_VERSION, PostgresStore
 from edge.hq.store import HitStore, StoreOutcome
 from edge.hq.subscriber import HqSubscriber
 from edge.ids import new_event_id
@@ -145,10 +145,12 @@ def test_a_version_3_postgres_database_gets_decisions_keeping_its_rows(postgres)
     with PostgresStore(url) as store:
         store.add_hit(hit)
     with psycopg.connect(url, autocommit=True) as db, db.transaction():
+        # (Version 5's functions name the decisions table: they go with it.)
+        db.execute("DROP FUNCTION hq_store_hit, hq_insert_hit")
         db.execute("DROP TABLE decisions")
-        db.execute("DELETE FROM schema_version WHERE version = 4")
+        db.execute("DELETE FROM schema_version WHERE version >= 4")
     with PostgresStore(url) as store:
-        assert store.found_version == 3 and store.schema_version() == 4
+        assert store.found_version == 3 and store.schema_version() == SCHEMA_VERSION
         assert store.hits() == [hit]
         assert store.add_decision(decision_of(hit)).hit == hit
 
