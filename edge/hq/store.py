@@ -52,7 +52,8 @@ MAX_REJECT_ROWS = 10_000
 #: plate and list indexes PostgreSQL has (``plate, observed_at`` and ``list,
 #: observed_at``); 4 adds ``decisions`` (officers' verdicts on hits, ``lpr.decision/1``).
 #: Each version matches :data:`edge.hq.pgstore.MIGRATIONS` of the same number; the next
-#: is 5.
+#: is 6 (PostgreSQL's 5 adds only functions, its one-round-trip hit write: nothing to
+#: match here).
 SCHEMA_VERSION = 4
 
 #: Hits, one row per distinct message. ``conflict_of`` is NULL for the first hit

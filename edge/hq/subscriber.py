@@ -11,6 +11,13 @@ Delivery is at least once from end to end:
   as a reject. If the commit fails (a full disk, a lost database), the message is
   left unacknowledged and the connection is dropped, so the broker sends it again on
   the next session resumption; a crash before the commit has the same effect;
+* messages are stored by a thread of their own, in batches: whatever has queued while
+  the last batch was committed goes into one transaction (:meth:`HqSubscriber.
+  handle_batch`), and each is acknowledged, in order, once that transaction is
+  committed. A batch that cannot be committed leaves all of its messages
+  unacknowledged; one that fails for another reason (a fault of ours with one
+  message) is stored again one message per transaction, so that one bad message
+  cannot hold back the others;
 * a message that arrives twice (a vehicle resending after a lost PUBACK, or the broker
   redelivering) is stored once (see :mod:`edge.hq.store` for what counts as the
   same message).
@@ -29,6 +36,7 @@ and acknowledged: sending it again would not mend it.
 from __future__ import annotations
 
 import contextlib
+import queue
 import re
 import socket
 import sqlite3
@@ -45,7 +53,7 @@ from edge.config import VEHICLE_ID, MqttConfig
 from edge.delivery.messages import WITHDRAWAL_SCHEMA
 from edge.delivery.mqtt import Topics, connect, new_client, reason_ok
 from edge.hq.console import log
-from edge.hq.store import HitStore, StoreOutcome
+from edge.hq.store import HitStore, StoreOutcome, WriteOp, WriteResult
 from edge.hq.validate import (
     Reject,
     _short,
@@ -66,6 +74,15 @@ DEFAULT_PREFIX = "lpr/v1"
 
 #: Message kinds subscribed to, each as ``{prefix}/+/{kind}``.
 KINDS = ("hit", "status", "audit", "decision")
+
+#: Messages stored in one transaction at most: whatever has queued while the last
+#: batch was committed, up to this many (one commit, one disk sync for them all).
+BATCH_MAX = 200
+#: Messages received and not yet stored that the storing thread's queue holds. The
+#: broker sends at most its in-flight window of unacknowledged QoS 1 messages (a few
+#: dozen to a few hundred), so the queue does not fill; were it to, paho's thread
+#: waits (back-pressure: the broker holds the rest), never past close().
+QUEUE_MAX = 10_000
 
 #: A shared subscription's group name (``--share``): letters, digits, ``-`` and ``_``.
 SHARE_GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -173,6 +190,13 @@ class HqSubscriber:
         self._subscribe_mid: int | None = None
         self._closing = False
         self._started = False
+        #: Messages received, waiting for the storing thread: (connection, mid, qos,
+        #: topic, payload), or None to stop it.
+        self._queue: queue.Queue[tuple[int, int, int, str, bytes] | None] = queue.Queue(QUEUE_MAX)
+        self._storing: threading.Thread | None = None
+        #: Counts connections: a message is acknowledged only on the connection it
+        #: came by (after a reconnect the broker sends it again anyway).
+        self._connection = 0
         #: Whether the broker still had our session at the last connect.
         self.session_present: bool | None = None
         self._client = new_client(config, client_id)
@@ -185,6 +209,8 @@ class HqSubscriber:
     # ----------------------------------------------------------------- lifecycle
 
     def start(self) -> HqSubscriber:
+        self._storing = threading.Thread(target=self._store_loop, name="hq-store", daemon=True)
+        self._storing.start()
         connect(self._client, self.config, persistent=True)
         self._client.loop_start()
         self._started = True
@@ -204,6 +230,12 @@ class HqSubscriber:
         if not self._started:
             return
         self._started = False
+        # What is queued is stored and acknowledged while the connection is still up;
+        # anything arriving meanwhile stays unacknowledged in the session.
+        if self._storing is not None:
+            self._queue.put(None)
+            self._storing.join()
+            self._storing = None
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()
@@ -269,6 +301,7 @@ class HqSubscriber:
         self.session_present = bool(flags.session_present)
         with self._lock:
             self._counters.connects += 1
+            self._connection += 1
         self._connected.set()
         log.info(
             "HQ: connected to %s:%d (session %s)",
@@ -311,14 +344,57 @@ class HqSubscriber:
             topic = message.topic
         except UnicodeDecodeError:
             topic = repr(getattr(message, "_topic", b"?"))
-        payload = bytes(message.payload)
-        if self.handle(topic, payload):
-            client.ack(message.mid, message.qos)
+        entry = (self._connection, message.mid, message.qos, topic, bytes(message.payload))
+        # Waits only while the queue is full; gives up at close (the message stays
+        # unacknowledged in the session).
+        while not self._closing:
+            try:
+                self._queue.put(entry, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    # ----------------------------------------------------------------- storing thread
+
+    def _store_loop(self) -> None:
+        while True:
+            entry = self._queue.get()
+            if entry is None:
+                return
+            batch = [entry]
+            stop = False
+            while len(batch) < BATCH_MAX:
+                try:
+                    entry = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if entry is None:
+                    stop = True
+                    break
+                batch.append(entry)
+            try:
+                self._store_batch(batch)
+            except Exception:
+                # Unacknowledged: the broker sends them again at the next session.
+                log.exception("HQ: storing a batch of %d messages failed", len(batch))
+            if stop:
+                return
+
+    def _store_batch(self, batch: list[tuple[int, int, int, str, bytes]]) -> None:
+        done = self.handle_batch([(topic, payload) for _c, _m, _q, topic, payload in batch])
+        client = self._client
+        failed = 0
+        for (connection, mid, qos, _topic, _payload), ok in zip(batch, done, strict=True):
+            if not ok:
+                failed += 1
+            elif connection == self._connection:
+                client.ack(mid, qos)
+        if not failed:
             return
-        # Not acknowledged: the broker sends it again when the session resumes. Drop
+        # Not acknowledged: the broker sends them again when the session resumes. Drop
         # the connection to resume it now (paho reconnects with its back-off).
         with self._lock:
-            self._counters.store_errors += 1
+            self._counters.store_errors += failed
         sock = client.socket()
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -333,28 +409,83 @@ class HqSubscriber:
 
         ``received`` goes up only once the message is dealt with, so a caller that
         sees it reach N also sees the first N messages' rows and counters."""
-        try:
-            return self._handle(topic, payload)
-        except Exception as exc:
-            # A fault of ours, not of the storage: sending the message again would
-            # fail again and stall everything behind it, so it is kept as a reject.
-            log.exception("HQ: handling a message on %s failed", topic)
-            self._reject(topic, Reject("internal-error", type(exc).__name__), payload)
-            return True
-        finally:
-            with self._lock:
-                self._counters.received += 1
+        return self.handle_batch([(topic, payload)])[0]
 
-    def _handle(self, topic: str, payload: bytes) -> bool:
+    def handle_batch(self, messages: list[tuple[str, bytes]]) -> list[bool]:
+        """:meth:`handle` for several messages (topic, payload) at once: those to
+        store are stored in one transaction, then each is reported (counters, log,
+        callbacks) in order, as :meth:`handle` one at a time would. A batch that
+        cannot be committed is False throughout (nothing of it stored); one that
+        raises anything else is stored one message per transaction instead."""
+        checked = [self._check(topic, payload) for topic, payload in messages]
+        ops = [item for item in checked if isinstance(item, tuple)]
+        results: list[WriteResult] | None = None
+        failure: Exception | None = None
+        if ops:
+            try:
+                results = self.store.add_batch(ops)
+            except self._store_errors as exc:
+                failure = exc
+            except Exception:
+                # Each message alone: the one at fault becomes a reject, the others
+                # are stored.
+                log.debug("HQ: a batch of %d failed; storing one by one", len(ops), exc_info=True)
+        stored = iter(results or ())
+        done = []
+        for (topic, payload), item in zip(messages, checked, strict=True):
+            try:
+                done.append(self._deal(topic, payload, item, stored, failure, results))
+            except Exception as exc:
+                # A fault of ours, not of the storage: sending the message again would
+                # fail again and stall everything behind it, so it is kept as a reject.
+                log.exception("HQ: handling a message on %s failed", topic)
+                self._reject(topic, Reject("internal-error", type(exc).__name__), payload)
+                done.append(True)
+            finally:
+                with self._lock:
+                    self._counters.received += 1
+        return done
+
+    def _deal(self, topic, payload, item, stored, failure, results) -> bool:
+        if isinstance(item, Reject):
+            self._reject(topic, item, payload)
+            return True
+        if isinstance(item, Exception):
+            raise item
+        if item is None:
+            log.info("HQ: status of %s cleared on the broker", self._parse_topic(topic)[0])
+            with self._lock:
+                self._counters.ignored += 1
+            return True
+        kind = item[0]
+        if failure is not None:
+            log.error(
+                "HQ: storing a %s from %s failed (%s); left for redelivery", kind, topic, failure
+            )
+            return False
+        if results is not None:
+            result = next(stored)
+        else:
+            try:
+                result = self.store.add_batch([item])[0]
+            except self._store_errors as exc:
+                log.error(
+                    "HQ: storing a %s from %s failed (%s); left for redelivery", kind, topic, exc
+                )
+                return False
+        self._report(item, result)
+        return True
+
+    def _check(self, topic: str, payload: bytes) -> WriteOp | Reject | Exception | None:
+        """What to store for a message; a Reject; None for nothing to store (an
+        empty status, reported here); or the exception checking it raised (a fault of
+        ours, reported in order by handle_batch)."""
         try:
             vehicle_id, kind = self._parse_topic(topic)
             if kind == "status" and not payload:
                 # An empty retained message clears a vehicle's status topic (an
                 # administrator retiring a car): nothing to store.
-                log.info("HQ: status of %s cleared on the broker", vehicle_id)
-                with self._lock:
-                    self._counters.ignored += 1
-                return True
+                return None
             message = parse_object(payload)
             if kind == "hit" and message.get("schema") == WITHDRAWAL_SCHEMA:
                 # Beside the hits on their topic: a hit taken back.
@@ -368,24 +499,25 @@ class HqSubscriber:
                 validate_decision(message, vehicle_id)
             else:
                 validate_audit(message, vehicle_id)
+                return ("audit", message, vehicle_id)
         except Reject as reject:
-            self._reject(topic, reject, payload)
-            return True
-        try:
-            if kind == "hit":
-                self._store_hit(message)
-            elif kind == "withdrawal":
-                self._store_withdrawal(message)
-            elif kind == "status":
-                self._store_status(message)
-            elif kind == "decision":
-                self._store_decision(message)
-            else:
-                self._store_audit(vehicle_id, message)
-        except self._store_errors as exc:
-            log.error("HQ: storing a %s from %s failed (%s); left for redelivery", kind, topic, exc)
-            return False
-        return True
+            return reject
+        except Exception as exc:
+            return exc
+        return (kind, message)
+
+    def _report(self, op: WriteOp, result: WriteResult) -> None:
+        kind, message = op[0], op[1]
+        if kind == "hit":
+            self._stored_hit(message, result)
+        elif kind == "withdrawal":
+            self._stored_withdrawal(message, result)
+        elif kind == "status":
+            self._stored_status(message, result)
+        elif kind == "decision":
+            self._stored_decision(message, result)
+        else:
+            self._stored_audit(result)
 
     def _parse_topic(self, topic: str) -> tuple[str, str]:
         head = self.prefix + "/"
@@ -405,8 +537,7 @@ class HqSubscriber:
         with self._lock:
             self._rejected[reject.kind] += 1
 
-    def _store_hit(self, message: dict) -> None:
-        stored = self.store.add_hit(message)
+    def _stored_hit(self, message: dict, stored) -> None:
         if stored.outcome is StoreOutcome.DUPLICATE:
             with self._lock:
                 self._counters.duplicates += 1
@@ -445,8 +576,7 @@ class HqSubscriber:
             except Exception:
                 log.exception("HQ: the conflict callback failed for %s", message["event_id"])
 
-    def _store_withdrawal(self, message: dict) -> None:
-        stored = self.store.add_withdrawal(message)
+    def _stored_withdrawal(self, message: dict, stored) -> None:
         if stored.outcome is StoreOutcome.DUPLICATE:
             with self._lock:
                 self._counters.duplicates += 1
@@ -483,8 +613,7 @@ class HqSubscriber:
             except Exception:
                 log.exception("HQ: the withdrawal callback failed for %s", message["event_id"])
 
-    def _store_decision(self, message: dict) -> None:
-        stored = self.store.add_decision(message)
+    def _stored_decision(self, message: dict, stored) -> None:
         if stored.outcome is StoreOutcome.DUPLICATE:
             with self._lock:
                 self._counters.duplicates += 1
@@ -522,8 +651,7 @@ class HqSubscriber:
             except Exception:
                 log.exception("HQ: the decision callback failed for %s", message["event_id"])
 
-    def _store_status(self, message: dict) -> None:
-        previous = self.store.set_status(message)
+    def _stored_status(self, message: dict, previous) -> None:
         with self._lock:
             self._counters.statuses += 1
         if previous != message["state"]:
@@ -534,8 +662,8 @@ class HqSubscriber:
                 except Exception:
                     log.exception("HQ: the status callback failed")
 
-    def _store_audit(self, vehicle_id: str, record: dict) -> None:
-        if self.store.add_audit(vehicle_id, record):
+    def _stored_audit(self, new) -> None:
+        if new:
             with self._lock:
                 self._counters.audit += 1
         else:

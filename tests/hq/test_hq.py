@@ -353,16 +353,18 @@ def test_hits_sent_while_hq_is_away_arrive_when_it_returns(broker, publisher, st
 
 def test_a_failed_commit_is_not_acknowledged_and_comes_again(hq, publisher, store):
     sub, printed = hq
-    real_add = store.add_hit
+    # Messages are stored in batches (one transaction each): the batch holding the
+    # hit fails to commit once.
+    real_add = store.add_batch
     failures = []
 
-    def failing_once(message):
+    def failing_once(ops):
         if not failures:
-            failures.append(message["event_id"])
+            failures.extend(op[1]["event_id"] for op in ops)
             raise sqlite3.OperationalError("database or disk is full")
-        return real_add(message)
+        return real_add(ops)
 
-    store.add_hit = failing_once
+    store.add_batch = failing_once
     message = hit_msg()
     publisher.hit(message)
     # The broker sends it again once the subscriber has reconnected.
