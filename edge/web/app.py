@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edge.web.auth import AuthMiddleware, Session, TokenAuth
+from edge.web.auth import SESSION_COOKIE, AuthMiddleware, Session, TokenAuth
 
 #: Images may also be data: URLs (a crop the page already holds); nothing else from
 #: outside the console, and no plugin, frame or form target elsewhere.
@@ -91,6 +91,52 @@ def session_of(request: Request) -> Session | None:
     return request.scope.get("state", {}).get("session")
 
 
+class LoginRefused(Exception):
+    """A login post refused before its credentials are looked at: ``status`` and the
+    line the login page shows."""
+
+    def __init__(self, status: int, why: str):
+        super().__init__(why)
+        self.status = status
+        self.why = why
+
+
+async def login_form(request: Request) -> dict[str, str]:
+    """The fields of a posted login form (first value of each). LoginRefused for a
+    post from another site (a page elsewhere must not log the browser in as someone)
+    or a body too large to be a login."""
+    origin = request.headers.get("origin")
+    if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
+        raise LoginRefused(403, "Login from another site refused.")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > LOGIN_BODY_MAX:
+            raise LoginRefused(413, "Request too large.")
+    return {key: values[0] for key, values in parse_qs(body.decode("utf-8", "replace")).items()}
+
+
+def logged_in(request: Request, auth: TokenAuth, session: Session) -> Response:
+    """To the console with ``session``'s cookie; the session the browser had before
+    ends (a login never leaves a second live session behind)."""
+    old = session_of(request)
+    if old is not None:
+        auth.close_session(old.id)
+    response = RedirectResponse("/", status_code=303)
+    auth.set_cookie(response, session)
+    return response
+
+
+def logged_out(request: Request, auth: TokenAuth) -> Response:
+    """Back to the login page, the session ended and its cookie deleted."""
+    session = session_of(request)
+    if session is not None:
+        auth.close_session(session.id)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
 class ConsoleApp:
     """The pieces of a console: its token login, templates and static folders. Build
     the ASGI app with :meth:`build` once the routes are known."""
@@ -128,29 +174,14 @@ class ConsoleApp:
         return self.render(request, "login.html", error="")
 
     async def _login(self, request: Request) -> Response:
-        origin = request.headers.get("origin")
-        if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
-            return self.render(request, "login.html", 403, error="Login from another site refused.")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > LOGIN_BODY_MAX:
-                return self.render(request, "login.html", 413, error="Request too large.")
-        token = parse_qs(body.decode("utf-8", "replace")).get("token", [""])[0].strip()
-        if not self.auth.check_token(token):
+        try:
+            form = await login_form(request)
+        except LoginRefused as refused:
+            return self.render(request, "login.html", refused.status, error=refused.why)
+        if not self.auth.check_token(form.get("token", "").strip()):
             await asyncio.sleep(LOGIN_FAILURE_DELAY_S)
             return self.render(request, "login.html", 401, error="Wrong token.")
-        old = session_of(request)
-        if old is not None:
-            self.auth.close_session(old.id)
-        response = RedirectResponse("/", status_code=303)
-        self.auth.set_cookie(response, self.auth.open_session())
-        return response
+        return logged_in(request, self.auth, self.auth.open_session())
 
     async def _logout(self, request: Request) -> Response:
-        session = session_of(request)
-        if session is not None:
-            self.auth.close_session(session.id)
-        response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie("lpr_session", path="/")
-        return response
+        return logged_out(request, self.auth)

@@ -34,7 +34,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -52,13 +52,16 @@ from edge.textrules import IDENTIFIER
 from edge.timefmt import now_iso
 from edge.web.app import (
     CONTENT_SECURITY_POLICY,
-    LOGIN_BODY_MAX,
     LOGIN_FAILURE_DELAY_S,
+    LoginRefused,
     SecurityHeaders,
+    logged_in,
+    logged_out,
+    login_form,
     session_of,
     template_environment,
 )
-from edge.web.auth import SESSION_COOKIE, AuthMiddleware, Session, TokenAuth
+from edge.web.auth import AuthMiddleware, Session, TokenAuth
 from edge.web.events import EventStream
 from edge.web.server import WebServer
 
@@ -419,38 +422,22 @@ class HqConsole:
     async def _login(self, request: Request) -> Response:
         if self.auth.users is None:
             return self._login_form(request, 403, "Log in through the HQ sign-in proxy.")
-        origin = request.headers.get("origin")
-        if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
-            return self._login_form(request, 403, "Login from another site refused.")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > LOGIN_BODY_MAX:
-                return self._login_form(request, 413, "Request too large.")
-        form = parse_qs(body.decode("utf-8", "replace"))
-        user = form.get("user", [""])[0].strip()
-        password = form.get("password", [""])[0]
+        try:
+            form = await login_form(request)
+        except LoginRefused as refused:
+            return self._login_form(request, refused.status, refused.why)
+        user, password = form.get("user", "").strip(), form.get("password", "")
         if not (
             IDENTIFIER.fullmatch(user) and await self._run(self.auth.users.check, user, password)
         ):
             log.warning("HQ console: a login as %r was refused", user[:64])
             await asyncio.sleep(LOGIN_FAILURE_DELAY_S)
             return self._login_form(request, 401, "Wrong user name or password.")
-        old = session_of(request)
-        if old is not None:
-            self.auth.close_session(old.id)
         await self._run(self.store.add_hq_audit, user, "login", {"via": "password"}, 0)
-        response = RedirectResponse("/", status_code=303)
-        self.auth.set_cookie(response, self.auth.open_user_session(user))
-        return response
+        return logged_in(request, self.auth, self.auth.open_user_session(user))
 
     async def _logout(self, request: Request) -> Response:
-        session = session_of(request)
-        if session is not None:
-            self.auth.close_session(session.id)
-        response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(SESSION_COOKIE, path="/")
-        return response
+        return logged_out(request, self.auth)
 
     async def _page(self, request: Request) -> Response:
         return self._render(
