@@ -33,7 +33,7 @@ from edge.delivery.messages import encode, hit_message
 from edge.delivery.outbox import Outbox
 from edge.privacy.audit import HIT_DECISION
 from edge.synth.clips import render_clip
-from edge.vehicle.console import start_console
+from edge.vehicle.console import start_console, text_diff
 from edge.vehicle.delivery import Delivery
 from edge.waits import poll_until
 from tests.browser import artefact_path, open_browser, record_measurement, screenshot
@@ -134,6 +134,7 @@ def test_hits_of_a_replay_appear_on_the_page_as_they_are_raised(tmp_path, clip, 
         page = browser.page
         page.wait_for_selector("#hits > li:nth-child(2)", timeout=TIMEOUT_MS)
         shown = cards(page)
+        differing = page.locator("#hits .differs").all_text_contents()
         screenshot(page, "in-car-console-replay")
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
@@ -148,6 +149,8 @@ def test_hits_of_a_replay_appear_on_the_page_as_they_are_raised(tmp_path, clip, 
     assert "P1" in p1["text"] and "exact match" in p1["text"]
     approx = next(c for c in shown if c["read"].startswith("PX507"))
     assert "≈" in approx["read"] and "approximate match" in approx["text"]
+    # The one character in which the read and the entry differ is marked on both sides.
+    assert sorted(differing) == ["0", "O"]
     assert browser.errors == []
     # Commit to the outbox -> on the page, per hit (one clock: this machine's).
     with Outbox(tmp_path / "state" / "outbox.sqlite") as outbox:
@@ -366,3 +369,25 @@ def test_login_is_enforced_and_a_post_needs_the_csrf_token(car, browser):
     assert car.delivery.outbox.on_topic(topic(car)) == []
     screenshot(page, "in-car-console")
     assert artefact_path("in-car-console.png").exists()
+
+
+def test_text_diff_marks_the_differing_characters_and_not_wildcards():
+    read, entry = text_diff("PX507", "PX5O7")
+    assert read == [
+        {"text": "PX5", "same": True},
+        {"text": "0", "same": False},
+        {"text": "7", "same": True},
+    ]
+    assert entry == [
+        {"text": "PX5", "same": True},
+        {"text": "O", "same": False},
+        {"text": "7", "same": True},
+    ]
+    read, entry = text_diff("AB123", "AB1234")
+    assert [r["text"] for r in read if not r["same"]] == []
+    assert [r["text"] for r in entry if not r["same"]] == ["4"]
+    # A wildcard entry's ? and * stand for what was read: nothing differs.
+    assert text_diff("J0Y1", "J0Y*") == (
+        [{"text": "J0Y1", "same": True}],
+        [{"text": "J0Y*", "same": True}],
+    )
