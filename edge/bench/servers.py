@@ -191,6 +191,15 @@ class PostgresServer:
         )
 
     def start(self) -> PostgresServer:
+        try:
+            self._start()
+        except BaseException:
+            # Nothing of a cluster that did not start is left behind.
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
         self.socketdir.mkdir()
         if self._as_root:
             try:
@@ -224,24 +233,28 @@ class PostgresServer:
             "local all all trust\nhost all all 127.0.0.1/32 trust\n"
             + hba.read_text().replace("host ", "# host ")
         )
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.socketdir} "
-            "-c max_connections=50"
-        )
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "port": str(self.port),
+            "unix_socket_directories": str(self.socketdir),
+            "max_connections": "50",
+        }
         if not self.durable:
-            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        for name, value in self.settings.items():
-            options += f" -c {name}={value}"
+            settings.update(fsync="off", synchronous_commit="off", full_page_writes="off")
+        settings.update(self.settings)
+        # Written to the cluster's own configuration, quoted as PostgreSQL reads it, rather
+        # than passed through pg_ctl -o, which a shell splits at spaces.
+        with (self.datadir / "postgresql.conf").open("a") as conf:
+            for name, value in settings.items():
+                quoted = str(value).replace("'", "''")
+                conf.write(f"{name} = '{quoted}'\n")
         started = self._run(
-            "pg_ctl", "-D", str(self.datadir), "-l", str(self.log_path), "-o", options, "-w",
-            "-t", "60", "start",
-        )  # fmt: skip
+            "pg_ctl", "-D", str(self.datadir), "-l", str(self.log_path), "-w", "-t", "60", "start"
+        )
         if started.returncode != 0:
             log = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-            self.stop()
             raise RuntimeError(f"pg_ctl start failed: {started.stderr.strip()}\n{log[-2000:]}")
         self.running = True
-        return self
 
     def url(self, database: str = "lpr") -> str:
         """A ``postgresql://`` URL of ``database``, created empty if it does not exist."""
