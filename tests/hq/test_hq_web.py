@@ -8,6 +8,7 @@ positions are drawn, on a tile server's map too."""
 
 from __future__ import annotations
 
+import http.client
 import http.server
 import json
 import signal
@@ -21,6 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import expect
@@ -199,11 +201,30 @@ def test_a_trusted_proxy_header_only_when_configured(tmp_path):
             assert http_status(console.url + "/api/hits")[0] == 401
             bad = {"X-Remote-User": "carol<script>"}
             assert http_status(console.url + "/api/hits", bad)[0] == 401
+            # Twice (a client's copy beside the proxy's): refused, whichever comes first.
+            assert twice_named(console.url + "/api/hits", "X-Remote-User", "carol", "root") == 401
             # No password login in this mode.
             assert http_status(console.url + "/login")[0] == 200
         assert [row["user"] for row in store.hq_audit()] == ["carol"]
     with pytest.raises(UsageError, match="--web-users"):
         HqConsole(store)
+    for host in ("0.0.0.0", "192.0.2.7", "::"):
+        with pytest.raises(UsageError, match="--web-trust-header needs --web on a loopback"):
+            HqConsole(store, host=host, port=0, trust_header="X-Remote-User")
+
+
+def twice_named(url: str, header: str, first: str, second: str) -> int:
+    """The status of a GET carrying ``header`` twice (urllib would merge them)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT)
+    conn.putrequest("GET", parts.path)
+    conn.putheader(header, first)
+    conn.putheader(header, second)
+    conn.putheader("Accept", "application/json")
+    conn.endheaders()
+    status = conn.getresponse().status
+    conn.close()
+    return status
 
 
 # --- the live page ----------------------------------------------------------------------
@@ -388,6 +409,7 @@ def test_web_option_errors(tmp_path, users_file):
         (["--web", "127.0.0.1:0"], "--web-users FILE or --web-trust-header"),
         (["--web-users", str(users_file)], "need --web"),
         (["--web", "127.0.0.1:0", "--web-trust-header", "X Bad"], "not a header name"),
+        (["--web", "0.0.0.0:0", "--web-trust-header", "X-Remote-User"], "needs --web on a loop"),
         (["--web", "127.0.0.1:0", "--web-users", str(tmp_path / "none.toml")], "cannot read"),
     ):
         args = build_parser().parse_args(["hq", "--host", "127.0.0.1", "--db", db, *argv])

@@ -6,10 +6,11 @@ otherwise, so that it works offline), a hit's full record, and the search of
 
 Login: users and scrypt hashes from ``--web-users`` (:mod:`edge.hq.web.users`), or a
 reverse proxy's authentication header with ``--web-trust-header`` (trusted as it
-comes: only safe behind a proxy that sets it and strips it from clients, with HQ bound
-to loopback). Sessions and CSRF checks are the shared layer's
-(:class:`edge.web.auth.TokenAuth`, :class:`edge.web.auth.AuthMiddleware`); its
-console token is never given out, so only a user's login opens a session.
+comes, so refused unless ``--web`` is a loopback address: the proxy runs on this host
+and must strip the header from clients; a request carrying it twice is refused).
+Sessions and CSRF checks are the shared layer's (:class:`edge.web.auth.TokenAuth`,
+:class:`edge.web.auth.AuthMiddleware`); its console token is never given out, so
+only a user's login opens a session.
 
 Audited in ``hq_audit`` as the logged-in user: each login, each load of the hit list
 (``list``: its filters and how many hits it showed), each view of a hit's record
@@ -96,6 +97,13 @@ def parse_web_address(text: str) -> tuple[str, int]:
     return host, number
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def tile_origin(template: str) -> str:
     """The origin of a ``--map-tiles`` URL template (for the page's CSP); UsageError
     unless it is an http(s) URL with ``{z}``, ``{x}`` and ``{y}``."""
@@ -146,9 +154,12 @@ class HqAuth(TokenAuth):
 
     def session_of(self, request: Request) -> Session | None:
         if self.trust_header is not None:
-            user = request.headers.get(self.trust_header)
-            if user is not None:
-                if not IDENTIFIER.fullmatch(user):
+            named = request.headers.getlist(self.trust_header)
+            if named:
+                user = named[0]
+                # Twice is not what the proxy sends: a client's copy got past it, and
+                # which one a reader takes first is not something to bet a login on.
+                if len(named) > 1 or not IDENTIFIER.fullmatch(user):
                     return None
                 with self._user_lock:
                     session = self._proxied.get(user)
@@ -314,6 +325,14 @@ class HqConsole:
     ):
         if users is None and trust_header is None:
             raise UsageError("--web needs --web-users FILE or --web-trust-header HEADER")
+        if trust_header is not None and not _loopback(host):
+            # The header is believed from whoever sends it: only the proxy on this host
+            # may reach the console, or any client could name any user.
+            raise UsageError(
+                f"--web-trust-header needs --web on a loopback address (127.0.0.1 or "
+                f"[::1]), not {escape_control(host)}: the proxy that sets the header runs "
+                "on this host, and anyone else who can reach HQ could send it too"
+            )
         self.store = store
         self.host, self.port = host, port
         self.title = title
