@@ -43,7 +43,7 @@ from edge.files import write_private
 from edge.privacy.audit import HIT_DECISION
 from edge.vehicle.health import STALE_AFTER_S, STATUS_FILE, summary_lines
 from edge.vehicle.state import VehicleState
-from edge.web.app import ConsoleApp
+from edge.web.app import ConsoleApp, session_of
 from edge.web.auth import TokenAuth
 from edge.web.events import EventStream
 from edge.web.server import WebServer, WebServerError
@@ -180,8 +180,10 @@ class InCarConsole:
             sent=sent,
         )
         self.events = EventStream()
+        auth = TokenAuth(token)
+        auth.when_closed(self.events.recheck)
         self.web = ConsoleApp(
-            f"In-car console: {config.vehicle.id}", TokenAuth(token), packages=("edge.vehicle",)
+            f"In-car console: {config.vehicle.id}", auth, packages=("edge.vehicle",)
         )
         self.app = self.web.build(
             [
@@ -342,7 +344,11 @@ class InCarConsole:
         return JSONResponse({"decision": message})
 
     async def _events(self, request: Request) -> Response:
-        return self.events.response(request, hello={"vehicle": self.config.vehicle.id})
+        return self.events.response(
+            request,
+            hello={"vehicle": self.config.vehicle.id},
+            still_valid=self.web.auth.still_valid(session_of(request)),
+        )
 
 
 def start_console(config: Config, delivery) -> InCarConsole | None:

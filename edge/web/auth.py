@@ -20,6 +20,7 @@ import hmac
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -69,6 +70,7 @@ class TokenAuth:
         self.public_prefixes = public_prefixes
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
+        self._on_close: list[Callable[[], None]] = []
 
     def check_token(self, given: str | None) -> bool:
         return same_secret(given, self._token)
@@ -86,6 +88,28 @@ class TokenAuth:
     def close_session(self, session_id: str | None) -> None:
         with self._lock:
             self._sessions.pop(session_id or "", None)
+        self.closed()
+
+    def when_closed(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (no arguments, from any thread, must not block) whenever a
+        session ends by logout or a newer login: an event stream rechecks its pages."""
+        self._on_close.append(listener)
+
+    def closed(self) -> None:
+        for listener in self._on_close:
+            listener()
+
+    def is_open(self, session: Session) -> bool:
+        with self._lock:
+            return self._sessions.get(session.id) is session and session.expires > time.time()
+
+    def still_valid(self, session: Session | None) -> Callable[[], bool]:
+        """Whether the session a request came with is still open, asked again later (an
+        event stream asks at every frame). A bearer request (no session) stays valid:
+        the token cannot be logged out."""
+        if session is None:
+            return lambda: True
+        return lambda: self.is_open(session)
 
     def session_of(self, request: Request) -> Session | None:
         cookie = request.cookies.get(SESSION_COOKIE)

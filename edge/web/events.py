@@ -15,7 +15,7 @@ import itertools
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
@@ -34,11 +34,12 @@ _CLOSE = object()
 
 
 class _Client:
-    __slots__ = ("dropped", "queue")
+    __slots__ = ("dropped", "queue", "still_valid")
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, still_valid: Callable[[], bool]):
         self.queue: asyncio.Queue = asyncio.Queue(size)
         self.dropped = False
+        self.still_valid = still_valid
 
 
 class EventStream:
@@ -78,6 +79,22 @@ class EventStream:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._close_all)
 
+    def recheck(self) -> None:
+        """End the streams whose session is no longer valid (one was logged out), now
+        rather than at their next frame or keepalive; safe from any thread."""
+        with self._lock:
+            loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._end_invalid)
+
+    def _end_invalid(self) -> None:
+        with self._lock:
+            clients = list(self._clients)
+        for client in clients:
+            if not client.still_valid():
+                self._end(client)
+
     def _fan_out(self, frame: str) -> None:
         with self._lock:
             clients = list(self._clients)
@@ -105,13 +122,21 @@ class EventStream:
         with self._lock:
             clients = list(self._clients)
         for client in clients:
-            while not client.queue.empty():
-                client.queue.get_nowait()
-            client.queue.put_nowait(_CLOSE)
+            self._end(client)
 
-    async def frames(self, first: str | None = None) -> AsyncIterator[str]:
-        """The stream as SSE text, for one client, until it is dropped or closed."""
-        client = _Client(self.queue_size)
+    @staticmethod
+    def _end(client: _Client) -> None:
+        while not client.queue.empty():
+            client.queue.get_nowait()
+        client.queue.put_nowait(_CLOSE)
+
+    async def frames(
+        self, first: str | None = None, still_valid: Callable[[], bool] = lambda: True
+    ) -> AsyncIterator[str]:
+        """The stream as SSE text, for one client, until it is dropped or closed, or
+        ``still_valid()`` (asked before every frame and keepalive) says its session
+        has ended: a page logged out or expired gets nothing more."""
+        client = _Client(self.queue_size, still_valid)
         with self._lock:
             self._loop = asyncio.get_running_loop()
             self._clients.add(client)
@@ -123,21 +148,28 @@ class EventStream:
                 try:
                     frame = await asyncio.wait_for(client.queue.get(), self.keepalive_s)
                 except TimeoutError:
-                    yield ": keepalive\n\n"
-                    continue
-                if frame is _CLOSE:
+                    frame = ": keepalive\n\n"
+                if frame is _CLOSE or not still_valid():
                     return
                 yield frame
         finally:
             with self._lock:
                 self._clients.discard(client)
 
-    def response(self, request: Request, *, hello: dict | None = None) -> StreamingResponse:
+    def response(
+        self,
+        request: Request,
+        *,
+        hello: dict | None = None,
+        still_valid: Callable[[], bool] = lambda: True,
+    ) -> StreamingResponse:
         """The stream for one page; ``hello`` is sent first as event ``hello`` (the
-        page learns its stream is open and reloads what it shows)."""
+        page learns its stream is open and reloads what it shows). ``still_valid``:
+        whether the page's session is still open (see :meth:`frames`); the owner
+        calls :meth:`recheck` when a session ends, so its streams end at once."""
         first = None if hello is None else f"event: hello\ndata: {_json(hello)}\n\n"
         return StreamingResponse(
-            self.frames(first),
+            self.frames(first, still_valid),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from edge.web.app import CONTENT_SECURITY_POLICY, ConsoleApp
+from edge.web.app import CONTENT_SECURITY_POLICY, ConsoleApp, session_of
 from edge.web.auth import SESSION_COOKIE, TokenAuth
 from edge.web.events import EventStream
 from edge.web.server import WebServer, WebServerError
@@ -27,8 +27,10 @@ TOKEN = "test-token-0123456789abcdef"
 class Site:
     """A console with one page, one JSON answer, one POST and one event stream."""
 
-    def __init__(self, stream: EventStream):
-        self.console = ConsoleApp("Test console", TokenAuth(TOKEN))
+    def __init__(self, stream: EventStream, ttl_s: float = 3600.0):
+        auth = TokenAuth(TOKEN, ttl_s=ttl_s)
+        auth.when_closed(stream.recheck)
+        self.console = ConsoleApp("Test console", auth)
         self.posted: list[dict] = []
         self.stream = stream
         self.app = self.console.build(
@@ -36,7 +38,7 @@ class Site:
                 Route("/", self.page),
                 Route("/api/echo", self.echo, methods=["POST"]),
                 Route("/api/data", self.data),
-                Route("/events", lambda request: stream.response(request, hello={})),
+                Route("/events", self.events),
             ]
         )
 
@@ -46,6 +48,10 @@ class Site:
     async def echo(self, request: Request):
         self.posted.append(await request.json())
         return JSONResponse({"ok": True})
+
+    async def events(self, request: Request):
+        still_valid = self.console.auth.still_valid(session_of(request))
+        return self.stream.response(request, hello={}, still_valid=still_valid)
 
     async def data(self, request: Request):
         return JSONResponse({"value": 1})
@@ -205,17 +211,21 @@ def test_a_login_from_another_origin_is_refused(site):
 class SseReader:
     """One client of the event stream, reading on its own thread (or not at all)."""
 
-    def __init__(self, server: WebServer, *, read: bool = True):
+    def __init__(self, server: WebServer, *, read: bool = True, cookie: str | None = None):
         parts = urlsplit(server.url)
         self.sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
         if not read:
             # A small receive buffer makes a client that stops reading fall behind soon.
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # Connection: close, so that a refusal ends the connection too (the tests
+        # then tell it from a stream that ended by whether the stream said hello).
+        credential = f"Cookie: {cookie}" if cookie else f"Authorization: Bearer {TOKEN}"
         self.sock.sendall(
-            f"GET /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+            f"GET /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{credential}\r\n\r\n".encode()
         )
         self.events: list[dict] = []
         self.ended = threading.Event()
+        self.hello = threading.Event()
         if read:
             threading.Thread(target=self._read, daemon=True).start()
 
@@ -226,6 +236,8 @@ class SseReader:
                 buffer += chunk
                 while b"\n\n" in buffer:
                     frame, buffer = buffer.split(b"\n\n", 1)
+                    if b"event: hello" in frame:
+                        self.hello.set()
                     for line in frame.split(b"\n"):
                         if line.startswith(b"data: {") and b'"n"' in line:
                             self.events.append(json.loads(line[6:]))
@@ -281,3 +293,34 @@ def test_stop_ends_open_streams(site):
     site.server.stop()
     assert reader.ended.wait(10)
     assert time.monotonic() - began < 10
+
+
+def test_logging_out_ends_the_sessions_streams_and_not_others(site):
+    cookie, csrf = login(site.server)
+    other_cookie, _ = login(site.server)
+    reader = SseReader(site.server, cookie=cookie)
+    other = SseReader(site.server, cookie=other_cookie)
+    program = SseReader(site.server)
+    assert wait(lambda: site.stream.clients == 3)
+    response, _ = request(
+        site.server, "POST", "/logout", headers={"Cookie": cookie, "X-CSRF-Token": csrf}
+    )
+    assert response.status == 303
+    assert reader.ended.wait(30) and reader.hello.is_set()
+    site.stream.publish("tick", {"n": 1})
+    assert wait(lambda: other.events and program.events)
+    assert not other.ended.is_set() and not program.ended.is_set()
+    for r in (reader, other, program):
+        r.close()
+
+
+def test_a_stream_ends_when_its_session_expires():
+    stream = EventStream(keepalive_s=0.2)
+    site = Site(stream, ttl_s=3.0)
+    with WebServer(site.app, "127.0.0.1", 0, name="test") as server:
+        cookie, _ = login(server)
+        reader = SseReader(server, cookie=cookie)
+        # No logout: the session runs out, and a keepalive finds it gone.
+        assert reader.ended.wait(30) and reader.hello.is_set()
+        reader.close()
+        stream.close()

@@ -152,6 +152,19 @@ class HqAuth(TokenAuth):
         with self._user_lock:
             return self._user_of.get(session.id)
 
+    def close_session(self, session_id: str | None) -> None:
+        with self._user_lock:
+            for user in [u for u, s in self._proxied.items() if s.id == session_id]:
+                del self._proxied[user]
+        super().close_session(session_id)
+
+    def is_open(self, session: Session) -> bool:
+        with self._user_lock:
+            proxied = session in self._proxied.values()
+        if proxied:
+            return session.expires > time.time()
+        return super().is_open(session)
+
     def session_of(self, request: Request) -> Session | None:
         if self.trust_header is not None:
             named = request.headers.getlist(self.trust_header)
@@ -339,6 +352,7 @@ class HqConsole:
         self.map_tiles = map_tiles
         self.auth = HqAuth(users, trust_header)
         self.events = EventStream()
+        self.auth.when_closed(self.events.recheck)
         self.templates = template_environment("edge.hq.web")
         self.server: WebServer | None = None
         self.app = self._build(tile_origin(map_tiles) if map_tiles else None)
@@ -547,4 +561,8 @@ class HqConsole:
         return JSONResponse({"query": query, "results": results})
 
     async def _events(self, request: Request) -> Response:
-        return self.events.response(request, hello={"user": self._user(request)})
+        return self.events.response(
+            request,
+            hello={"user": self._user(request)},
+            still_valid=self.auth.still_valid(session_of(request)),
+        )
