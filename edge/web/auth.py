@@ -8,9 +8,10 @@ file). Two ways in:
   send it), kept in memory only, so a restart asks for the token again;
 * a program sends ``Authorization: Bearer <token>`` with each request.
 
-Every state-changing request (anything but GET/HEAD) made with a session must carry
-the session's CSRF token in ``X-CSRF-Token`` (the page reads it from a ``<meta>`` tag):
-a form posted from elsewhere has the cookie at most, never the header. Tokens are
+Every state-changing request (anything but GET/HEAD) made with a session, and every
+``/api/`` request (some reads are audited), must carry the session's CSRF token in
+``X-CSRF-Token`` (the page reads it from a ``<meta>`` tag): a form posted or a link
+followed from elsewhere has the cookie at most, never the header. Tokens are
 compared in constant time.
 """
 
@@ -156,6 +157,19 @@ def refusal(request: Request, status: int, why: str) -> Response:
     return JSONResponse({"error": why}, status_code=status)
 
 
+def needs_csrf(request: Request) -> bool:
+    """Whether a request of a session must carry its CSRF token: every state-changing
+    one, and every ``/api/`` one, reads included (some write audit rows at HQ, and
+    none is for another site to make). A read the browser itself marks as from this
+    console (``Sec-Fetch-Site: same-origin``, which no page can forge) is let through
+    without it."""
+    if request.method not in SAFE_METHODS:
+        return True
+    if not request.url.path.startswith("/api/"):
+        return False
+    return request.headers.get("sec-fetch-site") != "same-origin"
+
+
 class AuthMiddleware:
     """Lets through public paths, bearer-token requests and requests of an open
     session (with the CSRF header on state-changing ones); refuses the rest. The
@@ -182,7 +196,7 @@ class AuthMiddleware:
         session = self.auth.session_of(request)
         if session is None:
             response = refusal(request, 401, "login required")
-        elif request.method not in SAFE_METHODS and not same_secret(
+        elif needs_csrf(request) and not same_secret(
             request.headers.get(CSRF_HEADER), session.csrf
         ):
             response = refusal(request, 403, "missing or wrong CSRF token")

@@ -187,6 +187,12 @@ def test_login_is_enforced_on_page_api_and_stream(hq, browser):
     assert page.inner_text("#who") == "alice"
     cookie = {c["name"]: c for c in browser.context.cookies()}["lpr_session"]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    # The cookie alone (what a link or an image on another site would send) runs no
+    # audited search; the page's own search, with the CSRF header, does.
+    assert browser.context.request.get(hq.url + "/api/search?plate=AB1").status == 403
+    page.fill("#search-form input[name=plate]", "AB1")
+    page.click("#search-form button[type=submit]")
+    expect(page.locator("#search-summary")).to_contain_text("result(s) for AB1")
     page.click("#logout")
     page.wait_for_url("**/login")
     page.goto(hq.url + "/")
@@ -197,6 +203,10 @@ def test_a_trusted_proxy_header_only_when_configured(tmp_path):
     with HitStore(tmp_path / "hq.sqlite") as store:
         with HqConsole(store, port=0, trust_header="X-Remote-User") as console:
             headers = {"X-Remote-User": "carol", "Accept": "application/json"}
+            # A proxied session's reads need the CSRF token (or the browser's word that
+            # the page is HQ's own): a link from elsewhere must not run a logged search.
+            assert http_status(console.url + "/api/search?plate=AB1", headers)[0] == 403
+            headers["Sec-Fetch-Site"] = "same-origin"
             assert http_status(console.url + "/api/hits", headers)[0] == 200
             assert http_status(console.url + "/api/hits")[0] == 401
             bad = {"X-Remote-User": "carol<script>"}

@@ -324,3 +324,24 @@ def test_a_stream_ends_when_its_session_expires():
         assert reader.ended.wait(30) and reader.hello.is_set()
         reader.close()
         stream.close()
+
+
+def test_an_api_read_of_a_session_needs_the_csrf_header(site):
+    cookie, csrf = login(site.server)
+    for refused in ({}, {"Sec-Fetch-Site": "cross-site"}, {"X-CSRF-Token": csrf[:-1] + "x"}):
+        response, _ = request(
+            site.server, "GET", "/api/data", headers={"Cookie": cookie, **refused}
+        )
+        assert response.status == 403, refused
+    for allowed in ({"X-CSRF-Token": csrf}, {"Sec-Fetch-Site": "same-origin"}):
+        response, data = request(
+            site.server, "GET", "/api/data", headers={"Cookie": cookie, **allowed}
+        )
+        assert response.status == 200 and json.loads(data) == {"value": 1}, allowed
+    # Pages and a program's bearer token are not concerned.
+    response, _ = request(site.server, "GET", "/", headers={"Cookie": cookie})
+    assert response.status == 200
+    response, _ = request(
+        site.server, "GET", "/api/data", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert response.status == 200

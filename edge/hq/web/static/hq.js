@@ -245,21 +245,14 @@
       if (input.name && input.value) { q.set(input.name, input.value); }
     });
     var summary = document.getElementById("search-summary");
-    fetch("/api/search?" + q.toString(), { credentials: "same-origin", headers: { Accept: "application/json" } })
-      .then(function (r) { return r.json().then(function (d) { return { ok: r.ok, data: d }; }); })
-      .then(function (answer) {
-        var table = document.getElementById("search-results");
-        var body = document.getElementById("search-rows");
+    var table = document.getElementById("search-results");
+    var body = document.getElementById("search-rows");
+    lpr.getJson("/api/search?" + q.toString())
+      .then(function (data) {
         while (body.firstChild) { body.removeChild(body.firstChild); }
-        if (!answer.ok) {
-          summary.className = "error";
-          lpr.setText(summary, answer.data.error || "search refused");
-          table.hidden = true;
-          return;
-        }
         summary.className = "";
-        lpr.setText(summary, answer.data.results.length + " result(s) for " + answer.data.query.plate + " (search audited)");
-        answer.data.results.forEach(function (r) {
+        lpr.setText(summary, data.results.length + " result(s) for " + data.query.plate + " (search audited)");
+        data.results.forEach(function (r) {
           var tr = document.createElement("tr");
           tr.setAttribute("data-event-id", r.event_id);
           tr.appendChild(td(r.distance));
@@ -279,6 +272,12 @@
           body.appendChild(tr);
         });
         table.hidden = false;
+      })
+      .catch(function (error) {
+        while (body.firstChild) { body.removeChild(body.firstChild); }
+        summary.className = "error";
+        lpr.setText(summary, error.message || "search refused");
+        table.hidden = true;
       });
   }
 
