@@ -396,6 +396,13 @@ def build_parser() -> argparse.ArgumentParser:
         "X-Remote-User); only safe behind a proxy that strips it, with --web on loopback",
     )
     p.add_argument(
+        "--web-secure-cookie",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="mark the login cookie Secure (browsers send it over HTTPS only): for users "
+        "who reach HQ through a TLS proxy; default: on with --web-trust-header, else off",
+    )
+    p.add_argument(
         "--map-tiles",
         default=None,
         metavar="URL_TEMPLATE",

@@ -113,7 +113,14 @@ def _web_options(args: argparse.Namespace) -> dict | None:
     if header is not None and not _HEADER_NAME.fullmatch(header):
         raise UsageError(f"--web-trust-header {escape_control(header)!r}: not a header name")
     users = Users.load(users_file) if users_file is not None else None
-    return {"host": host, "port": port, "users": users, "trust_header": header, "map_tiles": tiles}
+    return {
+        "host": host,
+        "port": port,
+        "users": users,
+        "trust_header": header,
+        "map_tiles": tiles,
+        "secure_cookie": getattr(args, "web_secure_cookie", None),
+    }
 
 
 def cmd_hq(args: argparse.Namespace) -> int:

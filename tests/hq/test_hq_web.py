@@ -523,3 +523,44 @@ def test_decisions_clicked_in_the_car_reach_hqs_database_and_page(
         assert browser.errors == []
     finally:
         hq.stop()
+
+
+def login_cookie(url: str) -> str:
+    """The Set-Cookie of a password login as alice."""
+    form = f"user=alice&password={PASSWORD}".replace(" ", "+").encode()
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT)
+    conn.request(
+        "POST", "/login", body=form, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    assert response.status == 303, response.status
+    return response.getheader("set-cookie")
+
+
+def test_the_session_cookie_is_secure_when_asked_or_behind_a_proxy(tmp_path, users_file):
+    from edge.cli import build_parser
+    from edge.hq.command import _web_options
+
+    users = Users.load(users_file)
+    with HitStore(tmp_path / "hq.sqlite") as store:
+        for options, secure in (
+            ({}, False),
+            ({"secure_cookie": True}, True),
+            ({"trust_header": "X-Remote-User"}, True),
+            ({"trust_header": "X-Remote-User", "secure_cookie": False}, False),
+        ):
+            with HqConsole(store, port=0, users=users, **options) as console:
+                cookie = login_cookie(console.url)
+            flags = [part.strip().lower() for part in cookie.split(";")]
+            assert ("secure" in flags) == secure, (options, cookie)
+    argv = ["hq", "--web", "127.0.0.1:0", "--web-users", str(users_file)]
+    for extra, expected in (
+        ([], None),
+        (["--web-secure-cookie"], True),
+        (["--no-web-secure-cookie"], False),
+    ):
+        args = build_parser().parse_args([*argv, *extra])
+        assert _web_options(args)["secure_cookie"] is expected

@@ -334,6 +334,7 @@ class HqConsole:
         users: Users | None = None,
         trust_header: str | None = None,
         map_tiles: str | None = None,
+        secure_cookie: bool | None = None,
         title: str = "HQ console",
     ):
         if users is None and trust_header is None:
@@ -351,6 +352,11 @@ class HqConsole:
         self.title = title
         self.map_tiles = map_tiles
         self.auth = HqAuth(users, trust_header)
+        # HQ itself speaks plain HTTP: Secure only when users come through a TLS proxy,
+        # which a trusted header says they do (else the browser would never send it).
+        self.auth.secure_cookie = (
+            trust_header is not None if secure_cookie is None else secure_cookie
+        )
         self.events = EventStream()
         self.auth.when_closed(self.events.recheck)
         self.templates = template_environment("edge.hq.web")
