@@ -11,7 +11,10 @@ text, never as markup.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import parse_qs
 
 import jinja2
@@ -47,6 +50,16 @@ NO_STORE = (b"cache-control", b"no-store")
 LOGIN_FAILURE_DELAY_S = 0.5
 #: The login form is small: a longer body is refused unread.
 LOGIN_BODY_MAX = 4096
+#: Credential checks at once, across all clients: HQ's scrypt is costly by design,
+#: and a flood of logins must not take every CPU (nor the token guessed in parallel).
+LOGIN_CHECKS_AT_ONCE = 2
+#: A client address with this many failed logins within the window is refused (429)
+#: until LOGIN_LOCKOUT_S after its last failure.
+LOGIN_FAILURES_ALLOWED = 5
+LOGIN_FAILURE_WINDOW_S = 300.0
+LOGIN_LOCKOUT_S = 60.0
+#: Client addresses remembered for their failures (the oldest forgotten first).
+LOGIN_CLIENTS_KEPT = 4096
 
 
 class SecurityHeaders:
@@ -116,6 +129,63 @@ async def login_form(request: Request) -> dict[str, str]:
     return {key: values[0] for key, values in parse_qs(body.decode("utf-8", "replace")).items()}
 
 
+class LoginGuard:
+    """Slows login guessing: at most :data:`LOGIN_CHECKS_AT_ONCE` credential checks
+    run at once, and a client address that failed :data:`LOGIN_FAILURES_ALLOWED`
+    times within :data:`LOGIN_FAILURE_WINDOW_S` is refused for :data:`LOGIN_LOCKOUT_S`
+    (behind a proxy every user shares its address: a lockout there is for all)."""
+
+    def __init__(
+        self,
+        *,
+        failures_allowed: int = LOGIN_FAILURES_ALLOWED,
+        window_s: float = LOGIN_FAILURE_WINDOW_S,
+        lockout_s: float = LOGIN_LOCKOUT_S,
+    ):
+        self.failures_allowed = failures_allowed
+        self.window_s = window_s
+        self.lockout_s = lockout_s
+        self._checks = asyncio.Semaphore(LOGIN_CHECKS_AT_ONCE)
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def client(request: Request) -> str:
+        return request.client.host if request.client else ""
+
+    def locked_out(self, client: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            failures = self._failures.get(client)
+            if not failures:
+                return False
+            while failures and failures[0] <= now - self.window_s:
+                failures.popleft()
+            return len(failures) >= self.failures_allowed and (now - failures[-1] < self.lockout_s)
+
+    async def check(self, client: str, credentials: Callable[[], Awaitable[bool]]) -> bool:
+        """Whether ``credentials()`` says yes, run under the global limit; a no counts
+        against ``client`` and costs :data:`LOGIN_FAILURE_DELAY_S`."""
+        async with self._checks:
+            ok = await credentials()
+        if ok:
+            with self._lock:
+                self._failures.pop(client, None)
+            return True
+        with self._lock:
+            failures = self._failures.pop(client, None) or deque(maxlen=self.failures_allowed)
+            failures.append(time.monotonic())
+            self._failures[client] = failures
+            while len(self._failures) > LOGIN_CLIENTS_KEPT:
+                self._failures.popitem(last=False)
+        await asyncio.sleep(LOGIN_FAILURE_DELAY_S)
+        return False
+
+
+#: What a locked-out client is told.
+TOO_MANY_LOGINS = "Too many failed logins from this address: try again in a minute."
+
+
 def logged_in(request: Request, auth: TokenAuth, session: Session) -> Response:
     """To the console with ``session``'s cookie; the session the browser had before
     ends (a login never leaves a second live session behind)."""
@@ -146,6 +216,7 @@ class ConsoleApp:
         self.auth = auth
         self.packages = tuple(packages)
         self.templates = template_environment(*self.packages)
+        self.guard = LoginGuard()
 
     def render(self, request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
         session = session_of(request)
@@ -178,8 +249,15 @@ class ConsoleApp:
             form = await login_form(request)
         except LoginRefused as refused:
             return self.render(request, "login.html", refused.status, error=refused.why)
-        if not self.auth.check_token(form.get("token", "").strip()):
-            await asyncio.sleep(LOGIN_FAILURE_DELAY_S)
+        client = self.guard.client(request)
+        if self.guard.locked_out(client):
+            return self.render(request, "login.html", 429, error=TOO_MANY_LOGINS)
+        token = form.get("token", "").strip()
+
+        async def right_token() -> bool:
+            return self.auth.check_token(token)
+
+        if not await self.guard.check(client, right_token):
             return self.render(request, "login.html", 401, error="Wrong token.")
         return logged_in(request, self.auth, self.auth.open_session())
 

@@ -564,3 +564,20 @@ def test_the_session_cookie_is_secure_when_asked_or_behind_a_proxy(tmp_path, use
     ):
         args = build_parser().parse_args([*argv, *extra])
         assert _web_options(args)["secure_cookie"] is expected
+
+
+def test_repeated_wrong_passwords_are_refused_for_a_while(tmp_path, users_file):
+    def post(url: str, password: str) -> int:
+        form = f"user=alice&password={password}".replace(" ", "+").encode()
+        parts = urlsplit(url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT)
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        conn.request("POST", "/login", body=form, headers=headers)
+        status = conn.getresponse().status
+        conn.close()
+        return status
+
+    users = Users.load(users_file)
+    with HitStore(tmp_path / "hq.sqlite") as store, HqConsole(store, port=0, users=users) as hq:
+        assert [post(hq.url, "guess") for _ in range(5)] == [401] * 5
+        assert post(hq.url, PASSWORD) == 429

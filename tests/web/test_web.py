@@ -345,3 +345,22 @@ def test_an_api_read_of_a_session_needs_the_csrf_header(site):
         site.server, "GET", "/api/data", headers={"Authorization": f"Bearer {TOKEN}"}
     )
     assert response.status == 200
+
+
+def test_repeated_wrong_tokens_from_one_address_are_refused_for_a_while(site):
+    def post(token: str):
+        return request(
+            site.server,
+            "POST",
+            "/login",
+            body=f"token={token}",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+
+    for _ in range(5):
+        response, _ = post("wrong")
+        assert response.status == 401
+    # Now even the right token is refused, without being looked at.
+    response, page = post(TOKEN)
+    assert response.status == 429 and b"Too many failed logins" in page
+    assert response.getheader("set-cookie") is None

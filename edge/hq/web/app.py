@@ -53,7 +53,8 @@ from edge.textrules import IDENTIFIER
 from edge.timefmt import now_iso
 from edge.web.app import (
     CONTENT_SECURITY_POLICY,
-    LOGIN_FAILURE_DELAY_S,
+    TOO_MANY_LOGINS,
+    LoginGuard,
     LoginRefused,
     SecurityHeaders,
     logged_in,
@@ -359,6 +360,7 @@ class HqConsole:
         )
         self.events = EventStream()
         self.auth.when_closed(self.events.recheck)
+        self.guard = LoginGuard()
         self.templates = template_environment("edge.hq.web")
         self.server: WebServer | None = None
         self.app = self._build(tile_origin(map_tiles) if map_tiles else None)
@@ -465,12 +467,17 @@ class HqConsole:
             form = await login_form(request)
         except LoginRefused as refused:
             return self._login_form(request, refused.status, refused.why)
+        client = self.guard.client(request)
+        if self.guard.locked_out(client):
+            return self._login_form(request, 429, TOO_MANY_LOGINS)
         user, password = form.get("user", "").strip(), form.get("password", "")
-        if not (
-            IDENTIFIER.fullmatch(user) and await self._run(self.auth.users.check, user, password)
-        ):
+
+        async def right_password() -> bool:
+            users = self.auth.users
+            return bool(IDENTIFIER.fullmatch(user)) and await self._run(users.check, user, password)
+
+        if not await self.guard.check(client, right_password):
             log.warning("HQ console: a login as %r was refused", user[:64])
-            await asyncio.sleep(LOGIN_FAILURE_DELAY_S)
             return self._login_form(request, 401, "Wrong user name or password.")
         await self._run(self.store.add_hq_audit, user, "login", {"via": "password"}, 0)
         return logged_in(request, self.auth, self.auth.open_user_session(user))
