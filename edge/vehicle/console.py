@@ -43,7 +43,7 @@ from edge.files import write_private
 from edge.privacy.audit import HIT_DECISION
 from edge.vehicle.health import STALE_AFTER_S, STATUS_FILE, summary_lines
 from edge.vehicle.state import VehicleState
-from edge.web.app import ConsoleApp, session_of
+from edge.web.app import BodyTooLarge, ConsoleApp, read_body, session_of
 from edge.web.auth import TokenAuth
 from edge.web.events import EventStream
 from edge.web.server import WebServer, WebServerError
@@ -321,8 +321,9 @@ class InCarConsole:
         return Response(data, media_type="image/jpeg")
 
     async def _decide(self, request: Request) -> Response:
-        body = await request.body()
-        if len(body) > DECISION_BODY_MAX:
+        try:
+            body = await read_body(request, DECISION_BODY_MAX)
+        except BodyTooLarge:
             return JSONResponse({"error": "request too large"}, status_code=413)
         try:
             data = json.loads(body)

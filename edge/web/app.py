@@ -114,6 +114,25 @@ class LoginRefused(Exception):
         self.why = why
 
 
+class BodyTooLarge(Exception):
+    """A request body over the limit its handler reads."""
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, read no further than ``limit`` bytes: BodyTooLarge past
+    it (a declared length over it is refused unread; a chunked body is cut off as
+    soon as it passes it), so a client cannot make the console hold what it sends."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"request body over {limit} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge(f"request body over {limit} bytes")
+    return body
+
+
 async def login_form(request: Request) -> dict[str, str]:
     """The fields of a posted login form (first value of each). LoginRefused for a
     post from another site (a page elsewhere must not log the browser in as someone)
@@ -121,11 +140,10 @@ async def login_form(request: Request) -> dict[str, str]:
     origin = request.headers.get("origin")
     if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
         raise LoginRefused(403, "Login from another site refused.")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > LOGIN_BODY_MAX:
-            raise LoginRefused(413, "Request too large.")
+    try:
+        body = await read_body(request, LOGIN_BODY_MAX)
+    except BodyTooLarge:
+        raise LoginRefused(413, "Request too large.") from None
     return {key: values[0] for key, values in parse_qs(body.decode("utf-8", "replace")).items()}
 
 

@@ -17,10 +17,12 @@ Screenshots go to the artefact folder (tests/browser.py).
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from importlib import resources
 from pathlib import Path
@@ -369,6 +371,23 @@ def test_login_is_enforced_and_a_post_needs_the_csrf_token(car, browser):
     assert car.delivery.outbox.on_topic(topic(car)) == []
     screenshot(page, "in-car-console")
     assert artefact_path("in-car-console.png").exists()
+
+
+def test_an_oversized_decision_is_refused_unread(car):
+    hit = car.read("AB1234")
+    parts = urllib.parse.urlsplit(car.url)
+    path = f"/api/hits/{hit.event_id}/decision"
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    padded = json.dumps({"decision": "accept", "note": "x" * 20_000}).encode()
+    # With its length declared, and chunked (no length: cut off once past the limit).
+    for body, chunked in ((padded, False), (iter([padded[:5000]] * 3), True)):
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        conn.request("POST", path, body=body, headers=headers, encode_chunked=chunked)
+        response = conn.getresponse()
+        assert response.status == 413, chunked
+        assert json.loads(response.read()) == {"error": "request too large"}
+        conn.close()
+    assert car.delivery.outbox.on_topic(topic(car)) == []
 
 
 def test_text_diff_marks_the_differing_characters_and_not_wildcards():
