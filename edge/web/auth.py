@@ -61,13 +61,15 @@ class TokenAuth:
         *,
         ttl_s: float = SESSION_TTL_S,
         secure_cookie: bool = False,
-        public_prefixes: tuple[str, ...] = ("/static/", "/login"),
+        public_paths: tuple[str, ...] = ("/login",),
+        public_prefixes: tuple[str, ...] = ("/static/",),
     ):
         if not token:
             raise ValueError("a console needs a token")
         self._token = token
         self.ttl_s = ttl_s
         self.secure_cookie = secure_cookie
+        self.public_paths = public_paths
         self.public_prefixes = public_prefixes
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
@@ -145,7 +147,9 @@ class TokenAuth:
         )
 
     def is_public(self, path: str) -> bool:
-        return any(path == p or path.startswith(p) for p in self.public_prefixes)
+        """The login page exactly (a route added later as /login-something must not be
+        public by accident), and what is under a public folder (the static files)."""
+        return path in self.public_paths or path.startswith(self.public_prefixes)
 
 
 def refusal(request: Request, status: int, why: str) -> Response:

@@ -38,6 +38,8 @@ class Site:
                 Route("/", self.page),
                 Route("/api/echo", self.echo, methods=["POST"]),
                 Route("/api/data", self.data),
+                Route("/login-history", self.data),
+                Route("/loginx", self.data),
                 Route("/events", self.events),
             ]
         )
@@ -364,3 +366,12 @@ def test_repeated_wrong_tokens_from_one_address_are_refused_for_a_while(site):
     response, page = post(TOKEN)
     assert response.status == 429 and b"Too many failed logins" in page
     assert response.getheader("set-cookie") is None
+
+
+def test_only_the_login_page_itself_and_static_files_are_public(site):
+    for path in ("/login-history", "/loginx", "/static"):
+        response, _ = request(site.server, "GET", path)
+        assert response.status == 401, path
+    for path in ("/login", "/static/web.js"):
+        response, _ = request(site.server, "GET", path)
+        assert response.status == 200, path
