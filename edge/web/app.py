@@ -15,7 +15,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import jinja2
 from starlette.applications import Starlette
@@ -138,7 +138,9 @@ async def login_form(request: Request) -> dict[str, str]:
     post from another site (a page elsewhere must not log the browser in as someone)
     or a body too large to be a login."""
     origin = request.headers.get("origin")
-    if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
+    # The host (and port) only: behind a proxy that ends TLS the page is https and the
+    # request reaching here http, and a post from another site names another host.
+    if origin and urlsplit(origin).netloc.lower() != request.url.netloc.lower():
         raise LoginRefused(403, "Login from another site refused.")
     try:
         body = await read_body(request, LOGIN_BODY_MAX)

@@ -197,17 +197,25 @@ def test_security_headers_and_escaping(site):
 
 
 def test_a_login_from_another_origin_is_refused(site):
-    response, _ = request(
-        site.server,
-        "POST",
-        "/login",
-        body=f"token={TOKEN}",
-        headers={
-            "Content-Type": "application/x-www-form-urlencoded",
-            "Origin": "http://evil.example",
-        },
-    )
-    assert response.status == 403 and response.getheader("set-cookie") is None
+    def post(origin: str):
+        response, _ = request(
+            site.server,
+            "POST",
+            "/login",
+            body=f"token={TOKEN}",
+            headers={"Content-Type": "application/x-www-form-urlencoded", "Origin": origin},
+        )
+        return response
+
+    here = urlsplit(site.server.url).netloc
+    port = urlsplit(site.server.url).port
+    for origin in ("http://evil.example", f"https://evil.example:{port}", "null"):
+        response = post(origin)
+        assert response.status == 403 and response.getheader("set-cookie") is None, origin
+    # The same host through a proxy that ends TLS: the page's origin is https.
+    for origin in (f"https://{here}", f"http://{here}"):
+        response = post(origin)
+        assert response.status == 303 and response.getheader("set-cookie"), origin
 
 
 class SseReader:
