@@ -594,12 +594,21 @@ CONSOLE_TOKEN_MIN_LENGTH = 16
 def _console_problems(console: ConsoleConfig, label: str) -> list[str]:
     problems = []
     try:
-        ipaddress.ip_address(console.listen)
+        address = ipaddress.ip_address(console.listen)
     except ValueError:
         problems.append(
             f"{label}: 'console.listen' expected an IP address (127.0.0.1, or the address "
             f"of the car network's interface), got {console.listen!r}"
         )
+    else:
+        if address.is_unspecified:
+            # Every interface would include the cellular modem's: the console speaks
+            # plain HTTP, and the token would cross networks it must not.
+            problems.append(
+                f"{label}: 'console.listen' {console.listen} listens on every interface; "
+                "the console is plain HTTP: give 127.0.0.1, or the address of the car "
+                "network's interface the terminal (MDT) is on"
+            )
     if console.token and len(console.token) < CONSOLE_TOKEN_MIN_LENGTH:
         problems.append(
             f"{label}: 'console.token' expected at least {CONSOLE_TOKEN_MIN_LENGTH} characters"

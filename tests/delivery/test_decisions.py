@@ -164,6 +164,8 @@ def write(tmp_path: Path, text: str) -> Path:
     ("text", "expected"),
     [
         ('listen = "localhost"', "'console.listen' expected an IP address"),
+        ('listen = "0.0.0.0"', "'console.listen' 0.0.0.0 listens on every interface"),
+        ('listen = "::"', "'console.listen' :: listens on every interface"),
         ('token = "short"', "'console.token' expected at least 16"),
         ("reject_reasons = []", "'console.reject_reasons' expected at least one"),
         ('reject_reasons = ["mis read"]', "'console.reject_reasons[0]' expected 1 to 64"),
