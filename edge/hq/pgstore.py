@@ -315,7 +315,7 @@ class PostgresStore(StoreRetention):
     :class:`edge.hq.store.HitStore` (see there). A row is committed when the method
     that wrote it returns.
 
-    One connection, used under a lock (paho's thread writes, the owner reads). A
+    One connection, used under a lock (the subscriber's storing thread writes, the owner reads). A
     connection lost between messages is opened again at the next call; an error while
     writing raises one of :attr:`transient_errors`, which the subscriber treats as a
     failed commit (the message is not acknowledged and comes again).

@@ -898,7 +898,7 @@ class HitStore(StoreRetention):
 
     SQLite in WAL mode with ``synchronous=FULL``: a row is on disk when the method
     that wrote it returns. The owner opens and closes it (or uses it as a context
-    manager); every method is safe to call from any thread (paho's callback thread
+    manager); every method is safe to call from any thread (the subscriber's storing thread
     writes, the owner reads).
 
     A database made by an earlier HQ is migrated when opened. A file that SQLite says

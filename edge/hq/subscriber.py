@@ -138,8 +138,8 @@ class HqSubscriber:
     :class:`HitStore` or :class:`edge.hq.pgstore.PostgresStore` (owned by the caller,
     open while this runs).
 
-    ``on_hit`` is called on paho's thread for each new hit (never a duplicate),
-    after it is stored; ``on_conflict`` instead for a hit stored as a conflict;
+    ``on_hit`` is called on the subscriber's storing thread for each new hit (never a
+    duplicate), after it is committed; ``on_conflict`` instead for a hit stored as a conflict;
     ``on_status`` when a vehicle's state changes; ``on_withdrawal`` for each new
     withdrawal; ``on_decision`` for each new officer's decision. An exception in any
     of them is logged and changes nothing else.
