@@ -581,3 +581,32 @@ def test_repeated_wrong_passwords_are_refused_for_a_while(tmp_path, users_file):
     with HitStore(tmp_path / "hq.sqlite") as store, HqConsole(store, port=0, users=users) as hq:
         assert [post(hq.url, "guess") for _ in range(5)] == [401] * 5
         assert post(hq.url, PASSWORD) == 429
+
+
+def test_a_hit_pushed_while_the_list_reloads_is_kept(tmp_path, users_file, browser):
+    users = Users.load(users_file)
+    with HitStore(tmp_path / "hq.sqlite") as store, HqConsole(store, port=0, users=users) as hq:
+        before = hit_msg(plate="AB1234")
+        store.add_hit(before)
+        page = browser.page
+        login(page, hq.url)
+        page.wait_for_selector(f'#hit-rows tr[data-event-id="{before["event_id"]}"]')
+        pushed = hit_msg(plate="XY987")
+
+        def hold_the_list(route):
+            # The list as the store held it, then a hit stored and pushed before the
+            # page has that list: the push arrives while the reload is in flight.
+            answer = route.fetch()
+            store.add_hit(pushed)
+            hq.hit_stored(pushed)
+            page.wait_for_function("document.body.dataset.queued === '1'")
+            route.fulfill(response=answer)
+
+        page.route("**/api/hits?*", hold_the_list, times=1)
+        page.reload()
+        page.wait_for_selector(f'#hit-rows tr[data-event-id="{pushed["event_id"]}"]')
+        shown = page.eval_on_selector_all(
+            "#hit-rows tr", "rows => rows.map(r => r.dataset.eventId)"
+        )
+        assert shown == [pushed["event_id"], before["event_id"]]
+        assert browser.errors == []

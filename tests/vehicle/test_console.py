@@ -373,6 +373,31 @@ def test_login_is_enforced_and_a_post_needs_the_csrf_token(car, browser):
     assert artefact_path("in-car-console.png").exists()
 
 
+def test_a_hit_pushed_while_the_list_reloads_is_kept(car, browser):
+    page = browser.page
+    before = car.read("AB1234")
+    log_in(page, car.url)
+    page.wait_for_selector(f"li[data-event-id='{before.event_id}']", timeout=TIMEOUT_MS)
+    pushed = []
+
+    def hold_the_list(route):
+        # The list as the outbox held it, then a hit raised before the page has it:
+        # its push arrives while the reload is still in flight.
+        answer = route.fetch()
+        pushed.append(car.read("XY987"))
+        page.wait_for_function("document.body.dataset.queued === '1'", timeout=TIMEOUT_MS)
+        route.fulfill(response=answer)
+
+    page.route("**/api/hits", hold_the_list, times=1)
+    page.reload()
+    page.wait_for_selector(f"li[data-event-id='{before.event_id}']", timeout=TIMEOUT_MS)
+    (hit,) = pushed
+    card = page.locator(f"li.fresh[data-event-id='{hit.event_id}']")
+    card.wait_for(timeout=TIMEOUT_MS)
+    assert [c["event_id"] for c in cards(page)] == [hit.event_id, before.event_id]
+    assert browser.errors == []
+
+
 def test_an_oversized_decision_is_refused_unread(car):
     hit = car.read("AB1234")
     parts = urllib.parse.urlsplit(car.url)

@@ -185,9 +185,36 @@
     }
   }
 
+  // Events that arrive while the list is being reloaded wait for it: applied before,
+  // they would be wiped by the list (read from the outbox just before they were
+  // raised). Applied after it, a hit already listed is skipped by newHit.
+  var queued = null;
+  var reloads = 0;
+
+  function whenLoaded(handler) {
+    return function (data) {
+      if (queued) {
+        queued.push(function () { handler(data); });
+        document.body.dataset.queued = String(queued.length);
+      } else {
+        handler(data);
+      }
+    };
+  }
+
   function reload() {
-    lpr.getJson("/api/hits").then(function (data) { showAll(data.hits); })
-      .catch(function () { /* the stream's reconnect retries */ });
+    var mine = ++reloads;
+    queued = queued || [];
+    function flush() {
+      if (mine !== reloads) { return; }  // a newer reload flushes
+      var waiting = queued;
+      queued = null;
+      delete document.body.dataset.queued;
+      waiting.forEach(function (apply) { apply(); });
+    }
+    lpr.getJson("/api/hits").then(function (data) {
+      if (mine === reloads) { showAll(data.hits); }
+    }).catch(function () { /* the stream's reconnect retries */ }).then(flush);
   }
 
   function listItem(list, text, alarmed) {
@@ -241,15 +268,15 @@
 
   lpr.events("/events", {
     hello: reload,
-    hit: newHit,
-    withdrawn: function (data) {
+    hit: whenLoaded(newHit),
+    withdrawn: whenLoaded(function (data) {
       var card = cardOf(data.event_id);
       if (card) { markWithdrawn(card, true); }
-    },
-    decision: function (decision) {
+    }),
+    decision: whenLoaded(function (decision) {
       var card = cardOf(decision.hit_event_id);
       if (card) { showDecision(card, decision); }
-    }
+    })
   }, function (open) {
     var state = byId("stream-state");
     state.className = open ? "online" : "offline";

@@ -94,17 +94,44 @@
     filterList.value = current;
   }
 
+  // Events that arrive while the list is being reloaded wait for it: applied before,
+  // the reloaded list (read just before they were stored) would wipe them. Applied
+  // after it, a hit already listed replaces its row instead of doubling it.
+  var queued = null;
+  var reloads = 0;
+
+  function whenLoaded(handler) {
+    return function (data) {
+      if (queued) {
+        queued.push(function () { handler(data); });
+        document.body.dataset.queued = String(queued.length);
+      } else {
+        handler(data);
+      }
+    };
+  }
+
   function loadHits() {
     var q = new URLSearchParams();
     if (filterList.value) { q.set("list", filterList.value); }
     if (filterPriority.value) { q.set("priority", filterPriority.value); }
+    var mine = ++reloads;
+    queued = queued || [];
+    function flush() {
+      if (mine !== reloads) { return; }  // a newer reload flushes
+      var waiting = queued;
+      queued = null;
+      delete document.body.dataset.queued;
+      waiting.forEach(function (apply) { apply(); });
+    }
     return lpr.getJson("/api/hits?" + q.toString()).then(function (data) {
+      if (mine !== reloads) { return; }  // a filter changed meanwhile: its answer counts
       while (rows.firstChild) { rows.removeChild(rows.firstChild); }
       shown = {};
       data.hits.forEach(function (hit) { addHit(hit, false); });
       setLists(data.lists);
       countShown();
-    });
+    }).catch(function (e) { window.console.warn(String(e)); }).then(flush);
   }
 
   function onHit(hit) {
@@ -300,9 +327,9 @@
   // Each (re)open of the stream reloads the list: what was pushed while away is not replayed.
   lpr.events("/events", {
     hello: function () { loadHits(); loadVehicles(); },
-    hit: onHit,
-    decision: onDecision,
-    withdrawal: onWithdrawal,
+    hit: whenLoaded(onHit),
+    decision: whenLoaded(onDecision),
+    withdrawal: whenLoaded(onWithdrawal),
     status: loadVehicles
   }, setStream);
   // Statuses change without a state change (cameras, outbox, position): read them now and then.
