@@ -50,6 +50,8 @@ class Session:
     id: str
     csrf: str
     expires: float
+    #: Who logged in, where a console has users (HQ); None for a token login.
+    user: str | None = None
 
 
 class TokenAuth:
@@ -78,9 +80,11 @@ class TokenAuth:
     def check_token(self, given: str | None) -> bool:
         return same_secret(given, self._token)
 
-    def open_session(self) -> Session:
+    def open_session(self, user: str | None = None) -> Session:
         now = time.time()
-        session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), now + self.ttl_s)
+        session = Session(
+            secrets.token_urlsafe(32), secrets.token_urlsafe(32), now + self.ttl_s, user
+        )
         with self._lock:
             self._expire(now)
             while len(self._sessions) >= MAX_SESSIONS:

@@ -71,8 +71,6 @@ DEFAULT_PORT = 8080
 #: Hits a list load shows at most.
 MAX_LIST = 500
 DEFAULT_LIST = 200
-#: Sessions remembered for their user (the shared layer keeps at most 256 open).
-_MAX_USER_SESSIONS = 1024
 _EVENT_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
 
 
@@ -133,25 +131,10 @@ class HqAuth(TokenAuth):
         self.users = users
         self.trust_header = trust_header.lower() if trust_header else None
         self._user_lock = threading.Lock()
-        self._user_of: dict[str, str] = {}
         self._proxied: dict[str, Session] = {}
 
     def bearer(self, request: Request) -> bool:
         return False
-
-    def open_user_session(self, user: str) -> Session:
-        session = self.open_session()
-        with self._user_lock:
-            self._user_of[session.id] = user
-            while len(self._user_of) > _MAX_USER_SESSIONS:
-                self._user_of.pop(next(iter(self._user_of)))
-        return session
-
-    def user_of(self, session: Session | None) -> str | None:
-        if session is None:
-            return None
-        with self._user_lock:
-            return self._user_of.get(session.id)
 
     def close_session(self, session_id: str | None) -> None:
         with self._user_lock:
@@ -183,9 +166,9 @@ class HqAuth(TokenAuth):
                             secrets.token_urlsafe(32),
                             secrets.token_urlsafe(32),
                             time.time() + self.ttl_s,
+                            user,
                         )
                         self._proxied[user] = session
-                        self._user_of[session.id] = user
                 return session
         if self.users is None:
             return None
@@ -437,9 +420,11 @@ class HqConsole:
         return HTMLResponse(html, status_code=status)
 
     def _user(self, request: Request) -> str:
-        user = self.auth.user_of(session_of(request))
-        assert user is not None  # (AuthMiddleware let only a user's session through)
-        return user
+        # AuthMiddleware lets only a session through (HQ refuses bearer requests), and
+        # HQ opens sessions for a user only.
+        session = session_of(request)
+        assert session is not None and session.user is not None
+        return session.user
 
     async def _run(self, work: Callable, *args, **kwargs):
         # The stores block (SQLite, psycopg): off the event loop.
@@ -480,7 +465,7 @@ class HqConsole:
             log.warning("HQ console: a login as %r was refused", user[:64])
             return self._login_form(request, 401, "Wrong user name or password.")
         await self._run(self.store.add_hq_audit, user, "login", {"via": "password"}, 0)
-        return logged_in(request, self.auth, self.auth.open_user_session(user))
+        return logged_in(request, self.auth, self.auth.open_session(user))
 
     async def _logout(self, request: Request) -> Response:
         return logged_out(request, self.auth)
