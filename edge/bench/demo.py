@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from edge.config import load_config
+from edge.delivery.messages import HIT_SCHEMA
 from edge.delivery.outbox import Outbox
 from edge.synth.clips import render_clip
 from edge.synth.clipspec import ClipSpec, ClipTruth
@@ -106,18 +107,27 @@ def report_reads(folder: Path) -> int:
     others = [r["plate"] for r in reads if r["plate"] not in expected]
     found = sum(1 for p in truth.passes if p.text in by_plate)
     print(f"{found} of {len(truth.passes)} passes read exactly; other reads: {others or 'none'}")
-    outbox = folder / "state" / OUTBOX_FILE
-    if outbox.exists():
-        with Outbox(outbox) as box:
-            hits = [json.loads(m.payload) for m in box.pending(1000) if m.kind == "hit"]
-        print(f"{len(hits)} watchlist hit(s) kept in {outbox} (no broker in the demo):")
-        for hit in hits:
-            w = hit["watchlist"]
-            print(
-                f"  {hit['plate']:<8} {w['list']} priority {w['priority']}, "
-                f"{w['match']} match of {w['entry_plate']} (entry {w['entry_id']})"
-            )
+    report_hits(folder)
     return 0
+
+
+def report_hits(folder: Path) -> None:
+    """The watchlist hits the demo's outbox holds (none is sent: no broker)."""
+    outbox = folder / "state" / OUTBOX_FILE
+    if not outbox.exists():
+        return
+    with Outbox(outbox) as box:
+        kept = [json.loads(m.payload) for m in box.pending(1000) if m.kind == "hit"]
+    # Outbox kind "hit" holds what retention treats as a hit's: its withdrawal and the
+    # officers' decisions on it too. Only hit messages are hits.
+    hits = [m for m in kept if isinstance(m, dict) and m.get("schema") == HIT_SCHEMA]
+    print(f"{len(hits)} watchlist hit(s) kept in {outbox} (no broker in the demo):")
+    for hit in hits:
+        w = hit["watchlist"]
+        print(
+            f"  {hit['plate']:<8} {w['list']} priority {w['priority']}, "
+            f"{w['match']} match of {w['entry_plate']} (entry {w['entry_id']})"
+        )
 
 
 #: How long the report step serves the in-car console unless told (make demo must end

@@ -204,6 +204,8 @@ class DecisionDesk:
                 decision = json.loads(message.payload)
             except ValueError:
                 continue
+            if not isinstance(decision, dict):
+                continue
             hit_id = decision.get("hit_event_id")
             if hit_id in found or (wanted is not None and hit_id not in wanted):
                 continue

@@ -190,3 +190,12 @@ def test_console_token_from_the_environment_is_masked(tmp_path):
     )
     assert config.console.token == "0123456789abcdef-env"
     assert to_dict(config)["console"]["token"] == "********"
+
+
+def test_the_decision_in_force_skips_what_is_not_a_decision_object(outbox):
+    hit = add_hit(outbox)
+    taken = desk(outbox).decide(hit, "accept")
+    # Damaged or foreign payloads on the decision topic: valid JSON, not an object.
+    for n, payload in enumerate((b"[1, 2]", b'"text"', b"7")):
+        outbox.add("hit", f"odd-{n}", TOPICS.decision, payload)
+    assert desk(outbox).latest() == {hit: taken}
