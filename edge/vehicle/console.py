@@ -25,6 +25,7 @@ import difflib
 import json
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -84,6 +85,9 @@ def console_token(config: Config) -> str:
             return token
     except FileNotFoundError:
         pass
+    except (OSError, UnicodeDecodeError) as exc:
+        # Not made over: a file there that cannot be read is for a person to look at.
+        raise ConfigError([f"console token file {path}: cannot read it ({exc})"]) from None
     token = secrets.token_urlsafe(24)
     write_private(path, (token + "\n").encode())
     log.warning("console: no token configured; made one in %s", path)
@@ -386,14 +390,21 @@ def status_from_file(state_dir: Path) -> dict:
 
 
 def serve_state_console(
-    config: Config, *, seconds: float | None, announce: Callable[[str], None] = print
+    config: Config,
+    *,
+    seconds: float | None = None,
+    stop: threading.Event | None = None,
+    announce: Callable[[str], None] = print,
 ) -> int:
     """Serve the console over the state directory's outbox with no service running
-    in this process (the demo's hits, after its replay): for ``seconds`` (None: until
-    Ctrl-C). Decisions taken go to the outbox and the audit trail as in the service,
-    and reach HQ when the service next runs with a broker."""
+    in this process (the demo's hits, after its replay): for ``seconds`` (None: no
+    limit), until ``stop`` is set, or until Ctrl-C. Decisions taken go to the outbox
+    and the audit trail as in the service, and reach HQ when the service next runs
+    with a broker."""
+    stop = stop or threading.Event()
     state = VehicleState(config).open()
     try:
+        token = console_token(config)  # (in the state directory, made by the open)
 
         def status() -> dict:
             found = status_from_file(config.state_dir)
@@ -402,7 +413,7 @@ def serve_state_console(
         console = InCarConsole(
             config,
             state.outbox,
-            token=console_token(config),
+            token=token,
             status=status,
             audit=state.audit.record,
         )
@@ -414,17 +425,14 @@ def serve_state_console(
             announce(f"console: port {config.console.port} is taken ({exc}); using a free one")
             console.settings = dataclasses.replace(config.console, port=0)
             console.start()
-        token = console_token(config)
         announce(f"In-car console: {console.url}/login#token={token}")
         announce(f"  (token in {config.state_dir / TOKEN_FILE}, or log in at {console.url}/)")
         try:
             if seconds is None:
                 announce("  serving until Ctrl-C")
-                while True:
-                    time.sleep(3600)
             else:
                 announce(f"  serving for {seconds:g} s (Ctrl-C stops it sooner)")
-                time.sleep(seconds)
+            stop.wait(seconds)
         except KeyboardInterrupt:
             pass
         finally:

@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from edge.config import load_config
-from edge.vehicle.console import serve_state_console
+from edge.config import ConfigError, load_config
+from edge.vehicle.console import TOKEN_FILE, console_token, serve_state_console
 from edge.vehicle.delivery import Delivery
 from edge.waits import poll_until
 from tests.browser import open_browser, screenshot
@@ -34,11 +34,11 @@ def test_the_printed_link_opens_the_console_over_the_kept_hits(tmp_path, browser
     with Delivery(config) as delivery:  # a replay before: no broker, hits kept
         hit = delivery.dispatcher(make_read("AB1234"))
     lines: list[str] = []
-    stop_after = 10.0  # serves this long, as `make demo` does, then ends by itself
+    stop = threading.Event()
     server = threading.Thread(
         target=serve_state_console,
         args=(config,),
-        kwargs={"seconds": stop_after, "announce": lines.append},
+        kwargs={"stop": stop, "announce": lines.append},
     )
     server.start()
     try:
@@ -50,6 +50,24 @@ def test_the_printed_link_opens_the_console_over_the_kept_hits(tmp_path, browser
         assert "stolen-vehicle" in page.locator("#hits").inner_text()
         screenshot(page, "in-car-console-demo")
     finally:
-        server.join(stop_after + 10)
+        stop.set()
+        server.join(30)
     assert not server.is_alive()
     assert browser.errors == []
+
+
+def test_a_token_file_that_cannot_be_read_is_a_config_error_naming_it(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text('[storage]\nstate_dir = "state"\n[console]\nport = 0\n')
+    config = load_config(path, environ={})
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    token_file = config.state_dir / TOKEN_FILE
+    for damage in (lambda: token_file.mkdir(), lambda: token_file.write_bytes(b"\xff\xfe" * 20)):
+        if token_file.is_dir():
+            token_file.rmdir()
+        damage()
+        with pytest.raises(ConfigError, match=re.escape(str(token_file))):
+            console_token(config)
+    # Made over only when there is none.
+    token_file.unlink()
+    assert len(console_token(config)) >= 16 and token_file.exists()
