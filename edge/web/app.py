@@ -227,16 +227,44 @@ def logged_out(request: Request, auth: TokenAuth) -> Response:
     return response
 
 
-class ConsoleApp:
-    """The pieces of a console: its token login, templates and static folders. Build
-    the ASGI app with :meth:`build` once the routes are known."""
+#: A login's check of the posted form: (accepted, the user the session is for).
+Credentials = Callable[[dict[str, str]], Awaitable[tuple[bool, str | None]]]
 
-    def __init__(self, title: str, auth: TokenAuth, *, packages: Sequence[str] = ()):
+
+class ConsoleApp:
+    """The pieces of a console: its login, templates and static folders. Build the
+    ASGI app with :meth:`build` once the routes are known.
+
+    By default the login is the console's token (``login.html``). A console with
+    users gives its own ``credentials`` check (and ``on_login``, called with the
+    request and the user once accepted, e.g. to audit it), its ``login_template``
+    and the ``login_context`` that template needs; ``login_closed`` refuses every
+    password login with that line (HQ behind its sign-in proxy)."""
+
+    def __init__(
+        self,
+        title: str,
+        auth: TokenAuth,
+        *,
+        packages: Sequence[str] = (),
+        credentials: Credentials | None = None,
+        on_login: Callable[[Request, str | None], Awaitable[None]] | None = None,
+        login_template: str = "login.html",
+        login_context: dict | None = None,
+        wrong_login: str = "Wrong token.",
+        login_closed: str | None = None,
+    ):
         self.title = title
         self.auth = auth
         self.packages = tuple(packages)
         self.templates = template_environment(*self.packages)
         self.guard = LoginGuard()
+        self.credentials = credentials or self._token_credentials
+        self.on_login = on_login
+        self.login_template = login_template
+        self.login_context = dict(login_context or {})
+        self.wrong_login = wrong_login
+        self.login_closed = login_closed
 
     def render(self, request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
         session = session_of(request)
@@ -245,7 +273,12 @@ class ConsoleApp:
         )
         return HTMLResponse(html, status_code=status)
 
-    def build(self, routes: Sequence[BaseRoute]) -> Starlette:
+    def build(
+        self, routes: Sequence[BaseRoute], *, middleware: Sequence[Middleware] = ()
+    ) -> Starlette:
+        """The app: login, logout, static files and ``routes``, behind the security
+        headers and the login check; ``middleware`` goes outside those (it sees, and
+        may change, their headers)."""
         static = StaticFiles(packages=[(p, "static") for p in (*self.packages, "edge.web")])
         all_routes = [
             Route("/login", self._login_page, methods=["GET"]),
@@ -256,30 +289,47 @@ class ConsoleApp:
         ]
         return Starlette(
             routes=all_routes,
-            middleware=[Middleware(SecurityHeaders), Middleware(AuthMiddleware, auth=self.auth)],
+            middleware=[
+                *middleware,
+                Middleware(SecurityHeaders),
+                Middleware(AuthMiddleware, auth=self.auth),
+            ],
         )
+
+    def _login_answer(self, request: Request, status: int, error: str) -> Response:
+        return self.render(request, self.login_template, status, error=error, **self.login_context)
+
+    async def _token_credentials(self, form: dict[str, str]) -> tuple[bool, str | None]:
+        return self.auth.check_token(form.get("token", "").strip()), None
 
     async def _login_page(self, request: Request) -> Response:
         if session_of(request) is not None:
             return RedirectResponse("/", status_code=303)
-        return self.render(request, "login.html", error="")
+        return self._login_answer(request, 200, "")
 
     async def _login(self, request: Request) -> Response:
+        if self.login_closed is not None:
+            return self._login_answer(request, 403, self.login_closed)
         try:
             form = await login_form(request)
         except LoginRefused as refused:
-            return self.render(request, "login.html", refused.status, error=refused.why)
+            return self._login_answer(request, refused.status, refused.why)
         client = self.guard.client(request)
         if self.guard.locked_out(client):
-            return self.render(request, "login.html", 429, error=TOO_MANY_LOGINS)
-        token = form.get("token", "").strip()
+            return self._login_answer(request, 429, TOO_MANY_LOGINS)
+        accepted_user: list[str | None] = []
 
-        async def right_token() -> bool:
-            return self.auth.check_token(token)
+        async def accepted() -> bool:
+            ok, user = await self.credentials(form)
+            accepted_user.append(user)
+            return ok
 
-        if not await self.guard.check(client, right_token):
-            return self.render(request, "login.html", 401, error="Wrong token.")
-        return logged_in(request, self.auth, self.auth.open_session())
+        if not await self.guard.check(client, accepted):
+            return self._login_answer(request, 401, self.wrong_login)
+        user = accepted_user[0]
+        if self.on_login is not None:
+            await self.on_login(request, user)
+        return logged_in(request, self.auth, self.auth.open_session(user))
 
     async def _logout(self, request: Request) -> Response:
         return logged_out(request, self.auth)

@@ -37,12 +37,10 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge.errors import UsageError
@@ -53,17 +51,10 @@ from edge.textrules import IDENTIFIER
 from edge.timefmt import now_iso
 from edge.web.app import (
     CONTENT_SECURITY_POLICY,
-    TOO_MANY_LOGINS,
-    LoginGuard,
-    LoginRefused,
-    SecurityHeaders,
-    logged_in,
-    logged_out,
-    login_form,
+    ConsoleApp,
     session_of,
-    template_environment,
 )
-from edge.web.auth import AuthMiddleware, Session, TokenAuth
+from edge.web.auth import Session, TokenAuth
 from edge.web.events import EventStream
 from edge.web.server import WebServer
 
@@ -343,10 +334,33 @@ class HqConsole:
         )
         self.events = EventStream()
         self.auth.when_closed(self.events.recheck)
-        self.guard = LoginGuard()
-        self.templates = template_environment("edge.hq.web")
+        self.web = ConsoleApp(
+            title,
+            self.auth,
+            packages=("edge.hq.web",),
+            credentials=self._credentials,
+            on_login=self._logged_in,
+            login_template="hq-login.html",
+            login_context={
+                "password_login": users is not None,
+                "trust_header": self.auth.trust_header or "",
+            },
+            wrong_login="Wrong user name or password.",
+            login_closed=None if users is not None else "Log in through the HQ sign-in proxy.",
+        )
+        tiles = [Middleware(TileImages, origin=tile_origin(map_tiles))] if map_tiles else []
+        self.app = self.web.build(
+            [
+                Route("/", self._page),
+                Route("/api/hits", self._hits),
+                Route("/api/hits/{event_id}", self._hit),
+                Route("/api/statuses", self._statuses),
+                Route("/api/search", self._search),
+                Route("/events", self._events),
+            ],
+            middleware=tiles,
+        )
         self.server: WebServer | None = None
-        self.app = self._build(tile_origin(map_tiles) if map_tiles else None)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -391,34 +405,6 @@ class HqConsole:
 
     # ----------------------------------------------------------------- app
 
-    def _build(self, tiles_from: str | None) -> Starlette:
-        static = StaticFiles(packages=[("edge.hq.web", "static"), ("edge.web", "static")])
-        middleware = [Middleware(SecurityHeaders), Middleware(AuthMiddleware, auth=self.auth)]
-        if tiles_from is not None:
-            middleware.insert(0, Middleware(TileImages, origin=tiles_from))
-        return Starlette(
-            routes=[
-                Route("/login", self._login_page, methods=["GET"]),
-                Route("/login", self._login, methods=["POST"]),
-                Route("/logout", self._logout, methods=["POST"]),
-                Mount("/static", app=static, name="static"),
-                Route("/", self._page),
-                Route("/api/hits", self._hits),
-                Route("/api/hits/{event_id}", self._hit),
-                Route("/api/statuses", self._statuses),
-                Route("/api/search", self._search),
-                Route("/events", self._events),
-            ],
-            middleware=middleware,
-        )
-
-    def _render(self, request: Request, name: str, status: int = 200, **context) -> Response:
-        session = session_of(request)
-        html = self.templates.get_template(name).render(
-            title=self.title, csrf=session.csrf if session else "", **context
-        )
-        return HTMLResponse(html, status_code=status)
-
     def _user(self, request: Request) -> str:
         # AuthMiddleware lets only a session through (HQ refuses bearer requests), and
         # HQ opens sessions for a user only.
@@ -430,48 +416,20 @@ class HqConsole:
         # The stores block (SQLite, psycopg): off the event loop.
         return await asyncio.to_thread(work, *args, **kwargs)
 
-    async def _login_page(self, request: Request) -> Response:
-        if session_of(request) is not None:
-            return RedirectResponse("/", status_code=303)
-        return self._login_form(request, 200, "")
-
-    def _login_form(self, request: Request, status: int, error: str) -> Response:
-        return self._render(
-            request,
-            "hq-login.html",
-            status,
-            error=error,
-            password_login=self.auth.users is not None,
-            trust_header=self.auth.trust_header or "",
-        )
-
-    async def _login(self, request: Request) -> Response:
-        if self.auth.users is None:
-            return self._login_form(request, 403, "Log in through the HQ sign-in proxy.")
-        try:
-            form = await login_form(request)
-        except LoginRefused as refused:
-            return self._login_form(request, refused.status, refused.why)
-        client = self.guard.client(request)
-        if self.guard.locked_out(client):
-            return self._login_form(request, 429, TOO_MANY_LOGINS)
+    async def _credentials(self, form: dict[str, str]) -> tuple[bool, str | None]:
         user, password = form.get("user", "").strip(), form.get("password", "")
+        users = self.auth.users
+        assert users is not None  # (password logins are closed without users)
+        if IDENTIFIER.fullmatch(user) and await self._run(users.check, user, password):
+            return True, user
+        log.warning("HQ console: a login as %r was refused", user[:64])
+        return False, None
 
-        async def right_password() -> bool:
-            users = self.auth.users
-            return bool(IDENTIFIER.fullmatch(user)) and await self._run(users.check, user, password)
-
-        if not await self.guard.check(client, right_password):
-            log.warning("HQ console: a login as %r was refused", user[:64])
-            return self._login_form(request, 401, "Wrong user name or password.")
+    async def _logged_in(self, request: Request, user: str | None) -> None:
         await self._run(self.store.add_hq_audit, user, "login", {"via": "password"}, 0)
-        return logged_in(request, self.auth, self.auth.open_session(user))
-
-    async def _logout(self, request: Request) -> Response:
-        return logged_out(request, self.auth)
 
     async def _page(self, request: Request) -> Response:
-        return self._render(
+        return self.web.render(
             request, "hq.html", user=self._user(request), map_tiles=self.map_tiles or ""
         )
 
