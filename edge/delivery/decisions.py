@@ -27,7 +27,7 @@ from edge.delivery.messages import HIT_SCHEMA, encode
 from edge.delivery.mqtt import Topics
 from edge.delivery.outbox import Outbox
 from edge.ids import new_event_id
-from edge.textrules import IDENTIFIER, unshowable_in
+from edge.textrules import unshowable_in
 from edge.timefmt import iso_utc
 
 DECISION_SCHEMA = "lpr.decision/1"
@@ -93,13 +93,6 @@ def clean_note(note: str | None) -> str | None:
     if len(note) > NOTE_MAX_LENGTH:
         raise DecisionRefused(f"note: longer than {NOTE_MAX_LENGTH} characters")
     return note
-
-
-def reason_problem(reason: str) -> str | None:
-    """Why ``reason`` cannot be a reject reason code (for the configuration), or None."""
-    if not IDENTIFIER.fullmatch(reason):
-        return "expected a code of ASCII letters, digits, '.', '_' or '-'"
-    return None
 
 
 class DecisionDesk:

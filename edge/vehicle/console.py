@@ -113,7 +113,8 @@ def text_diff(read: str, entry: str) -> tuple[list[dict], list[dict]]:
 
 
 def hit_view(hit: dict, *, show_context: bool) -> dict:
-    """What the page shows of a hit message (no image bytes: the page fetches them)."""
+    """What the page shows of a hit message, and nothing more (no image bytes: the
+    page fetches them)."""
     wl = hit.get("watchlist") or {}
     read_text = str(hit.get("plate") or "")
     matched = str(wl.get("matched_text") or read_text)
@@ -124,25 +125,18 @@ def hit_view(hit: dict, *, show_context: bool) -> dict:
     return {
         "event_id": event_id,
         "plate": read_text,
-        "marked_plate": hit.get("marked_plate"),
-        "vehicle_plate": hit.get("vehicle_plate"),
         "matched_text": matched,
         "read_runs": read_runs,
         "entry_runs": entry_runs,
-        "entry_plate": entry_plate,
         "entry_id": wl.get("entry_id"),
         "list": wl.get("list"),
         "reason": wl.get("reason"),
         "priority": wl.get("priority"),
         "match": wl.get("match"),
-        "distance": wl.get("distance"),
         "approximate": approximate,
-        "scope": wl.get("scope"),
         "camera": hit.get("camera"),
         "observed_at": hit.get("observed_at"),
-        "confidence": hit.get("confidence"),
         "position": hit.get("position"),
-        "source": hit.get("source"),
         "plate_image": f"/hits/{event_id}/plate.jpg" if hit.get("plate_image") else None,
         "context_image": (
             f"/hits/{event_id}/context.jpg" if show_context and hit.get("context_image") else None

@@ -330,6 +330,12 @@ def test_covert_hits_never_appear_nor_are_served(car, browser):
     ) as response:
         listed = json.load(response)["hits"]
     assert [h["event_id"] for h in listed] == [visible.event_id]
+    # What the page uses, nothing more (the page is all that reads this).
+    assert set(listed[0]) == {
+        "event_id", "plate", "matched_text", "read_runs", "entry_runs", "entry_id", "list",
+        "reason", "priority", "match", "approximate", "camera", "observed_at", "position",
+        "plate_image", "context_image", "withdrawn", "decision",
+    }  # fmt: skip
     assert answers(car.url, f"/hits/{visible.event_id}/plate.jpg", headers=auth) == 200
     assert answers(car.url, f"/hits/{covert.event_id}/plate.jpg", headers=auth) == 404
     body = json.dumps({"decision": "accept"}).encode()
