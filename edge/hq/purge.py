@@ -13,8 +13,8 @@ import sys
 from edge.errors import UsageError
 from edge.hq.command import DEFAULT_DB, open_store
 from edge.hq.console import escape_control, json_line
+from edge.hq.query import user_option
 from edge.hq.retention import policy_from_args
-from edge.hq.search import user_option
 from edge.hq.store import PURGED_TABLES, HoldError
 
 #: A case reference: letters, digits and ``. / _ -`` (police references such as

@@ -14,9 +14,7 @@ import sys
 
 from edge.hq.command import DEFAULT_DB, open_store
 from edge.hq.console import escape_control, json_line
-from edge.hq.query import audited_search, search_query, user_option
-
-__all__ = ["audited_search", "cmd_hq_search", "search_query", "user_option"]
+from edge.hq.query import audited_search, search_query
 
 #: Columns of the console table: (heading, result key).
 COLUMNS = (
