@@ -27,12 +27,21 @@ from edge.timefmt import iso_utc
 from tests.hq.test_hq import ROOT, hit_msg, status_msg
 from tests.hq.test_hq_postgres import withdrawal_of
 
-OLD = "2026-01-05T08:00:00.000Z"  # long past any period used here
 FUTURE = "2999-01-01T00:00:00.000Z"
+
+
+def days_ago(days: float) -> str:
+    return iso_utc(datetime.now(UTC) - timedelta(days=days))
 
 
 def recent() -> str:
     return iso_utc(datetime.now(UTC) - timedelta(hours=1))
+
+
+#: Past every period used here for what it dates (hits 28 days at most, statuses and
+#: rejects 7), whatever the year the tests run in.
+OLD_DAYS = 60
+OLD = days_ago(OLD_DAYS)
 
 
 def seen(observed: str, **kwargs) -> dict:
@@ -169,7 +178,7 @@ def test_statuses_rejects_audit_and_orphan_withdrawals_by_their_own_period(store
 
 def test_purge_in_small_batches_skips_held_hits_and_counts_each_row_once(store):
     store.purge_batch = 3
-    messages = [seen(f"2026-01-{day:02d}T08:00:00.000Z") for day in range(1, 12)]
+    messages = [seen(days_ago(OLD_DAYS + day)) for day in range(1, 12)]
     for message in messages:
         store.add_hit(message)
     for message in messages[::4]:
@@ -349,7 +358,8 @@ def test_a_version_2_sqlite_database_is_migrated_keeping_its_rows(tmp_path):
             )
         db.execute(
             'INSERT INTO hq_audit ("at", "user", action, query, result_count) '
-            "VALUES ('2026-11-01T00:00:00.000Z', 'u', 'search', '{}', 0)"
+            "VALUES (?, 'u', 'search', '{}', 0)",
+            (recent(),),
         )
     db.close()
     with HitStore(path) as store:
@@ -405,7 +415,7 @@ def test_a_version_2_postgres_database_is_migrated_keeping_its_rows(postgres):
 def test_two_purges_racing_on_postgres_delete_each_row_once(postgres):
     url = postgres.fresh_url()
     with PostgresStore(url) as store:
-        messages = [seen(f"2026-01-{1 + n % 28:02d}T08:00:00.000Z") for n in range(120)]
+        messages = [seen(days_ago(OLD_DAYS + n % 28)) for n in range(120)]
         for message in messages:
             store.add_hit(message)
             if len(store.withdrawals()) < 10:
@@ -447,7 +457,7 @@ def test_a_worker_skips_its_purge_while_another_purges(postgres):
 def test_a_stopped_purge_ends_between_batches_and_the_next_goes_on(store):
     store.purge_batch = 2
     for day in range(1, 7):
-        store.add_hit(seen(f"2026-01-{day:02d}T08:00:00.000Z"))
+        store.add_hit(seen(days_ago(OLD_DAYS + day)))
     answers = iter([False])  # one batch, then asked to stop
     counts = store.purge(
         RetentionPolicy().before(), user="hq", policy={}, stopping=lambda: next(answers, True)

@@ -89,7 +89,8 @@ def cards(page) -> list[dict]:
         """cards => cards.map(c => ({
             event_id: c.dataset.eventId, shown_at: Number(c.dataset.shownAt),
             read: c.querySelector('.read').textContent,
-            text: c.innerText, decision: c.dataset.decision || null}))""",
+            text: c.innerText, decision: c.dataset.decision || null,
+            fresh: c.classList.contains('fresh')}))""",
     )
 
 
@@ -134,7 +135,8 @@ def test_hits_of_a_replay_appear_on_the_page_as_they_are_raised(tmp_path, clip, 
         assert poll_until(lambda: _listening(port), 120, interval=0.05), "console never started"
         log_in(browser.page, url)
         page = browser.page
-        page.wait_for_selector("#hits > li:nth-child(2)", timeout=TIMEOUT_MS)
+        # .fresh: put there by a push (newHit), not by a load of the list.
+        page.wait_for_selector("#hits > li.fresh:nth-child(2)", timeout=TIMEOUT_MS)
         shown = cards(page)
         differing = page.locator("#hits .differs").all_text_contents()
         screenshot(page, "in-car-console-replay")
@@ -147,6 +149,8 @@ def test_hits_of_a_replay_appear_on_the_page_as_they_are_raised(tmp_path, clip, 
             proc.wait()
         broker.stop()
     assert sorted(c["read"].replace("≈", "") for c in shown) == ["KT4821", "PX507"]
+    # Each came by push as it was raised (the page was open before the first).
+    assert all(c["fresh"] for c in shown), shown
     p1 = next(c for c in shown if c["read"] == "KT4821")
     assert "P1" in p1["text"] and "exact match" in p1["text"]
     approx = next(c for c in shown if c["read"].startswith("PX507"))
@@ -226,7 +230,8 @@ def test_accept_and_reject_reach_the_outbox_the_broker_and_the_audit_trail(car, 
     log_in(page, car.url)
     accepted, rejected = car.read("AB1234"), car.read("XY987")
     for hit in (accepted, rejected):
-        page.wait_for_selector(f"li[data-event-id='{hit.event_id}']", timeout=TIMEOUT_MS)
+        # .fresh: shown by the push, not by a (re)load of the list.
+        page.wait_for_selector(f"li.fresh[data-event-id='{hit.event_id}']", timeout=TIMEOUT_MS)
     shown_at = {c["event_id"]: c["shown_at"] for c in cards(page)}
     record_measurement(
         "in_car_console_dispatch_to_page_s",
