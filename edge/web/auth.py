@@ -150,6 +150,11 @@ class TokenAuth:
             secure=self.secure_cookie,
         )
 
+    async def admitted(self, session: Session) -> None:
+        """Called once a request of ``session`` has passed every check, before it is
+        handled (a console whose sessions open without a login form records the
+        login here)."""
+
     def is_public(self, path: str) -> bool:
         """The login page exactly (a route added later as /login-something must not be
         public by accident), and what is under a public folder (the static files)."""
@@ -210,6 +215,7 @@ class AuthMiddleware:
             response = refusal(request, 403, "missing or wrong CSRF token")
         else:
             scope["state"]["session"] = session
+            await self.auth.admitted(session)
             await self.app(scope, receive, send)
             return
         await response(scope, receive, send)

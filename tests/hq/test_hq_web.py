@@ -215,7 +215,19 @@ def test_a_trusted_proxy_header_only_when_configured(tmp_path):
             assert twice_named(console.url + "/api/hits", "X-Remote-User", "carol", "root") == 401
             # No password login in this mode.
             assert http_status(console.url + "/login")[0] == 200
-        assert [row["user"] for row in store.hq_audit()] == ["carol"]
+            assert http_status(console.url + "/api/hits", headers)[0] == 200
+            # Another user through the proxy: a login of their own.
+            assert (
+                http_status(console.url + "/api/hits", {**headers, "X-Remote-User": "dave"})[0]
+                == 200
+            )
+        audited = [(row["user"], row["action"], row["query"]) for row in store.hq_audit()]
+        # The login once, at carol's first admitted request (the refused one is not it).
+        assert [(u, a) for u, a, _ in audited] == [
+            ("carol", "login"), ("carol", "list"), ("carol", "list"),
+            ("dave", "login"), ("dave", "list"),
+        ]  # fmt: skip
+        assert audited[0][2] == {"via": "header"}
     with pytest.raises(UsageError, match="--web-users"):
         HqConsole(store)
     for host in ("0.0.0.0", "192.0.2.7", "::"):

@@ -123,6 +123,11 @@ class HqAuth(TokenAuth):
         self.trust_header = trust_header.lower() if trust_header else None
         self._user_lock = threading.Lock()
         self._proxied: dict[str, Session] = {}
+        #: Proxied sessions whose login is not yet audited (at their first admitted
+        #: request: a proxy's login has no form, so that is when HQ learns of it).
+        self._unaudited: set[str] = set()
+        #: Records a proxied login (blocking: run off the event loop).
+        self.audit_login: Callable[[str], object] = lambda user: None
 
     def bearer(self, request: Request) -> bool:
         return False
@@ -131,7 +136,15 @@ class HqAuth(TokenAuth):
         with self._user_lock:
             for user in [u for u, s in self._proxied.items() if s.id == session_id]:
                 del self._proxied[user]
+            self._unaudited.discard(session_id or "")
         super().close_session(session_id)
+
+    async def admitted(self, session: Session) -> None:
+        with self._user_lock:
+            first = session.id in self._unaudited
+            self._unaudited.discard(session.id)
+        if first and session.user is not None:
+            await asyncio.to_thread(self.audit_login, session.user)
 
     def is_open(self, session: Session) -> bool:
         with self._user_lock:
@@ -160,6 +173,7 @@ class HqAuth(TokenAuth):
                             user,
                         )
                         self._proxied[user] = session
+                        self._unaudited.add(session.id)
                 return session
         if self.users is None:
             return None
@@ -327,6 +341,7 @@ class HqConsole:
         self.title = title
         self.map_tiles = map_tiles
         self.auth = HqAuth(users, trust_header)
+        self.auth.audit_login = lambda user: store.add_hq_audit(user, "login", {"via": "header"}, 0)
         # HQ itself speaks plain HTTP: Secure only when users come through a TLS proxy,
         # which a trusted header says they do (else the browser would never send it).
         self.auth.secure_cookie = (
