@@ -11,7 +11,8 @@ Only a hit the car still holds, not covert, can be decided on: a covert hit is n
 shown in the car, so a decision naming one is refused as if the hit were unknown.
 Deciding again on the same hit is allowed (a slip of the finger must be correctable,
 and HQ must see both): each decision is a new message whose ``supersedes`` names the
-previous one, and the latest is the verdict in force.
+previous one, and the verdict in force is the one no other supersedes: the car's own
+order (its outbox's), never decided_at, which a step of the car's clock could reorder.
 """
 
 from __future__ import annotations
@@ -187,8 +188,9 @@ class DecisionDesk:
         return message
 
     def latest(self, hit_event_ids: Iterable[str] | None = None) -> dict[str, dict]:
-        """The decision in force (the latest) of each hit, by hit event id; of every
-        hit when ``hit_event_ids`` is None."""
+        """The decision in force (the last the car took, which supersedes the ones
+        before) of each hit, by hit event id; of every hit when ``hit_event_ids`` is
+        None."""
         wanted = None if hit_event_ids is None else set(hit_event_ids)
         found: dict[str, dict] = {}
         # Newest first: the first seen of each hit is the one in force.

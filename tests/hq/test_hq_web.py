@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -622,3 +622,34 @@ def test_a_hit_pushed_while_the_list_reloads_is_kept(tmp_path, users_file, brows
         )
         assert shown == [pushed["event_id"], before["event_id"]]
         assert browser.errors == []
+
+
+def test_the_verdict_in_force_follows_supersedes_not_the_cars_clock(tmp_path, users_file, browser):
+    users = Users.load(users_file)
+    with HitStore(tmp_path / "hq.sqlite") as store, HqConsole(store, port=0, users=users) as hq:
+        hit = hit_msg(plate="AB1234")
+        store.add_hit(hit)
+        first = decision(hit, "accept")
+        # The correction, after the car's clock was stepped back: an earlier decided_at.
+        correction = decision_message(
+            Decision(
+                event_id=new_event_id(),
+                hit_event_id=hit["event_id"],
+                vehicle_id=hit["vehicle_id"],
+                decision="reject",
+                reason="misread",
+                note=None,
+                officer="PC 4711",
+                decided_at=datetime.now(UTC) - timedelta(hours=1),
+                supersedes=first["event_id"],
+            )
+        )
+        store.add_decision(first)
+        store.add_decision(correction)
+        page = browser.page
+        login(page, hq.url)
+        row = f'#hit-rows tr[data-event-id="{hit["event_id"]}"]'
+        page.wait_for_selector(f"{row} .verdict")
+        in_force = page.locator(f"{row} .verdict:not(.superseded)")
+        assert in_force.count() == 1 and in_force.get_attribute("data-decision") == "reject"
+        assert page.locator(f"{row} .verdict.superseded").get_attribute("data-decision") == "accept"

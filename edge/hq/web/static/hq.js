@@ -13,12 +13,24 @@
 
   function td(text, className) { return lpr.el("td", className || "", text); }
 
-  // The verdict in force is the latest decision; earlier ones stay listed, struck.
-  function decisionCell(hit) {
-    var cell = lpr.el("td", "decision");
-    var list = hit.decisions.slice().sort(function (a, b) {
+  // The verdict in force is the decision no other supersedes: the car's own order of
+  // corrections, which a step of the car's clock (decided_at) cannot reorder. Two
+  // unsuperseded (a lost message): the later decided_at. The rest stay listed, struck,
+  // by decided_at, before it.
+  function inForceLast(decisions) {
+    var superseded = {};
+    decisions.forEach(function (d) { if (d.supersedes) { superseded[d.supersedes] = true; } });
+    var list = decisions.slice().sort(function (a, b) {
       return a.decided_at < b.decided_at ? -1 : a.decided_at > b.decided_at ? 1 : 0;
     });
+    var current = list.filter(function (d) { return !superseded[d.event_id]; });
+    var inForce = current.length ? current[current.length - 1] : list[list.length - 1];
+    return list.filter(function (d) { return d !== inForce; }).concat(inForce ? [inForce] : []);
+  }
+
+  function decisionCell(hit) {
+    var cell = lpr.el("td", "decision");
+    var list = inForceLast(hit.decisions);
     if (!list.length) { cell.appendChild(lpr.el("span", "pending", "awaiting officer")); }
     list.forEach(function (d, i) {
       var line = lpr.el("div", "verdict " + d.decision + (i < list.length - 1 ? " superseded" : ""));
