@@ -42,9 +42,11 @@ from edge.hq.store import (
     StoredWithdrawal,
     StoreOutcome,
     StoreRetention,
+    StoreWrites,
     WriteOp,
     WriteResult,
     decision_columns,
+    dump_message,
 )
 from edge.hq.validate import REASON_CHARS
 from edge.timefmt import now_iso
@@ -268,10 +270,6 @@ def url_password(url: str) -> bool:
         return False
 
 
-def _dump(message: dict) -> str:
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
-
-
 def _lock_keys(op: WriteOp) -> list[tuple[int, str]]:
     """The advisory locks (class, id) a write needs: the hit's for anything about
     a hit (a hit, its withdrawal, a decision on it), and its own record's."""
@@ -310,7 +308,7 @@ def _migrate(db: psycopg.Connection) -> int:
     return found
 
 
-class PostgresStore(StoreRetention):
+class PostgresStore(StoreRetention, StoreWrites):
     """HQ's database on PostgreSQL, with the methods and outcomes of
     :class:`edge.hq.store.HitStore` (see there). A row is committed when the method
     that wrote it returns.
@@ -410,44 +408,11 @@ class PostgresStore(StoreRetention):
             return self._add_audit(db, op[1], op[2])
         raise ValueError(f"unknown write {kind!r}")
 
-    def add_hit(self, message: dict) -> StoredHit:
-        return self.add_batch([("hit", message)])[0]
-
-    def add_withdrawal(self, message: dict) -> StoredWithdrawal:
-        return self.add_batch([("withdrawal", message)])[0]
-
-    def set_status(self, message: dict) -> str | None:
-        return self.add_batch([("status", message)])[0]
-
-    def add_decision(self, message: dict) -> StoredDecision:
-        """See :meth:`edge.hq.store.HitStore.add_decision`."""
-        return self.add_batch([("decision", message)])[0]
-
-    def add_audit(self, vehicle_id: str, record: dict) -> bool:
-        return self.add_batch([("audit", record, vehicle_id)])[0]
-
-    @staticmethod
-    def _hit_values(message: dict) -> tuple:
-        wl = message["watchlist"]
-        return (
-            message["event_id"],
-            message["vehicle_id"],
-            message["camera"],
-            message["plate"],
-            message["observed_at"],
-            now_iso(),
-            wl["list"],
-            wl["priority"],
-            wl["match"],
-            bool(wl["covert"]),
-            _dump(message),
-        )
-
     def _add_hit(self, db: psycopg.Connection, message: dict) -> StoredHit:
         # Under the hit's lock (add_batch). The usual case, an event id not seen
         # before, is one round trip: hq_store_hit stores it and returns nothing.
         vehicle_id = message["vehicle_id"]
-        values = self._hit_values(message)
+        values = self._hit_columns(message)
         same_id = db.execute(
             "SELECT o_id, o_vehicle_id, o_payload FROM "
             "hq_store_hit(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -489,7 +454,7 @@ class PostgresStore(StoreRetention):
                 message["at"],
                 now_iso(),
                 int(hit is None),
-                _dump(message),
+                dump_message(message),
             ),
         )
         db.execute(
@@ -510,7 +475,7 @@ class PostgresStore(StoreRetention):
             "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (vehicle_id) DO UPDATE SET "
             'state = excluded.state, "at" = excluded."at", '
             "received_at = excluded.received_at, payload = excluded.payload",
-            (vehicle_id, message["state"], message.get("at"), now_iso(), _dump(message)),
+            (vehicle_id, message["state"], message.get("at"), now_iso(), dump_message(message)),
         )
         return row[0] if row else None
 
@@ -540,7 +505,7 @@ class PostgresStore(StoreRetention):
         cursor = db.execute(
             "INSERT INTO audit (event_id, vehicle_id, received_at, payload) "
             "VALUES (%s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING",
-            (record["event_id"], vehicle_id, now_iso(), _dump(record)),
+            (record["event_id"], vehicle_id, now_iso(), dump_message(record)),
         )
         return cursor.rowcount == 1
 

@@ -280,7 +280,7 @@ def decision_columns(message: dict, received_at: str, hit_missing: bool) -> tupl
         message.get("supersedes"),
         received_at,
         int(hit_missing),
-        json.dumps(message, ensure_ascii=False, separators=(",", ":")),
+        dump_message(message),
     )
 
 
@@ -346,6 +346,11 @@ def _prepare(db: sqlite3.Connection) -> None:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+
+
+def dump_message(message: dict) -> str:
+    """A message as stored: compact JSON, any script kept as it is."""
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
 
 
 class StoreReads:
@@ -892,7 +897,64 @@ class StoreRetention(StoreReads):
         return deleted
 
 
-class HitStore(StoreRetention):
+class StoreWrites:
+    """Each kind of message stored on its own: a batch of one (:meth:`add_batch`,
+    which each store implements), so that one message and a batch of them are written
+    by the same code on both stores."""
+
+    def add_batch(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        raise NotImplementedError
+
+    def add_hit(self, message: dict) -> StoredHit:
+        """Store a validated hit message, unless it is a redelivery: the same message
+        from the same vehicle as one stored with its ``event_id``. Any other message
+        with a stored ``event_id`` is stored as a conflict of the first one."""
+        return self.add_batch([("hit", message)])[0]
+
+    def add_withdrawal(self, message: dict) -> StoredWithdrawal:
+        """Store a validated withdrawal and mark the hit it names (the first stored
+        with that ``event_id`` by the same vehicle: a vehicle withdraws only its own).
+        One naming no stored hit is stored flagged ``hit_missing``; the hit, should it
+        come later, is marked then (:meth:`add_hit`)."""
+        return self.add_batch([("withdrawal", message)])[0]
+
+    def add_decision(self, message: dict) -> StoredDecision:
+        """Store a validated decision, unless it is a redelivery (the same message from
+        the same vehicle as one stored with its ``event_id``); any other message with
+        a stored ``event_id`` is stored as a conflict of the first. One naming no hit
+        of its vehicle HQ holds is stored flagged ``hit_missing`` (cleared when the hit
+        comes, :meth:`add_hit`)."""
+        return self.add_batch([("decision", message)])[0]
+
+    def set_status(self, message: dict) -> str | None:
+        """Keep a validated status message as its vehicle's last; returns the state it
+        had before (None for a vehicle not seen until now)."""
+        return self.add_batch([("status", message)])[0]
+
+    def add_audit(self, vehicle_id: str, record: dict) -> bool:
+        """Store an audit record; False when its ``event_id`` is already stored."""
+        return self.add_batch([("audit", record, vehicle_id)])[0]
+
+    @staticmethod
+    def _hit_columns(message: dict) -> tuple:
+        """A hit's column values, ``received_at`` now, in the order the stores insert them."""
+        wl = message["watchlist"]
+        return (
+            message["event_id"],
+            message["vehicle_id"],
+            message["camera"],
+            message["plate"],
+            message["observed_at"],
+            now_iso(),
+            wl["list"],
+            wl["priority"],
+            wl["match"],
+            bool(wl["covert"]),
+            dump_message(message),
+        )
+
+
+class HitStore(StoreRetention, StoreWrites):
     """HQ's database of hits, the last status of each vehicle, audit records and
     rejected messages.
 
@@ -975,12 +1037,6 @@ class HitStore(StoreRetention):
             return self._add_audit_tx(op[1], op[2])
         raise ValueError(f"unknown write {kind!r}")
 
-    def add_hit(self, message: dict) -> StoredHit:
-        """Store a validated hit message, unless it is a redelivery: the same message
-        from the same vehicle as one stored with its ``event_id``. Any other message
-        with a stored ``event_id`` is stored as a conflict of the first one."""
-        return self.add_batch([("hit", message)])[0]
-
     def _add_hit_tx(self, message: dict) -> StoredHit:
         # In the caller's transaction: the hits compared with are the ones still there.
         event_id, vehicle_id = message["event_id"], message["vehicle_id"]
@@ -1018,30 +1074,6 @@ class HitStore(StoreRetention):
             return StoredHit(StoreOutcome.NEW)
         return StoredHit(StoreOutcome.CONFLICT, json.loads(same_id[0][2]))
 
-    @staticmethod
-    def _hit_columns(message: dict) -> tuple:
-        wl = message["watchlist"]
-        return (
-            message["event_id"],
-            message["vehicle_id"],
-            message["camera"],
-            message["plate"],
-            message["observed_at"],
-            now_iso(),
-            wl["list"],
-            wl["priority"],
-            wl["match"],
-            int(bool(wl["covert"])),
-            json.dumps(message, ensure_ascii=False, separators=(",", ":")),
-        )
-
-    def add_withdrawal(self, message: dict) -> StoredWithdrawal:
-        """Store a validated withdrawal and mark the hit it names (the first stored
-        with that ``event_id`` by the same vehicle: a vehicle withdraws only its own).
-        One naming no stored hit is stored flagged ``hit_missing``; the hit, should it
-        come later, is marked then (:meth:`add_hit`)."""
-        return self.add_batch([("withdrawal", message)])[0]
-
     def _add_withdrawal_tx(self, message: dict) -> StoredWithdrawal:
         event_id, vehicle_id = message["event_id"], message["vehicle_id"]
         withdrawn = message["withdraws_event_id"]
@@ -1065,7 +1097,7 @@ class HitStore(StoreRetention):
                 message["at"],
                 now_iso(),
                 int(hit is None),
-                json.dumps(message, ensure_ascii=False, separators=(",", ":")),
+                dump_message(message),
             ),
         )
         self._db.execute(
@@ -1075,14 +1107,6 @@ class HitStore(StoreRetention):
         )
         outcome = StoreOutcome.CONFLICT if same_id else StoreOutcome.NEW
         return StoredWithdrawal(outcome, json.loads(hit[0]) if hit else None)
-
-    def add_decision(self, message: dict) -> StoredDecision:
-        """Store a validated decision, unless it is a redelivery (the same message from
-        the same vehicle as one stored with its ``event_id``); any other message with
-        a stored ``event_id`` is stored as a conflict of the first. One naming no hit
-        of its vehicle HQ holds is stored flagged ``hit_missing`` (cleared when the hit
-        comes, :meth:`add_hit`)."""
-        return self.add_batch([("decision", message)])[0]
 
     def _add_decision_tx(self, message: dict) -> StoredDecision:
         vehicle_id, hit_event_id = message["vehicle_id"], message["hit_event_id"]
@@ -1106,11 +1130,6 @@ class HitStore(StoreRetention):
             return StoredDecision(StoreOutcome.NEW, hit_message)
         return StoredDecision(StoreOutcome.CONFLICT, hit_message, json.loads(same_id[0][2]))
 
-    def set_status(self, message: dict) -> str | None:
-        """Keep a validated status message as its vehicle's last; returns the state it
-        had before (None for a vehicle not seen until now)."""
-        return self.add_batch([("status", message)])[0]
-
     def _set_status_tx(self, message: dict) -> str | None:
         # In the caller's transaction: the previous state read is the one replaced.
         row = self._db.execute(
@@ -1126,14 +1145,10 @@ class HitStore(StoreRetention):
                 message["state"],
                 message.get("at"),
                 now_iso(),
-                json.dumps(message, ensure_ascii=False, separators=(",", ":")),
+                dump_message(message),
             ),
         )
         return row[0] if row else None
-
-    def add_audit(self, vehicle_id: str, record: dict) -> bool:
-        """Store an audit record; False when its ``event_id`` is already stored."""
-        return self.add_batch([("audit", record, vehicle_id)])[0]
 
     def _add_audit_tx(self, record: dict, vehicle_id: str) -> bool:
         cursor = self._db.execute(
@@ -1143,7 +1158,7 @@ class HitStore(StoreRetention):
                 record["event_id"],
                 vehicle_id,
                 now_iso(),
-                json.dumps(record, ensure_ascii=False, separators=(",", ":")),
+                dump_message(record),
             ),
         )
         return cursor.rowcount == 1
