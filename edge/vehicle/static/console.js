@@ -185,36 +185,14 @@
     }
   }
 
-  // Events that arrive while the list is being reloaded wait for it: applied before,
-  // they would be wiped by the list (read from the outbox just before they were
-  // raised). Applied after it, a hit already listed is skipped by newHit.
-  var queued = null;
-  var reloads = 0;
-
-  function whenLoaded(handler) {
-    return function (data) {
-      if (queued) {
-        queued.push(function () { handler(data); });
-        document.body.dataset.queued = String(queued.length);
-      } else {
-        handler(data);
-      }
-    };
-  }
+  // Pushed events wait while the list reloads (lpr.reloadedList); newHit then skips
+  // a hit already listed.
+  var hitList = lpr.reloadedList();
+  var whenLoaded = hitList.whenLoaded;
 
   function reload() {
-    var mine = ++reloads;
-    queued = queued || [];
-    function flush() {
-      if (mine !== reloads) { return; }  // a newer reload flushes
-      var waiting = queued;
-      queued = null;
-      delete document.body.dataset.queued;
-      waiting.forEach(function (apply) { apply(); });
-    }
-    lpr.getJson("/api/hits").then(function (data) {
-      if (mine === reloads) { showAll(data.hits); }
-    }).catch(function () { /* the stream's reconnect retries */ }).then(flush);
+    return hitList.reload(function () { return lpr.getJson("/api/hits"); },
+      function (data) { showAll(data.hits); });
   }
 
   function listItem(list, text, alarmed) {

@@ -93,6 +93,45 @@ var lpr = (function () {
     return source;
   }
 
+  // A list a page reloads whole (each time its event stream connects, or a filter
+  // changes) while events keep arriving. Events that come during a reload wait for it:
+  // applied before, the reloaded list (read just before they happened) would wipe them;
+  // applied after it, the page's handler replaces or skips what is already listed. Only
+  // the newest reload's answer is shown.
+  function reloadedList() {
+    var queued = null;
+    var reloads = 0;
+
+    function whenLoaded(handler) {
+      return function (data) {
+        if (queued) {
+          queued.push(function () { handler(data); });
+          document.body.dataset.queued = String(queued.length);
+        } else {
+          handler(data);
+        }
+      };
+    }
+
+    function reload(fetchList, show) {
+      var mine = ++reloads;
+      queued = queued || [];
+      function flush() {
+        if (mine !== reloads) { return; }  // a newer reload flushes
+        var waiting = queued;
+        queued = null;
+        delete document.body.dataset.queued;
+        waiting.forEach(function (apply) { apply(); });
+      }
+      return fetchList().then(function (data) {
+        if (mine === reloads) { show(data); }
+      }).catch(function (e) { window.console.warn(String(e)); }).then(flush);
+    }
+
+    return { whenLoaded: whenLoaded, reload: reload };
+  }
+
   return { el: el, setText: setText, textNodes: textNodes, getJson: getJson,
-           postJson: postJson, events: events, csrfToken: csrfToken };
+           postJson: postJson, events: events, csrfToken: csrfToken,
+           reloadedList: reloadedList };
 })();

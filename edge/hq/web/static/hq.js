@@ -106,44 +106,23 @@
     filterList.value = current;
   }
 
-  // Events that arrive while the list is being reloaded wait for it: applied before,
-  // the reloaded list (read just before they were stored) would wipe them. Applied
-  // after it, a hit already listed replaces its row instead of doubling it.
-  var queued = null;
-  var reloads = 0;
-
-  function whenLoaded(handler) {
-    return function (data) {
-      if (queued) {
-        queued.push(function () { handler(data); });
-        document.body.dataset.queued = String(queued.length);
-      } else {
-        handler(data);
-      }
-    };
-  }
+  // Pushed events wait while the list reloads (lpr.reloadedList); a hit already
+  // listed then replaces its row instead of doubling it.
+  var hitList = lpr.reloadedList();
+  var whenLoaded = hitList.whenLoaded;
 
   function loadHits() {
     var q = new URLSearchParams();
     if (filterList.value) { q.set("list", filterList.value); }
     if (filterPriority.value) { q.set("priority", filterPriority.value); }
-    var mine = ++reloads;
-    queued = queued || [];
-    function flush() {
-      if (mine !== reloads) { return; }  // a newer reload flushes
-      var waiting = queued;
-      queued = null;
-      delete document.body.dataset.queued;
-      waiting.forEach(function (apply) { apply(); });
-    }
-    return lpr.getJson("/api/hits?" + q.toString()).then(function (data) {
-      if (mine !== reloads) { return; }  // a filter changed meanwhile: its answer counts
-      while (rows.firstChild) { rows.removeChild(rows.firstChild); }
-      shown = {};
-      data.hits.forEach(function (hit) { addHit(hit, false); });
-      setLists(data.lists);
-      countShown();
-    }).catch(function (e) { window.console.warn(String(e)); }).then(flush);
+    return hitList.reload(function () { return lpr.getJson("/api/hits?" + q.toString()); },
+      function (data) {
+        while (rows.firstChild) { rows.removeChild(rows.firstChild); }
+        shown = {};
+        data.hits.forEach(function (hit) { addHit(hit, false); });
+        setLists(data.lists);
+        countShown();
+      });
   }
 
   function onHit(hit) {
