@@ -397,17 +397,8 @@ class StoreReads:
     ) -> list[dict]:
         """Stored hit messages, conflicts included, oldest event first (event ids sort
         by creation time; hits sharing an id in the order they arrived)."""
-        where, params = [], []
-        if vehicle_id is not None:
-            where.append(f"vehicle_id = {self.MARK}")
-            params.append(vehicle_id)
-        if plate is not None:
-            where.append(f"plate = {self.MARK}")
-            params.append(plate)
-        sql = "SELECT payload FROM hits"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY event_id{self.BYTE_ORDER}, id"
+        where, params = self._where(("vehicle_id = ?", vehicle_id), ("plate = ?", plate))
+        sql = f"SELECT payload FROM hits{where} ORDER BY event_id{self.BYTE_ORDER}, id"
         if limit is not None:
             sql += f" LIMIT {self.MARK}"
             params.append(limit)
@@ -436,17 +427,10 @@ class StoreReads:
     ) -> list[dict]:
         """The rows of the hits that arrived last (conflicts included), newest first,
         on ``list_name`` and of ``priority`` when given; the payload parsed."""
-        where, params = [], []
-        if list_name is not None:
-            where.append(f'"list" = {self.MARK}')
-            params.append(list_name)
-        if priority is not None:
-            where.append(f"priority = {self.MARK}")
-            params.append(priority)
-        sql = "SELECT * FROM hits"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        return self._rows(f"{sql} ORDER BY id DESC LIMIT {self.MARK}", [*params, limit])
+        where, params = self._where(('"list" = ?', list_name), ("priority = ?", priority))
+        return self._rows(
+            f"SELECT * FROM hits{where} ORDER BY id DESC LIMIT {self.MARK}", [*params, limit]
+        )
 
     def hit_rows(self, event_id: str) -> list[dict]:
         """Every row stored with ``event_id`` (the first, then any conflicts)."""
@@ -474,19 +458,26 @@ class StoreReads:
         payload parsed); only those on ``hit_event_ids`` (of ``vehicle_id``) when
         given. ``hit_missing`` is 1 while HQ holds no hit they name, ``conflict_of``
         set for one that reused another decision's ``event_id``."""
-        sql, params = "SELECT * FROM decisions", []
-        where = []
-        if hit_event_ids is not None:
-            if not hit_event_ids:
-                return []
-            where.append(f"hit_event_id IN ({', '.join([self.MARK] * len(hit_event_ids))})")
-            params.extend(hit_event_ids)
-        if vehicle_id is not None:
-            where.append(f"vehicle_id = {self.MARK}")
-            params.append(vehicle_id)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        return self._rows(sql + " ORDER BY id", params)
+        if hit_event_ids is not None and not hit_event_ids:
+            return []
+        ids = None if hit_event_ids is None else list(hit_event_ids)
+        where, params = self._where(
+            (f"hit_event_id IN ({', '.join('?' * len(ids or ()))})", ids),
+            ("vehicle_id = ?", vehicle_id),
+        )
+        return self._rows(f"SELECT * FROM decisions{where} ORDER BY id", params)
+
+    def _where(self, *tests: tuple[str, object]) -> tuple[str, list]:
+        """`` WHERE`` and the tests (SQL with ``?`` for each value, whatever the
+        driver's placeholder) whose value is not None, joined by AND, and their
+        parameters; a list value fills as many ``?``. Empty when none applies."""
+        clauses, params = [], []
+        for test, value in tests:
+            if value is None:
+                continue
+            clauses.append(test.replace("?", self.MARK))
+            params.extend(value if isinstance(value, list) else [value])
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
     def _rows(self, sql: str, params: Sequence = ()) -> list[dict]:
         names, rows = self._read(sql, params)
@@ -536,20 +527,16 @@ class StoreReads:
         if not wanted:
             return []
         candidates = sorted(neighbourhood(wanted, max_distance))
-        marks = ", ".join([self.MARK] * len(candidates))
-        where, params = [f"plate IN ({marks})"], list(candidates)
-        for clause, value in (
-            (f"observed_at >= {self.MARK}", since),
-            (f"observed_at <= {self.MARK}", until),
-            (f"vehicle_id = {self.MARK}", vehicle_id),
-            (f'"list" = {self.MARK}', list_name),
-        ):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
+        where, params = self._where(
+            (f"plate IN ({', '.join('?' * len(candidates))})", candidates),
+            ("observed_at >= ?", since),
+            ("observed_at <= ?", until),
+            ("vehicle_id = ?", vehicle_id),
+            ('"list" = ?', list_name),
+        )
         _, rows = self._read(
             'SELECT id, event_id, vehicle_id, camera, plate, observed_at, "list", priority, '
-            f"payload, conflict_of, withdrawn_by FROM hits WHERE {' AND '.join(where)}",
+            f"payload, conflict_of, withdrawn_by FROM hits{where}",
             params,
         )
         results = []
